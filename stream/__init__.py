@@ -1,0 +1,1 @@
+"""cx-stream: real-time customer-experience metrics from helpdesk events on Kafka."""

@@ -1,0 +1,107 @@
+"""Settings from CX_* environment variables (CLI flags override them)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from .tickets import DEFAULT_SLA, SlaTargets
+from .windows import WindowSpec, parse_duration, parse_windows
+
+PRIORITIES = ("low", "normal", "high", "urgent")
+
+
+class ConfigError(ValueError):
+    """A setting a person gave is unusable; the message names the setting."""
+
+
+def parse_targets(text: str, defaults: Mapping[str, float]) -> dict[str, float]:
+    """'urgent=1h,high=4h' -> seconds per priority, the priorities not named keep `defaults`."""
+    targets = dict(defaults)
+    for part in filter(None, (piece.strip() for piece in text.split(","))):
+        priority, _, duration = part.partition("=")
+        if priority.strip() not in PRIORITIES:
+            raise ValueError(f"{priority.strip()!r} is not a priority ({', '.join(PRIORITIES)})")
+        targets[priority.strip()] = parse_duration(duration)
+    return targets
+
+
+@dataclass(frozen=True)
+class Settings:
+    broker: str = "kafka://localhost:9092"
+    web_port: int = 6066
+    web_host: str = "0.0.0.0"
+    data_dir: str = "./cx-data"
+    app_id: str = "cx-stream"
+    partitions: int = 8
+    windows: tuple[WindowSpec, ...] = field(default_factory=lambda: parse_windows("1h,24h,7d,28d"))
+    topic_prefix: str = ""
+    max_segment_values: int = 50
+    snapshot_interval: float = 10.0
+    sla: SlaTargets = DEFAULT_SLA
+    embedded_broker: bool = False
+    log_level: str = "info"
+
+    def topic(self, name: str) -> str:
+        return f"{self.topic_prefix}{name}"
+
+    @property
+    def publish_interval(self) -> float:
+        """How often partitions send their window totals to the merging worker."""
+        return max(0.2, min(2.0, self.snapshot_interval / 5))
+
+    def with_overrides(self, **overrides: Any) -> Settings:
+        return replace(
+            self, **{key: value for key, value in overrides.items() if value is not None}
+        )
+
+
+def _number(name: str, text: str, kind: type[int] | type[float], minimum: float) -> Any:
+    try:
+        value = kind(text)
+    except ValueError:
+        raise ConfigError(f"{name}={text!r} is not a number") from None
+    if value < minimum:
+        raise ConfigError(f"{name}={text!r} must be at least {minimum:g}")
+    return value
+
+
+def from_env(environ: Mapping[str, str] | None = None) -> Settings:
+    """Settings from the CX_* variables of `environ` (default: the process environment)."""
+    env = os.environ if environ is None else environ
+    settings = Settings()
+    values: dict[str, Any] = {}
+    simple = {
+        "CX_BROKER": "broker",
+        "CX_WEB_HOST": "web_host",
+        "CX_DATA_DIR": "data_dir",
+        "CX_APP_ID": "app_id",
+        "CX_TOPIC_PREFIX": "topic_prefix",
+        "CX_LOG_LEVEL": "log_level",
+    }
+    for variable, attribute in simple.items():
+        if variable in env:
+            values[attribute] = env[variable]
+    numbers = {
+        "CX_WEB_PORT": ("web_port", int, 0),
+        "CX_PARTITIONS": ("partitions", int, 1),
+        "CX_MAX_SEGMENT_VALUES": ("max_segment_values", int, 1),
+        "CX_SNAPSHOT_INTERVAL": ("snapshot_interval", float, 0.1),
+    }
+    for variable, (attribute, kind, minimum) in numbers.items():
+        if variable in env:
+            values[attribute] = _number(variable, env[variable], kind, minimum)
+    try:
+        if "CX_WINDOWS" in env:
+            values["windows"] = parse_windows(env["CX_WINDOWS"])
+        first_response = parse_targets(
+            env.get("CX_FIRST_RESPONSE_SLA", ""), settings.sla.first_response
+        )
+        resolution = parse_targets(env.get("CX_RESOLUTION_SLA", ""), settings.sla.resolution)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    values["sla"] = SlaTargets(first_response, resolution)
+    values["embedded_broker"] = env.get("CX_EMBEDDED_BROKER", "").lower() in {"1", "true", "yes"}
+    return replace(settings, **values)

@@ -1,0 +1,150 @@
+"""Decode and validate one input record into a typed event, or say why it is invalid."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import jsonschema_rs
+import orjson
+
+TOPICS = ("ticket-opened", "ticket-replied", "ticket-resolved", "survey-answered")
+"""The four input topics of CONTRACT.md section 2 (before any CX_TOPIC_PREFIX)."""
+
+FUTURE_TOLERANCE_SECONDS = 5 * 60
+
+Priority = Literal["low", "normal", "high", "urgent"]
+SurveyKind = Literal["nps", "csat", "ces"]
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """The dimensions a ticket or survey response is reported under."""
+
+    team: str = "unassigned"
+    channel: str = "unknown"
+    priority: str = "normal"
+
+
+@dataclass(frozen=True, slots=True)
+class TicketOpened:
+    event_id: str
+    ticket_id: str
+    occurred_at: float
+    segment: Segment
+
+
+@dataclass(frozen=True, slots=True)
+class TicketReplied:
+    event_id: str
+    ticket_id: str
+    occurred_at: float
+    author: str
+    public: bool
+
+
+@dataclass(frozen=True, slots=True)
+class TicketResolved:
+    event_id: str
+    ticket_id: str
+    occurred_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class SurveyAnswered:
+    event_id: str
+    ticket_id: str | None
+    occurred_at: float
+    survey: SurveyKind
+    score: int
+    segment: Segment
+
+
+Event = TicketOpened | TicketReplied | TicketResolved | SurveyAnswered
+
+
+class InvalidEvent(ValueError):
+    """A record that cannot be processed; its message is the human-readable reason."""
+
+
+def schema_dir() -> Path:
+    """Where the JSON Schemas live: inside an installed wheel, or at the repository root."""
+    packaged = Path(str(resources.files("stream"))) / "schemas"
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parent.parent / "schemas"
+
+
+@cache
+def _validator(topic: str) -> Any:
+    schema = orjson.loads((schema_dir() / f"{topic}.schema.json").read_bytes())
+    return jsonschema_rs.validator_for(schema, validate_formats=True)
+
+
+def parse_timestamp(text: str) -> float:
+    """RFC 3339 with an offset -> POSIX seconds. The offset is required: event time is absolute."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidEvent(f"occurred_at {text!r} is not an RFC 3339 timestamp") from None
+    if moment.tzinfo is None:
+        raise InvalidEvent(f"occurred_at {text!r} has no UTC offset")
+    return moment.timestamp()
+
+
+def _segment(fields: dict[str, Any]) -> Segment:
+    return Segment(
+        team=fields.get("team", "unassigned"),
+        channel=fields.get("channel", "unknown"),
+        priority=fields.get("priority", "normal"),
+    )
+
+
+def decode(topic: str, value: bytes | None, now: float) -> Event:
+    """Decode a record value of an input topic (named without prefix) at wall-clock time `now`.
+
+    Raises InvalidEvent with a reason a person can act on.
+    """
+    if value is None:
+        raise InvalidEvent("record has no value")
+    try:
+        fields = orjson.loads(value)
+    except orjson.JSONDecodeError as error:
+        raise InvalidEvent(f"value is not JSON: {error}") from None
+    if not isinstance(fields, dict):
+        raise InvalidEvent(f"value is JSON {type(fields).__name__}, not an object")
+    try:
+        _validator(topic).validate(fields)
+    except jsonschema_rs.ValidationError as error:
+        where = "/" + "/".join(str(part) for part in error.instance_path)
+        raise InvalidEvent(f"schema violation at {where}: {error.message}") from None
+    occurred_at = parse_timestamp(fields["occurred_at"])
+    if occurred_at > now + FUTURE_TOLERANCE_SECONDS:
+        ahead = occurred_at - now
+        raise InvalidEvent(f"occurred_at {fields['occurred_at']} is {ahead:.0f}s in the future")
+    event_id = fields["event_id"]
+    match topic:
+        case "ticket-opened":
+            return TicketOpened(event_id, fields["ticket_id"], occurred_at, _segment(fields))
+        case "ticket-replied":
+            return TicketReplied(
+                event_id,
+                fields["ticket_id"],
+                occurred_at,
+                fields["author"],
+                fields.get("public", True),
+            )
+        case "ticket-resolved":
+            return TicketResolved(event_id, fields["ticket_id"], occurred_at)
+        case "survey-answered":
+            return SurveyAnswered(
+                event_id,
+                fields.get("ticket_id"),
+                occurred_at,
+                fields["survey"],
+                int(fields["score"]),
+                _segment(fields),
+            )
+    raise ValueError(f"not an input topic: {topic}")

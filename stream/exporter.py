@@ -1,0 +1,219 @@
+"""From merged window totals to what people read: Prometheus gauges and cx-metrics snapshots.
+
+Both read the same rows (`series_rows`), so the latest snapshot of a series equals what
+/metrics showed at the snapshot's as_of.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from .stats import nps, nps_margin_of_error, ratio, wilson_interval
+from .windows import SegmentKey, Tally
+
+LABELS = ("window", "team", "channel", "priority")
+OTHER = "other"
+
+MetricValues = dict[str, float | None]
+
+
+@dataclass(slots=True)
+class MergedSeries:
+    tickets_open: int = 0
+    windows: dict[str, Tally] = field(default_factory=dict)
+
+    def add(self, partial: dict[str, Any]) -> None:
+        self.tickets_open += partial["tickets_open"]
+        for name, tally_json in partial["windows"].items():
+            self.windows.setdefault(name, Tally()).merge(Tally.from_json(tally_json))
+
+
+def folded_values(values: Iterable[str], cap: int) -> dict[str, str]:
+    """Which label each value of one dimension is exported under.
+
+    The first `cap` values in sorted order keep their own label and the rest fold into
+    'other'. Sorting (not arrival order) keeps the choice a function of the set of values.
+    """
+    ordered = sorted(set(values))
+    return {value: value if index < cap else OTHER for index, value in enumerate(ordered)}
+
+
+def merge_partials(entries: Iterable[dict[str, Any]], cap: int) -> dict[SegmentKey, MergedSeries]:
+    """Sum the per-partition partials of each series, after folding values over the cap."""
+    entries = list(entries)
+    values_by_dimension: dict[str, set[str]] = {}
+    for entry in entries:
+        values_by_dimension.setdefault(entry["dimension"], set()).add(entry["value"])
+    labels = {
+        dimension: folded_values(values, cap) if dimension != "all" else {"all": "all"}
+        for dimension, values in values_by_dimension.items()
+    }
+    merged: dict[SegmentKey, MergedSeries] = {}
+    for entry in entries:
+        dimension = entry["dimension"]
+        key = (dimension, labels[dimension][entry["value"]])
+        merged.setdefault(key, MergedSeries()).add(entry)
+    return merged
+
+
+def window_metrics(tally: Tally) -> MetricValues:
+    """Every windowed metric of CONTRACT.md section 4 for one series and window.
+
+    Counts are always present; a ratio, average or quantile is None while its count is 0.
+    """
+    count = tally.count
+    promoters, passives, detractors = (
+        count("nps_promoters"),
+        count("nps_passives"),
+        count("nps_detractors"),
+    )
+    csat_responses, satisfied = count("csat_responses"), count("csat_satisfied")
+    interval = wilson_interval(satisfied, csat_responses)
+    first_responses, resolutions = count("first_response_count"), count("resolution_count")
+    ces_responses, resolved = count("ces_responses"), count("tickets_resolved")
+    sums = tally.counts
+    return {
+        "nps": nps(promoters, passives, detractors),
+        "nps_margin_of_error": nps_margin_of_error(promoters, passives, detractors),
+        "nps_responses": promoters + passives + detractors,
+        "nps_promoters": promoters,
+        "nps_passives": passives,
+        "nps_detractors": detractors,
+        "csat_ratio": ratio(satisfied, csat_responses),
+        "csat_ratio_lower": None if interval is None else interval[0],
+        "csat_ratio_upper": None if interval is None else interval[1],
+        "csat_responses": csat_responses,
+        "csat_satisfied": satisfied,
+        "csat_score_avg": ratio(sums.get("csat_score_sum", 0), csat_responses),
+        "ces_score_avg": ratio(sums.get("ces_score_sum", 0), ces_responses),
+        "ces_low_effort_ratio": ratio(count("ces_low_effort"), ces_responses),
+        "ces_responses": ces_responses,
+        "first_response_seconds_p50": tally.first_response.quantile(0.5),
+        "first_response_seconds_p90": tally.first_response.quantile(0.9),
+        "first_response_seconds_avg": ratio(
+            sums.get("first_response_seconds_sum", 0), first_responses
+        ),
+        "first_response_count": first_responses,
+        "resolution_seconds_p50": tally.resolution.quantile(0.5),
+        "resolution_seconds_p90": tally.resolution.quantile(0.9),
+        "resolution_seconds_avg": ratio(sums.get("resolution_seconds_sum", 0), resolutions),
+        "resolution_count": resolutions,
+        "tickets_opened": count("tickets_opened"),
+        "tickets_resolved": resolved,
+        "first_response_sla_breach_ratio": ratio(
+            count("first_response_sla_breaches"), first_responses
+        ),
+        "resolution_sla_breach_ratio": ratio(count("resolution_sla_breaches"), resolutions),
+        "one_touch_ratio": ratio(count("one_touch_tickets"), resolved),
+        "first_response_sla_breaches": count("first_response_sla_breaches"),
+        "resolution_sla_breaches": count("resolution_sla_breaches"),
+        "one_touch_tickets": count("one_touch_tickets"),
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesRow:
+    """One (window, segment) series: its labels, windowed metrics and the segment's backlog."""
+
+    labels: dict[str, str]
+    metrics: MetricValues
+    tickets_open: int
+
+    @property
+    def key(self) -> str:
+        """The cx-metrics record key: window=1h,team=all,channel=all,priority=all."""
+        return ",".join(f"{name}={self.labels[name]}" for name in LABELS)
+
+
+def segment_labels(key: SegmentKey) -> dict[str, str]:
+    dimension, value = key
+    labels = {"team": "all", "channel": "all", "priority": "all"}
+    if dimension != "all":
+        labels[dimension] = value
+    return labels
+
+
+def series_rows(merged: dict[SegmentKey, MergedSeries], windows: Sequence[str]) -> list[SeriesRow]:
+    rows = []
+    for key in sorted(merged):
+        series = merged[key]
+        for window in windows:
+            tally = series.windows.get(window) or Tally()
+            rows.append(
+                SeriesRow(
+                    {"window": window, **segment_labels(key)},
+                    window_metrics(tally),
+                    series.tickets_open,
+                )
+            )
+    return rows
+
+
+def snapshot(row: SeriesRow, as_of: float) -> dict[str, Any]:
+    """The cx-metrics value of a series (schemas/metrics-snapshot.schema.json)."""
+    moment = datetime.fromtimestamp(as_of, UTC).isoformat(timespec="milliseconds")
+    return {
+        **row.labels,
+        **row.metrics,
+        "tickets_open": row.tickets_open,
+        "as_of": moment.replace("+00:00", "Z"),
+    }
+
+
+QUANTILES = {"_p50": "0.5", "_p90": "0.9"}
+
+
+class SeriesCollector(Collector):
+    """Builds the cx_* gauge families at scrape time from the rows this worker exports."""
+
+    def __init__(self, rows: Callable[[], list[SeriesRow]]) -> None:
+        self._rows = rows
+
+    def collect(self) -> Iterator[Metric]:
+        families: dict[str, GaugeMetricFamily] = {}
+
+        def family(name: str, extra: tuple[str, ...] = ()) -> GaugeMetricFamily:
+            if name not in families:
+                labels = [*LABELS, *extra] if name != "cx_tickets_open" else list(LABELS[1:])
+                families[name] = GaugeMetricFamily(name, _HELP.get(name, name), labels=labels)
+            return families[name]
+
+        rows = self._rows()
+        for row in rows:
+            labels = [row.labels[name] for name in LABELS]
+            for name, value in row.metrics.items():
+                suffix = name[-4:]
+                if suffix in QUANTILES:
+                    metric = family(f"cx_{name[:-4]}", ("quantile",))
+                    if value is not None:
+                        metric.add_metric([*labels, QUANTILES[suffix]], value)
+                    continue
+                metric = family(f"cx_{name}")
+                if value is not None:
+                    metric.add_metric(labels, value)
+        open_family = family("cx_tickets_open")
+        backlog = {tuple(row.labels[name] for name in LABELS[1:]): row.tickets_open for row in rows}
+        for labels_tuple, tickets_open in backlog.items():
+            open_family.add_metric(list(labels_tuple), tickets_open)
+        yield from (metric for metric in families.values() if metric.samples)
+
+
+_HELP = {
+    "cx_nps": "Net Promoter Score (-100..100) of survey responses in the window",
+    "cx_nps_margin_of_error": "95% half-width of the NPS",
+    "cx_csat_ratio": "Share of CSAT responses scoring 4 or 5",
+    "cx_csat_ratio_lower": "Wilson 95% lower bound of the CSAT ratio",
+    "cx_csat_ratio_upper": "Wilson 95% upper bound of the CSAT ratio",
+    "cx_ces_score_avg": "Mean Customer Effort Score (1-7)",
+    "cx_ces_low_effort_ratio": "Share of CES responses scoring 5-7",
+    "cx_first_response_seconds": "First response time quantiles, counted at the reply",
+    "cx_resolution_seconds": "Time to resolution quantiles, counted at the resolution",
+    "cx_tickets_open": "Tickets opened and not resolved (backlog now)",
+    "cx_one_touch_ratio": "Resolved tickets with at most one public agent reply",
+}

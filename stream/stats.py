@@ -1,0 +1,130 @@
+"""Metric math: NPS with its margin of error, CSAT with its Wilson interval, CES, quantiles.
+
+Pure functions and one small mergeable class; nothing here knows about Kafka or time.
+"""
+
+from __future__ import annotations
+
+import math
+
+from ddsketch.mapping import LogarithmicMapping
+
+Z_95 = 1.96
+SKETCH_RELATIVE_ACCURACY = 0.01
+"""The contract allows 2% relative error on quantiles; the sketch guarantees 1%."""
+
+_MAPPING = LogarithmicMapping(SKETCH_RELATIVE_ACCURACY)
+
+
+class QuantileSketch:
+    """DDSketch-style log-bucketed histogram of non-negative values.
+
+    Unlike ddsketch.DDSketch it keeps exact integer counts per bucket, so a value can be
+    removed again (a retraction) and two sketches can be added or subtracted exactly.
+    Any quantile is within SKETCH_RELATIVE_ACCURACY of the matching order statistic.
+    """
+
+    __slots__ = ("bins", "zeros")
+
+    def __init__(self, bins: dict[int, int] | None = None, zeros: int = 0) -> None:
+        self.bins: dict[int, int] = bins if bins is not None else {}
+        self.zeros = zeros
+
+    @property
+    def count(self) -> int:
+        return self.zeros + sum(self.bins.values())
+
+    def add(self, value: float, weight: int = 1) -> None:
+        if value <= _MAPPING.min_possible:
+            self.zeros += weight
+            return
+        key = _MAPPING.key(value)
+        count = self.bins.get(key, 0) + weight
+        if count:
+            self.bins[key] = count
+        else:
+            del self.bins[key]
+
+    def merge(self, other: QuantileSketch, sign: int = 1) -> None:
+        """Add (sign=1) or subtract (sign=-1) every value of `other`."""
+        self.zeros += sign * other.zeros
+        for key, weight in other.bins.items():
+            count = self.bins.get(key, 0) + sign * weight
+            if count:
+                self.bins[key] = count
+            else:
+                del self.bins[key]
+
+    def quantile(self, q: float) -> float | None:
+        """The value at rank floor(q * (n - 1)) (0-based), or None when empty."""
+        total = self.count
+        if total <= 0:
+            return None
+        rank = math.floor(q * (total - 1))
+        seen = self.zeros
+        if rank < seen:
+            return 0.0
+        for key in sorted(self.bins):
+            seen += self.bins[key]
+            if rank < seen:
+                return float(_MAPPING.value(key))
+        raise AssertionError("ranks exceed the sketch's count")  # unreachable for counts >= 0
+
+    def to_json(self) -> list[object]:
+        return [self.zeros, [[key, count] for key, count in self.bins.items()]]
+
+    @classmethod
+    def from_json(cls, data: list[object]) -> QuantileSketch:
+        zeros, pairs = data
+        assert isinstance(zeros, int) and isinstance(pairs, list)
+        return cls({key: count for key, count in pairs}, zeros)
+
+
+def nps(promoters: int, passives: int, detractors: int) -> float | None:
+    responses = promoters + passives + detractors
+    if responses == 0:
+        return None
+    return 100.0 * (promoters - detractors) / responses
+
+
+def nps_margin_of_error(promoters: int, passives: int, detractors: int) -> float | None:
+    """95% half-width: 1.96 x 100 x sqrt(((p + d) - (p - d)^2) / n), p and d as shares."""
+    responses = promoters + passives + detractors
+    if responses == 0:
+        return None
+    p = promoters / responses
+    d = detractors / responses
+    variance = max((p + d) - (p - d) ** 2, 0.0)  # never below 0 but for float rounding
+    return Z_95 * 100.0 * math.sqrt(variance / responses)
+
+
+def nps_category(score: int) -> str:
+    if score >= 9:
+        return "promoter"
+    if score >= 7:
+        return "passive"
+    return "detractor"
+
+
+def wilson_interval(successes: int, trials: int, z: float = Z_95) -> tuple[float, float] | None:
+    """Wilson score interval for a binomial proportion (CSAT's satisfied share)."""
+    if trials == 0:
+        return None
+    share = successes / trials
+    z2 = z * z
+    centre = share + z2 / (2 * trials)
+    spread = z * math.sqrt(share * (1 - share) / trials + z2 / (4 * trials * trials))
+    denominator = 1 + z2 / trials
+    return (max((centre - spread) / denominator, 0.0), min((centre + spread) / denominator, 1.0))
+
+
+def ratio(part: float, whole: float) -> float | None:
+    return None if whole == 0 else part / whole
+
+
+def is_csat_satisfied(score: int) -> bool:
+    return score >= 4
+
+
+def is_ces_low_effort(score: int) -> bool:
+    return score >= 5

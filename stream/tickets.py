@@ -1,0 +1,214 @@
+"""Per-ticket state and per-survey-slot state, and the observations they contribute.
+
+A state keeps only what the metrics need: the earliest ticket-opened (its segment wins), the
+two earliest public agent replies (the first is the first response; the second decides
+one-touch), the earliest resolution, and for a survey slot the response that currently counts.
+Every update is a lattice join (an earliest / latest pick), so applying the same event twice,
+or events in any order, gives the same state: that is what makes replays after a crash exact.
+
+A state's observations are a pure function of the state. When an event changes a state, the
+pipeline retracts the old observations and adds the new ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+from .events import Segment, SurveyAnswered, TicketOpened, TicketReplied, TicketResolved
+
+Stamp = tuple[float, str]
+"""(occurred_at, event_id): the order in which competing events are picked."""
+
+Kind = Literal[
+    "opened", "backlog", "first_response", "resolved", "resolution", "nps", "csat", "ces"
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """One contribution of a state to the metrics, at event time `at`, under `segment`.
+
+    `value` is a duration in seconds (first_response, resolution) or a survey score;
+    `flag` is the SLA breach (first_response, resolution) or one-touch (resolved).
+    """
+
+    kind: Kind
+    at: float
+    segment: Segment
+    value: float = 0.0
+    flag: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SlaTargets:
+    """Seconds allowed per priority before a first response or resolution breaches its SLA."""
+
+    first_response: dict[str, float]
+    resolution: dict[str, float]
+
+
+DEFAULT_SLA = SlaTargets(
+    first_response={"urgent": 3600, "high": 4 * 3600, "normal": 8 * 3600, "low": 24 * 3600},
+    resolution={"urgent": 4 * 3600, "high": 24 * 3600, "normal": 72 * 3600, "low": 168 * 3600},
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TicketState:
+    partition: int
+    opened: Stamp | None = None
+    segment: Segment | None = None
+    agent_replies: tuple[Stamp, ...] = ()
+    resolved: Stamp | None = None
+
+    def holds(self, event_id: str) -> bool:
+        stamps = (self.opened, self.resolved, *self.agent_replies)
+        return any(stamp is not None and stamp[1] == event_id for stamp in stamps)
+
+    def to_json(self) -> dict[str, Any]:
+        segment = self.segment
+        return {
+            "partition": self.partition,
+            "opened": self.opened,
+            "segment": None
+            if segment is None
+            else [segment.team, segment.channel, segment.priority],
+            "agent_replies": self.agent_replies,
+            "resolved": self.resolved,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TicketState:
+        segment = data["segment"]
+        return cls(
+            partition=data["partition"],
+            opened=_stamp(data["opened"]),
+            segment=None if segment is None else Segment(*segment),
+            agent_replies=tuple((at, event_id) for at, event_id in data["agent_replies"]),
+            resolved=_stamp(data["resolved"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SurveyResponse:
+    partition: int
+    stamp: Stamp
+    survey: str
+    score: int
+    segment: Segment
+
+    def to_json(self) -> dict[str, Any]:
+        segment = self.segment
+        return {
+            "partition": self.partition,
+            "stamp": self.stamp,
+            "survey": self.survey,
+            "score": self.score,
+            "segment": [segment.team, segment.channel, segment.priority],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SurveyResponse:
+        return cls(
+            partition=data["partition"],
+            stamp=(data["stamp"][0], data["stamp"][1]),
+            survey=data["survey"],
+            score=data["score"],
+            segment=Segment(*data["segment"]),
+        )
+
+
+def _stamp(value: Any) -> Stamp | None:
+    return None if value is None else (value[0], value[1])
+
+
+def _earliest(current: Stamp | None, candidate: Stamp) -> Stamp:
+    return candidate if current is None or candidate < current else current
+
+
+TicketEvent = TicketOpened | TicketReplied | TicketResolved
+
+
+def apply_ticket_event(state: TicketState, event: TicketEvent) -> TicketState:
+    """The state after `event`; the same object when the event changes nothing."""
+    stamp = (event.occurred_at, event.event_id)
+    if isinstance(event, TicketOpened):
+        if state.opened is not None and state.opened <= stamp:
+            return state
+        return replace(state, opened=stamp, segment=event.segment)
+    if isinstance(event, TicketResolved):
+        if state.resolved is not None and state.resolved <= stamp:
+            return state
+        return replace(state, resolved=stamp)
+    if event.author != "agent" or not event.public or stamp in state.agent_replies:
+        return state
+    earliest_two = tuple(sorted((*state.agent_replies, stamp))[:2])
+    if earliest_two == state.agent_replies:
+        return state
+    return replace(state, agent_replies=earliest_two)
+
+
+def survey_slot(event: SurveyAnswered) -> str:
+    """The table key of the response `event` competes with: one per (ticket, survey kind)."""
+    if event.ticket_id is None:
+        return f"event:{event.event_id}"
+    return f"{event.survey}:{event.ticket_id}"
+
+
+def apply_survey_event(
+    current: SurveyResponse | None, event: SurveyAnswered, partition: int
+) -> SurveyResponse:
+    """The response that counts for the slot: the latest by occurred_at, then by event_id."""
+    stamp = (event.occurred_at, event.event_id)
+    if current is not None and current.stamp >= stamp:
+        return current
+    return SurveyResponse(partition, stamp, event.survey, event.score, event.segment)
+
+
+def ticket_observations(state: TicketState, sla: SlaTargets) -> list[Observation]:
+    if state.opened is None or state.segment is None:
+        return []  # the segment comes from ticket-opened: nothing counts before it arrives
+    opened_at = state.opened[0]
+    segment = state.segment
+    observations = [Observation("opened", opened_at, segment)]
+    if state.agent_replies:
+        replied_at = state.agent_replies[0][0]
+        seconds = replied_at - opened_at
+        if seconds >= 0:
+            breached = seconds > sla.first_response[segment.priority]
+            observations.append(
+                Observation("first_response", replied_at, segment, seconds, breached)
+            )
+    if state.resolved is None:
+        observations.append(Observation("backlog", opened_at, segment))
+        return observations
+    resolved_at = state.resolved[0]
+    replies_before = sum(1 for at, _ in state.agent_replies if at <= resolved_at)
+    observations.append(Observation("resolved", resolved_at, segment, flag=replies_before <= 1))
+    seconds = resolved_at - opened_at
+    if seconds >= 0:
+        breached = seconds > sla.resolution[segment.priority]
+        observations.append(Observation("resolution", resolved_at, segment, seconds, breached))
+    return observations
+
+
+def anomalies(state: TicketState) -> int:
+    """Negative durations (clock skew) the state holds; they are discarded from the metrics."""
+    if state.opened is None:
+        return 0
+    opened_at = state.opened[0]
+    stamps = [state.agent_replies[0] if state.agent_replies else None, state.resolved]
+    return sum(1 for stamp in stamps if stamp is not None and stamp[0] < opened_at)
+
+
+def survey_observations(response: SurveyResponse) -> list[Observation]:
+    kind: Kind
+    match response.survey:
+        case "nps":
+            kind = "nps"
+        case "csat":
+            kind = "csat"
+        case _:
+            kind = "ces"
+    return [Observation(kind, response.stamp[0], response.segment, float(response.score))]

@@ -1,0 +1,267 @@
+"""Event-time rolling windows: buckets of mergeable tallies, with retraction. No Kafka here.
+
+A window W covers event times (now - W, now]. Each window keeps buckets W/120 wide, so the
+error at its lower edge is at most W/120 (the contract allows W/60), plus a running total of
+the buckets inside the window: adding an observation touches one bucket and the total, and
+moving the clock forward subtracts the buckets that fell out and adds the ones that came due
+(events up to five minutes in the future wait in their bucket until then).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .events import Segment
+from .stats import QuantileSketch, is_ces_low_effort, is_csat_satisfied, nps_category
+from .tickets import Observation
+
+BUCKETS_PER_WINDOW = 120
+
+SegmentKey = tuple[str, str]
+"""(dimension, value): ("all", "all"), ("team", "billing"), ("channel", "chat"), ..."""
+
+DIMENSIONS = ("all", "team", "channel", "priority")
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(text: str) -> float:
+    """'90s', '15m', '1h', '7d', '2w' -> seconds."""
+    match = _DURATION.match(text)
+    if not match:
+        raise ValueError(f"{text!r} is not a duration like 30s, 15m, 1h, 7d or 2w")
+    seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if seconds <= 0:
+        raise ValueError(f"duration {text!r} must be positive")
+    return seconds
+
+
+@dataclass(frozen=True, slots=True)
+class WindowSpec:
+    name: str
+    seconds: float
+
+    @property
+    def bucket_seconds(self) -> float:
+        return self.seconds / BUCKETS_PER_WINDOW
+
+
+def parse_windows(text: str) -> tuple[WindowSpec, ...]:
+    """'1h,24h,7d,28d' -> window specs, ordered as given; names are the labels exported."""
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    if not names:
+        raise ValueError("no windows given; expected a list like 1h,24h,7d,28d")
+    if len(set(names)) != len(names):
+        raise ValueError(f"windows {text!r} name a window twice")
+    return tuple(WindowSpec(name, parse_duration(name)) for name in names)
+
+
+def segment_keys(segment: Segment) -> tuple[SegmentKey, ...]:
+    """The series an observation counts in: the whole, and each single dimension value."""
+    return (
+        ("all", "all"),
+        ("team", segment.team),
+        ("channel", segment.channel),
+        ("priority", segment.priority),
+    )
+
+
+_COUNT_FIELDS = {
+    "tickets_opened",
+    "tickets_resolved",
+    "one_touch_tickets",
+    "first_response_count",
+    "first_response_sla_breaches",
+    "resolution_count",
+    "resolution_sla_breaches",
+    "nps_promoters",
+    "nps_passives",
+    "nps_detractors",
+    "csat_responses",
+    "csat_satisfied",
+    "ces_responses",
+    "ces_low_effort",
+}
+
+
+class Tally:
+    """What a set of observations adds up to: counts, sums and two duration sketches."""
+
+    __slots__ = ("counts", "first_response", "resolution")
+
+    def __init__(self) -> None:
+        self.counts: dict[str, float] = {}
+        self.first_response = QuantileSketch()
+        self.resolution = QuantileSketch()
+
+    def _add(self, name: str, amount: float) -> None:
+        self.counts[name] = self.counts.get(name, 0) + amount
+
+    def observe(self, observation: Observation, sign: int) -> None:
+        kind, value = observation.kind, observation.value
+        if kind == "opened":
+            self._add("tickets_opened", sign)
+        elif kind == "first_response":
+            self._add("first_response_count", sign)
+            self._add("first_response_seconds_sum", sign * value)
+            self._add("first_response_sla_breaches", sign * observation.flag)
+            self.first_response.add(value, sign)
+        elif kind == "resolved":
+            self._add("tickets_resolved", sign)
+            self._add("one_touch_tickets", sign * observation.flag)
+        elif kind == "resolution":
+            self._add("resolution_count", sign)
+            self._add("resolution_seconds_sum", sign * value)
+            self._add("resolution_sla_breaches", sign * observation.flag)
+            self.resolution.add(value, sign)
+        elif kind == "nps":
+            self._add(f"nps_{nps_category(int(value))}s", sign)
+        elif kind == "csat":
+            self._add("csat_responses", sign)
+            self._add("csat_satisfied", sign * is_csat_satisfied(int(value)))
+            self._add("csat_score_sum", sign * value)
+        elif kind == "ces":
+            self._add("ces_responses", sign)
+            self._add("ces_low_effort", sign * is_ces_low_effort(int(value)))
+            self._add("ces_score_sum", sign * value)
+
+    def merge(self, other: Tally, sign: int = 1) -> None:
+        for name, amount in other.counts.items():
+            self._add(name, sign * amount)
+        self.first_response.merge(other.first_response, sign)
+        self.resolution.merge(other.resolution, sign)
+
+    def count(self, name: str) -> int:
+        return round(self.counts.get(name, 0))
+
+    def is_empty(self) -> bool:
+        return not any(self.counts.get(name) for name in _COUNT_FIELDS)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "counts": {name: amount for name, amount in self.counts.items() if amount},
+            "first_response": self.first_response.to_json(),
+            "resolution": self.resolution.to_json(),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Tally:
+        tally = cls()
+        tally.counts = dict(data["counts"])
+        tally.first_response = QuantileSketch.from_json(data["first_response"])
+        tally.resolution = QuantileSketch.from_json(data["resolution"])
+        return tally
+
+    @classmethod
+    def sum(cls, tallies: Iterable[Tally]) -> Tally:
+        total = cls()
+        for tally in tallies:
+            total.merge(tally)
+        return total
+
+
+@dataclass(slots=True)
+class _Window:
+    buckets: dict[int, Tally] = field(default_factory=dict)
+    total: Tally = field(default_factory=Tally)
+
+
+@dataclass(slots=True)
+class SegmentWindows:
+    """One series' state: how many tickets and responses refer to it, its backlog, its windows."""
+
+    windows: list[_Window]
+    references: int = 0
+    tickets_open: int = 0
+
+
+_REFERENCING_KINDS = frozenset({"opened", "nps", "csat", "ces"})
+
+
+class PartitionWindows:
+    """All series of one input partition, kept current as observations come and go."""
+
+    def __init__(self, specs: Sequence[WindowSpec], now: float) -> None:
+        self.specs = tuple(specs)
+        self.segments: dict[SegmentKey, SegmentWindows] = {}
+        self.changed: set[SegmentKey] = set()
+        self._ranges = [self._range(spec, now) for spec in self.specs]
+
+    @staticmethod
+    def _range(spec: WindowSpec, now: float) -> tuple[int, int]:
+        width = spec.bucket_seconds
+        return math.floor((now - spec.seconds) / width), math.floor(now / width)
+
+    def observe(self, observation: Observation, sign: int) -> None:
+        """Add (sign=1) or retract (sign=-1) one observation in each series it counts in."""
+        for key in segment_keys(observation.segment):
+            segment = self.segments.get(key)
+            if segment is None:
+                segment = self.segments[key] = SegmentWindows([_Window() for _ in self.specs])
+            self.changed.add(key)
+            if observation.kind in _REFERENCING_KINDS:
+                segment.references += sign
+            if observation.kind == "backlog":
+                segment.tickets_open += sign
+            else:
+                self._observe_windows(segment, observation, sign)
+            if segment.references <= 0 and segment.tickets_open <= 0:
+                del self.segments[key]
+
+    def _observe_windows(
+        self, segment: SegmentWindows, observation: Observation, sign: int
+    ) -> None:
+        for spec, (low, high), window in zip(
+            self.specs, self._ranges, segment.windows, strict=True
+        ):
+            index = math.floor(observation.at / spec.bucket_seconds)
+            if index < low:
+                continue  # older than the window: still in ticket state, in no window
+            bucket = window.buckets.get(index)
+            if bucket is None:
+                if sign < 0:
+                    continue
+                bucket = window.buckets[index] = Tally()
+            bucket.observe(observation, sign)
+            if index <= high:
+                window.total.observe(observation, sign)
+            if bucket.is_empty():
+                del window.buckets[index]
+
+    def advance(self, now: float) -> None:
+        """Move the windows to wall-clock `now`: expire old buckets, count the ones now due."""
+        for position, spec in enumerate(self.specs):
+            old_low, old_high = self._ranges[position]
+            low, high = self._range(spec, now)
+            if (low, high) == (old_low, old_high):
+                continue
+            self._ranges[position] = (low, high)
+            for key, segment in self.segments.items():
+                window = segment.windows[position]
+                for index in [i for i in window.buckets if i < low or old_high < i <= high]:
+                    bucket = window.buckets[index]
+                    if index < low:
+                        if index <= old_high:
+                            window.total.merge(bucket, -1)
+                        del window.buckets[index]
+                    else:
+                        window.total.merge(bucket)
+                    self.changed.add(key)
+
+    def partial(self, key: SegmentKey) -> dict[str, Any] | None:
+        """The series' current totals as JSON, or None when no state refers to it any more."""
+        segment = self.segments.get(key)
+        if segment is None:
+            return None
+        return {
+            "tickets_open": segment.tickets_open,
+            "windows": {
+                spec.name: window.total.to_json()
+                for spec, window in zip(self.specs, segment.windows, strict=True)
+            },
+        }
