@@ -123,10 +123,6 @@ def _stamp(value: Any) -> Stamp | None:
     return None if value is None else (value[0], value[1])
 
 
-def _earliest(current: Stamp | None, candidate: Stamp) -> Stamp:
-    return candidate if current is None or candidate < current else current
-
-
 TicketEvent = TicketOpened | TicketReplied | TicketResolved
 
 

@@ -2,15 +2,16 @@
 
 A window W covers event times (now - W, now]. Each window keeps buckets W/120 wide, so the
 error at its lower edge is at most W/120 (the contract allows W/60), plus a running total of
-the buckets inside the window: adding an observation touches one bucket and the total, and
-moving the clock forward subtracts the buckets that fell out and adds the ones that came due
-(events up to five minutes in the future wait in their bucket until then).
+its buckets: adding an observation touches one bucket and the total, and moving the clock
+forward subtracts the buckets that fell out. The upper edge is exact: an event stamped in the
+future (up to five minutes is valid) waits, unbucketed, until the clock reaches it.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -190,15 +191,24 @@ class PartitionWindows:
         self.specs = tuple(specs)
         self.segments: dict[SegmentKey, SegmentWindows] = {}
         self.changed: set[SegmentKey] = set()
-        self._ranges = [self._range(spec, now) for spec in self.specs]
+        self.now = now
+        self._lowest = [self._lowest_bucket(spec, now) for spec in self.specs]
+        # observations stamped after `now` (clock skew, up to five minutes): not in any
+        # window yet, kept exactly until the clock reaches them
+        self._pending: Counter[Observation] = Counter()
 
     @staticmethod
-    def _range(spec: WindowSpec, now: float) -> tuple[int, int]:
-        width = spec.bucket_seconds
-        return math.floor((now - spec.seconds) / width), math.floor(now / width)
+    def _lowest_bucket(spec: WindowSpec, now: float) -> int:
+        return math.floor((now - spec.seconds) / spec.bucket_seconds)
 
     def observe(self, observation: Observation, sign: int) -> None:
         """Add (sign=1) or retract (sign=-1) one observation in each series it counts in."""
+        windowed = observation.kind != "backlog"
+        if windowed and observation.at > self.now:
+            self._pending[observation] += sign
+            if not self._pending[observation]:
+                del self._pending[observation]
+            windowed = False
         for key in segment_keys(observation.segment):
             segment = self.segments.get(key)
             if segment is None:
@@ -206,9 +216,9 @@ class PartitionWindows:
             self.changed.add(key)
             if observation.kind in _REFERENCING_KINDS:
                 segment.references += sign
-            if observation.kind == "backlog":
+            elif observation.kind == "backlog":
                 segment.tickets_open += sign
-            else:
+            if windowed:
                 self._observe_windows(segment, observation, sign)
             if segment.references <= 0 and segment.tickets_open <= 0:
                 del self.segments[key]
@@ -216,42 +226,42 @@ class PartitionWindows:
     def _observe_windows(
         self, segment: SegmentWindows, observation: Observation, sign: int
     ) -> None:
-        for spec, (low, high), window in zip(
-            self.specs, self._ranges, segment.windows, strict=True
-        ):
+        for spec, lowest, window in zip(self.specs, self._lowest, segment.windows, strict=True):
             index = math.floor(observation.at / spec.bucket_seconds)
-            if index < low:
+            if index < lowest:
                 continue  # older than the window: still in ticket state, in no window
             bucket = window.buckets.get(index)
             if bucket is None:
                 if sign < 0:
-                    continue
+                    continue  # its bucket expired since it was added
                 bucket = window.buckets[index] = Tally()
             bucket.observe(observation, sign)
-            if index <= high:
-                window.total.observe(observation, sign)
+            window.total.observe(observation, sign)
             if bucket.is_empty():
                 del window.buckets[index]
 
     def advance(self, now: float) -> None:
-        """Move the windows to wall-clock `now`: expire old buckets, count the ones now due."""
+        """Move the windows to wall-clock `now`: expire old buckets, count what came due."""
+        if now <= self.now:
+            return
+        self.now = now
         for position, spec in enumerate(self.specs):
-            old_low, old_high = self._ranges[position]
-            low, high = self._range(spec, now)
-            if (low, high) == (old_low, old_high):
+            lowest = self._lowest_bucket(spec, now)
+            if lowest == self._lowest[position]:
                 continue
-            self._ranges[position] = (low, high)
+            self._lowest[position] = lowest
             for key, segment in self.segments.items():
                 window = segment.windows[position]
-                for index in [i for i in window.buckets if i < low or old_high < i <= high]:
-                    bucket = window.buckets[index]
-                    if index < low:
-                        if index <= old_high:
-                            window.total.merge(bucket, -1)
-                        del window.buckets[index]
-                    else:
-                        window.total.merge(bucket)
+                for index in [index for index in window.buckets if index < lowest]:
+                    window.total.merge(window.buckets.pop(index), -1)
                     self.changed.add(key)
+        due = [observation for observation in self._pending if observation.at <= now]
+        for observation in due:
+            count = self._pending.pop(observation)
+            for key in segment_keys(observation.segment):
+                self.changed.add(key)
+                for _ in range(abs(count)):
+                    self._observe_windows(self.segments[key], observation, 1 if count > 0 else -1)
 
     def partial(self, key: SegmentKey) -> dict[str, Any] | None:
         """The series' current totals as JSON, or None when no state refers to it any more."""

@@ -1,0 +1,255 @@
+"""An independent reading of CONTRACT.md: the expected numbers, computed from raw event dicts.
+
+Nothing here imports the processor. It works on the whole set of events at once (no state
+machines, no buckets, no sketches): exact windows, exact order statistics, and its own
+algebraic forms of the Wilson interval and the NPS margin of error.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+WINDOWS = {"1h": 3600.0, "24h": 86400.0, "7d": 7 * 86400.0, "28d": 28 * 86400.0}
+FIRST_RESPONSE_TARGET = {"urgent": 3600.0, "high": 4 * 3600.0, "normal": 8 * 3600.0, "low": 86400.0}
+RESOLUTION_TARGET = {
+    "urgent": 4 * 3600.0,
+    "high": 86400.0,
+    "normal": 3 * 86400.0,
+    "low": 7 * 86400.0,
+}
+Z = 1.96
+
+Event = tuple[str, dict[str, Any]]  # (topic, fields)
+
+
+def seconds(text: str) -> float:
+    return datetime.fromisoformat(text).timestamp()
+
+
+@dataclass
+class Contribution:
+    """What one ticket or survey response adds to a segment's window, at event time `at`."""
+
+    at: float
+    name: str
+    value: float = 1.0
+
+
+@dataclass
+class Expected:
+    """Expected metrics per (window, team, channel, priority), and backlog per segment."""
+
+    series: dict[tuple[str, str, str, str], dict[str, Any]] = field(default_factory=dict)
+    tickets_open: dict[tuple[str, str, str], int] = field(default_factory=dict)
+
+
+def _segment(fields: dict[str, Any]) -> tuple[str, str, str]:
+    return (
+        fields.get("team", "unassigned"),
+        fields.get("channel", "unknown"),
+        fields.get("priority", "normal"),
+    )
+
+
+def contributions(
+    events: list[Event],
+) -> tuple[list[tuple[tuple[str, str, str], Contribution]], list[tuple[str, str, str]]]:
+    """Every contribution with the segment it counts under, and the segments of open tickets."""
+    distinct = {fields["event_id"]: (topic, fields) for topic, fields in events}
+    by_ticket: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    surveys: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for topic, fields in distinct.values():
+        if topic == "survey-answered":
+            slot = (
+                ("ticket", fields["ticket_id"], fields["survey"])
+                if "ticket_id" in fields
+                else ("event", fields["event_id"])
+            )
+            best = surveys.get(slot)
+            mine = (seconds(fields["occurred_at"]), fields["event_id"])
+            if best is None or mine > (seconds(best["occurred_at"]), best["event_id"]):
+                surveys[slot] = fields
+        else:
+            by_ticket.setdefault(fields["ticket_id"], {}).setdefault(topic, []).append(fields)
+
+    found: list[tuple[tuple[str, str, str], Contribution]] = []
+    open_segments = []
+
+    def earliest(items: list[dict[str, Any]]) -> dict[str, Any] | None:
+        return min(items, key=lambda f: (seconds(f["occurred_at"]), f["event_id"]), default=None)
+
+    for lifecycle in by_ticket.values():
+        opened = earliest(lifecycle.get("ticket-opened", []))
+        if opened is None:
+            continue
+        segment = _segment(opened)
+        opened_at = seconds(opened["occurred_at"])
+        found.append((segment, Contribution(opened_at, "tickets_opened")))
+        agent_replies = [
+            f
+            for f in lifecycle.get("ticket-replied", [])
+            if f["author"] == "agent" and f.get("public", True)
+        ]
+        first_reply = earliest(agent_replies)
+        if first_reply is not None:
+            at = seconds(first_reply["occurred_at"])
+            if at >= opened_at:
+                found.append((segment, Contribution(at, "first_response", at - opened_at)))
+                if at - opened_at > FIRST_RESPONSE_TARGET[segment[2]]:
+                    found.append((segment, Contribution(at, "first_response_sla_breaches")))
+        resolution = earliest(lifecycle.get("ticket-resolved", []))
+        if resolution is None:
+            open_segments.append(segment)
+            continue
+        at = seconds(resolution["occurred_at"])
+        found.append((segment, Contribution(at, "tickets_resolved")))
+        if sum(1 for f in agent_replies if seconds(f["occurred_at"]) <= at) <= 1:
+            found.append((segment, Contribution(at, "one_touch_tickets")))
+        if at >= opened_at:
+            found.append((segment, Contribution(at, "resolution", at - opened_at)))
+            if at - opened_at > RESOLUTION_TARGET[segment[2]]:
+                found.append((segment, Contribution(at, "resolution_sla_breaches")))
+
+    for fields in surveys.values():
+        found.append(
+            (
+                _segment(fields),
+                Contribution(
+                    seconds(fields["occurred_at"]), fields["survey"], float(fields["score"])
+                ),
+            )
+        )
+    return found, open_segments
+
+
+def _labels(
+    segment: tuple[str, str, str], folded: dict[str, dict[str, str]]
+) -> list[tuple[str, str, str]]:
+    team, channel, priority = segment
+    return [
+        ("all", "all", "all"),
+        (folded["team"][team], "all", "all"),
+        ("all", folded["channel"][channel], "all"),
+        ("all", "all", folded["priority"][priority]),
+    ]
+
+
+def fold(values: set[str], cap: int) -> dict[str, str]:
+    return {value: value if rank < cap else "other" for rank, value in enumerate(sorted(values))}
+
+
+def expected(events: list[Event], now: float, cap: int = 50) -> Expected:
+    found, open_segments = contributions(events)
+    known = [segment for segment, c in found if c.name in {"tickets_opened", "nps", "csat", "ces"}]
+    folded = {
+        dimension: fold({segment[position] for segment in known}, cap)
+        for position, dimension in enumerate(("team", "channel", "priority"))
+    }
+    result = Expected()
+    labels_seen = {labels for segment in known for labels in _labels(segment, folded)}
+    for labels in labels_seen:
+        result.tickets_open[labels] = 0
+        for window, width in WINDOWS.items():
+            inside = [
+                c
+                for segment, c in found
+                if labels in _labels(segment, folded) and now - width < c.at <= now
+            ]
+            result.series[(window, *labels)] = summarise(inside)
+    for segment in open_segments:
+        for labels in _labels(segment, folded):
+            result.tickets_open[labels] += 1
+    return result
+
+
+def summarise(inside: list[Contribution]) -> dict[str, Any]:
+    def values(name: str) -> list[float]:
+        return [c.value for c in inside if c.name == name]
+
+    def count(name: str) -> int:
+        return len(values(name))
+
+    nps_scores = values("nps")
+    promoters = sum(1 for s in nps_scores if s >= 9)
+    detractors = sum(1 for s in nps_scores if s <= 6)
+    csat = values("csat")
+    satisfied = sum(1 for s in csat if s >= 4)
+    ces = values("ces")
+    first = sorted(values("first_response"))
+    resolution = sorted(values("resolution"))
+    resolved = count("tickets_resolved")
+    # NPS margin from the variance of per-response values +1 / 0 / -1
+    signs = [1.0 if s >= 9 else -1.0 if s <= 6 else 0.0 for s in nps_scores]
+    mean = sum(signs) / len(signs) if signs else 0.0
+    variance = sum(x * x for x in signs) / len(signs) - mean * mean if signs else 0.0
+    return {
+        "nps": 100 * mean if signs else None,
+        "nps_margin_of_error": Z * 100 * math.sqrt(variance / len(signs)) if signs else None,
+        "nps_responses": len(nps_scores),
+        "nps_promoters": promoters,
+        "nps_passives": len(nps_scores) - promoters - detractors,
+        "nps_detractors": detractors,
+        "csat_ratio": satisfied / len(csat) if csat else None,
+        "csat_ratio_lower": wilson(satisfied, len(csat), -1),
+        "csat_ratio_upper": wilson(satisfied, len(csat), 1),
+        "csat_responses": len(csat),
+        "csat_satisfied": satisfied,
+        "csat_score_avg": sum(csat) / len(csat) if csat else None,
+        "ces_score_avg": sum(ces) / len(ces) if ces else None,
+        "ces_low_effort_ratio": sum(1 for s in ces if s >= 5) / len(ces) if ces else None,
+        "ces_responses": len(ces),
+        "first_response_seconds_p50": first or None,
+        "first_response_seconds_p90": first or None,
+        "first_response_seconds_avg": sum(first) / len(first) if first else None,
+        "first_response_count": len(first),
+        "resolution_seconds_p50": resolution or None,
+        "resolution_seconds_p90": resolution or None,
+        "resolution_seconds_avg": sum(resolution) / len(resolution) if resolution else None,
+        "resolution_count": len(resolution),
+        "tickets_opened": count("tickets_opened"),
+        "tickets_resolved": resolved,
+        "first_response_sla_breach_ratio": (
+            count("first_response_sla_breaches") / len(first) if first else None
+        ),
+        "resolution_sla_breach_ratio": (
+            count("resolution_sla_breaches") / len(resolution) if resolution else None
+        ),
+        "one_touch_ratio": count("one_touch_tickets") / resolved if resolved else None,
+        "first_response_sla_breaches": count("first_response_sla_breaches"),
+        "resolution_sla_breaches": count("resolution_sla_breaches"),
+        "one_touch_tickets": count("one_touch_tickets"),
+    }
+
+
+def wilson(successes: int, n: int, side: int) -> float | None:
+    """Wilson bound in the (2np + z^2 +- z sqrt(z^2 + 4np(1-p))) / (2(n + z^2)) form."""
+    if n == 0:
+        return None
+    p = successes / n
+    return (2 * n * p + Z * Z + side * Z * math.sqrt(Z * Z + 4 * n * p * (1 - p))) / (
+        2 * (n + Z * Z)
+    )
+
+
+QUANTILE_OF = {"_p50": 0.5, "_p90": 0.9}
+
+
+def assert_matches(actual: dict[str, Any], wanted: dict[str, Any], where: str) -> None:
+    """Counts exactly, ratios and averages to 1e-9, quantiles within 2% of an order statistic."""
+    for name, want in wanted.items():
+        got = actual.get(name)
+        label = f"{where} {name}: got {got!r}, expected {want!r}"
+        if want is None:
+            assert got is None, label
+        elif isinstance(want, list):
+            assert got is not None, label
+            rank = QUANTILE_OF[name[-4:]] * (len(want) - 1)
+            candidates = {want[math.floor(rank)], want[math.ceil(rank)]}
+            assert any(abs(got - c) <= 0.02 * abs(c) + 1e-9 for c in candidates), label
+        elif isinstance(want, int):
+            assert got == want, label
+        else:
+            assert got is not None and math.isclose(got, want, rel_tol=1e-9, abs_tol=1e-9), label

@@ -1,0 +1,135 @@
+"""Generated test traffic with the awkward cases of CONTRACT.md section 1 in it.
+
+Every event time lies in a 'safe' age range, well away from the edges of the 1h, 24h, 7d and
+28d windows (bucketing may blur an edge by W/120, and a test runs for minutes), so an exact
+oracle and the bucketed processor must agree.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+from tests.oracle import Event
+
+SAFE_AGES = [  # seconds before `now`; each range sits inside some windows and clear of edges
+    (60.0, 40 * 60.0),  # in every window
+    (2 * 3600.0, 20 * 3600.0),  # 24h, 7d, 28d
+    (2 * 86400.0, 6 * 86400.0),  # 7d, 28d
+    (8 * 86400.0, 26 * 86400.0),  # 28d only
+    (30 * 86400.0, 60 * 86400.0),  # older than every window
+]
+TEAMS = ["billing", "accounts", "technical", "onboarding", "shipping"]
+CHANNELS = ["email", "chat", "phone"]
+PRIORITIES = ["low", "normal", "high", "urgent"]
+
+
+def timestamp(moment: float, rng: random.Random) -> str:
+    """RFC 3339 in a mix of spellings: Z, +01:00, with and without fractions."""
+    zone = rng.choice([UTC, timezone(timedelta(hours=1)), timezone(timedelta(hours=-5))])
+    text = datetime.fromtimestamp(moment, zone).isoformat(
+        timespec=rng.choice(["seconds", "milliseconds"])
+    )
+    return text.replace("+00:00", "Z")
+
+
+def _ages(rng: random.Random, count: int) -> list[float]:
+    """`count` ages, mostly from one range (realistic durations), sometimes across ranges."""
+    home = rng.choice(SAFE_AGES)
+    ranges = [home if rng.random() < 0.8 else rng.choice(SAFE_AGES) for _ in range(count)]
+    return sorted((rng.uniform(low, high) for low, high in ranges), reverse=True)
+
+
+def scenario(seed: int, now: float, tickets: int = 150) -> list[Event]:
+    """Distinct valid events (unique event_ids) for `tickets` tickets and their surveys."""
+    rng = random.Random(seed)
+    events: list[Event] = []
+    serial = 0
+
+    def add(topic: str, at: float, **fields: Any) -> None:
+        nonlocal serial
+        serial += 1
+        events.append(
+            (
+                topic,
+                {
+                    "event_id": f"{seed}-{serial:06d}",
+                    "occurred_at": timestamp(now - at, rng),
+                    **fields,
+                },
+            )
+        )
+
+    for number in range(tickets):
+        ticket = f"T{seed}-{number:05d}"
+        replies = rng.randint(0, 4)
+        ages = _ages(rng, 3 + replies)
+        if rng.random() < 0.05:  # clock skew: a reply or resolution stamped before the opening
+            rng.shuffle(ages)
+        opened_age, resolved_age, *reply_ages = ages[0], ages[-1], *ages[1:-1]
+        segment = {
+            key: value
+            for key, value in (
+                ("team", rng.choice(TEAMS)),
+                ("channel", rng.choice(CHANNELS)),
+                ("priority", rng.choice(PRIORITIES)),
+            )
+            if rng.random() < 0.9  # sometimes left out: the defaults apply
+        }
+        if rng.random() < 0.95:
+            add("ticket-opened", opened_age, ticket_id=ticket, **segment)
+        if rng.random() < 0.05:  # a second opening: the earliest one's segment wins
+            add(
+                "ticket-opened",
+                opened_age + rng.choice([-1, 1]) * rng.uniform(1, 30),
+                ticket_id=ticket,
+                team=rng.choice(TEAMS),
+            )
+        for age in reply_ages:
+            author = rng.choices(["agent", "customer", "bot"], weights=[5, 3, 1])[0]
+            extra = {"public": False} if rng.random() < 0.1 else {}
+            add("ticket-replied", age, ticket_id=ticket, author=author, **extra)
+        if rng.random() < 0.75:
+            add("ticket-resolved", resolved_age, ticket_id=ticket)
+            if rng.random() < 0.1:  # resolved again later: the first resolution counts
+                add("ticket-resolved", max(resolved_age - 600, 60.0), ticket_id=ticket)
+            for survey, top in (("csat", 5), ("nps", 10), ("ces", 7)):
+                if rng.random() < 0.4:
+                    score = rng.randint(0 if survey == "nps" else 1, top)
+                    answered = max(resolved_age - rng.uniform(60, 1800), 61.0)
+                    add(
+                        "survey-answered",
+                        answered,
+                        ticket_id=ticket,
+                        survey=survey,
+                        score=score,
+                        **segment,
+                    )
+                    if rng.random() < 0.2:  # re-rated later: the later response replaces it
+                        later = max(answered - rng.uniform(60, 600), 60.5)
+                        add(
+                            "survey-answered",
+                            later,
+                            ticket_id=ticket,
+                            survey=survey,
+                            score=rng.randint(1, top),
+                            **segment,
+                        )
+    for _ in range(tickets // 5):  # survey responses with no ticket
+        add(
+            "survey-answered",
+            rng.uniform(*rng.choice(SAFE_AGES)),
+            survey="nps",
+            score=rng.randint(0, 10),
+            channel=rng.choice(CHANNELS),
+        )
+    return events
+
+
+def delivery(events: list[Event], seed: int, duplicates: float = 0.15) -> list[Event]:
+    """The order a broker might hand them over: shuffled across topics, with duplicates."""
+    rng = random.Random(seed)
+    delivered = events + [event for event in events if rng.random() < duplicates]
+    rng.shuffle(delivered)
+    return delivered

@@ -1,0 +1,64 @@
+"""Metric math against hand-worked and published values, and the sketch's laws."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from stream.stats import QuantileSketch, nps, nps_margin_of_error, wilson_interval
+
+
+def test_nps_and_margin_by_hand() -> None:
+    # 5 promoters, 3 passives, 2 detractors: NPS 30; shares .5 and .2:
+    # 1.96 * 100 * sqrt((0.7 - 0.09) / 10) = 48.4078...
+    assert nps(5, 3, 2) == pytest.approx(30.0)
+    assert nps_margin_of_error(5, 3, 2) == pytest.approx(196 * math.sqrt(0.061))
+    assert nps(0, 0, 0) is None and nps_margin_of_error(0, 0, 0) is None
+    assert nps_margin_of_error(4, 0, 0) == 0.0  # everyone agrees: no spread
+
+
+def test_wilson_interval_published_values() -> None:
+    # 8 of 10 at 95%: the Wilson interval is [0.4902, 0.9433] (Newcombe 1998, table I style)
+    low, high = wilson_interval(8, 10) or (0, 0)
+    assert (round(low, 4), round(high, 4)) == (0.4902, 0.9433)
+    low, high = wilson_interval(0, 10) or (1, 1)
+    assert low == 0.0 and high == pytest.approx(0.2775, abs=1e-4)
+    assert wilson_interval(0, 0) is None
+
+
+values = st.lists(st.floats(0, 1e7, allow_nan=False), min_size=1, max_size=300)
+
+
+@given(values, st.sampled_from([0.5, 0.9, 0.0, 1.0]))
+def test_sketch_quantile_within_two_percent_of_the_order_statistic(
+    xs: list[float], q: float
+) -> None:
+    sketch = QuantileSketch()
+    for x in xs:
+        sketch.add(x)
+    exact = sorted(xs)[math.floor(q * (len(xs) - 1))]
+    got = sketch.quantile(q)
+    assert got is not None
+    assert abs(got - exact) <= 0.02 * exact + 1e-9
+
+
+@given(values, values)
+def test_sketch_retraction_and_merge_are_exact(kept: list[float], removed: list[float]) -> None:
+    only_kept, both = QuantileSketch(), QuantileSketch()
+    for x in kept:
+        only_kept.add(x)
+        both.add(x)
+    for x in removed:
+        both.add(x)
+    for x in removed:
+        both.add(x, -1)
+    assert (both.bins, both.zeros) == (only_kept.bins, only_kept.zeros)
+    merged = QuantileSketch()
+    merged.merge(only_kept)
+    merged.merge(QuantileSketch.from_json(only_kept.to_json()))
+    merged.merge(only_kept, -1)
+    assert (merged.bins, merged.zeros) == (only_kept.bins, only_kept.zeros)
+    assert QuantileSketch().quantile(0.5) is None

@@ -1,0 +1,79 @@
+"""Event-time windows: edges, late and future events, expiry, configuration errors."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from stream.events import Segment
+from stream.tickets import Observation
+from stream.windows import PartitionWindows, parse_duration, parse_windows
+
+NOW = 1_800_000_000.0
+HOUR = parse_windows("1h")
+
+
+def opened_in_window(windows: PartitionWindows) -> int:
+    partial = windows.partial(("all", "all"))
+    assert partial is not None
+    return int(partial["windows"]["1h"]["counts"].get("tickets_opened", 0))
+
+
+def assert_counted_within_edge_error(windows: PartitionWindows, at: float, now: float) -> None:
+    age = now - at
+    counted = opened_in_window(windows) == 1
+    if 0 <= age < 3600 - 60:
+        assert counted, age
+    elif age >= 3600 + 60 or age < 0:
+        assert not counted, age  # too old, or in the future
+
+
+@given(age=st.floats(-300, 7200))
+def test_lower_edge_error_is_at_most_a_sixtieth_of_the_window(age: float) -> None:
+    windows = PartitionWindows(HOUR, NOW)
+    at = NOW - age
+    windows.observe(Observation("opened", at, Segment()), 1)
+    assert_counted_within_edge_error(windows, at, NOW)
+    windows.advance(NOW + 600)  # the clock moves on: future events come due, old ones expire
+    assert_counted_within_edge_error(windows, at, NOW + 600)
+
+
+def test_future_events_wait_and_old_ones_expire() -> None:
+    windows = PartitionWindows(HOUR, NOW)
+    windows.observe(Observation("opened", NOW + 120, Segment()), 1)
+    assert opened_in_window(windows) == 0
+    windows.advance(NOW + 150)
+    assert opened_in_window(windows) == 1
+    windows.advance(NOW + 3600 + 200)
+    assert opened_in_window(windows) == 0
+    assert windows.segments[("all", "all")].windows[0].buckets == {}
+    # the retraction of an expired observation finds nothing and changes nothing
+    windows.observe(Observation("opened", NOW + 120, Segment()), -1)
+    assert windows.segments == {}
+
+
+def test_retraction_removes_a_series_nobody_refers_to() -> None:
+    windows = PartitionWindows(HOUR, NOW)
+    windows.observe(Observation("csat", NOW - 60, Segment(team="billing"), 5.0), 1)
+    assert ("team", "billing") in windows.segments
+    windows.changed.clear()
+    windows.observe(Observation("csat", NOW - 60, Segment(team="billing"), 5.0), -1)
+    assert ("team", "billing") not in windows.segments
+    assert ("team", "billing") in windows.changed and windows.partial(("team", "billing")) is None
+
+
+@pytest.mark.parametrize("text", ["", "1x", "-1h", "0m", "h", "1h,1h"])
+def test_bad_windows_are_refused_with_a_reason(text: str) -> None:
+    with pytest.raises(ValueError, match=r"."):
+        parse_windows(text)
+
+
+def test_durations() -> None:
+    assert [parse_duration(t) for t in ("90s", "15m", "1h", "7d", "2w")] == [
+        90,
+        900,
+        3600,
+        604800,
+        1209600,
+    ]
