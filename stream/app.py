@@ -30,6 +30,7 @@ from .config import Settings
 from .events import TOPICS, InvalidEvent
 from .exporter import SeriesCollector, SeriesRow, merge_partials, series_rows, snapshot
 from .pipeline import Pipeline
+from .transport import App
 
 log = logging.getLogger("cx_stream")
 
@@ -81,7 +82,7 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
 
 
 def create_app(settings: Settings) -> faust.App:
-    app = faust.App(f"{settings.topic_prefix}{settings.app_id}", **faust_settings(settings))
+    app = App(f"{settings.topic_prefix}{settings.app_id}", **faust_settings(settings))
     raw: dict[str, Any] = {
         "key_serializer": "raw",
         "value_serializer": "raw",

@@ -1,0 +1,56 @@
+"""Fixtures: one embedded broker per test session; workers that are always stopped."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from stream.broker import EmbeddedBroker
+from tests.kafka import WorkerProcess
+
+_prefixes = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
+    log = tmp_path_factory.mktemp("broker") / "tansu.log"
+    with EmbeddedBroker(log_path=log) as running:
+        yield running
+
+
+@pytest.fixture
+def prefix() -> str:
+    """A topic prefix (and so a consumer group) of the test's own on the shared broker."""
+    return f"t{next(_prefixes)}-"
+
+
+WorkerFactory = Callable[..., WorkerProcess]
+
+
+@pytest.fixture
+def workers(
+    broker: EmbeddedBroker, prefix: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[WorkerFactory]:
+    started: list[WorkerProcess] = []
+
+    def start(name: str = "worker", **env: str) -> WorkerProcess:
+        worker = WorkerProcess(broker.url, tmp_path, name, CX_TOPIC_PREFIX=prefix, **env).start()
+        started.append(worker)
+        return worker
+
+    yield start
+    failed = getattr(request.node, "rep_call", None)
+    for worker in started:
+        worker.stop()
+        if failed is not None and failed.failed:
+            print(f"--- {worker.log_path.name} ---\n{worker.log_tail()}")
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> object:
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report

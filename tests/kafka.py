@@ -1,0 +1,160 @@
+"""Real parts for integration tests: worker processes, a producer, /metrics and topic readers."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
+
+from stream.broker import free_port
+from tests.oracle import Event
+
+T = TypeVar("T")
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+class WorkerProcess:
+    """`cx-stream worker` as a child process, logging to a file, stopped by its pid."""
+
+    def __init__(self, broker_url: str, workdir: Path, name: str, **env: str) -> None:
+        self.port = free_port()
+        self.log_path = workdir / f"{name}.log"
+        self.env = {
+            **os.environ,
+            "CX_BROKER": broker_url,
+            "CX_EMBEDDED_BROKER": "1",
+            "CX_WEB_HOST": "127.0.0.1",
+            "CX_WEB_PORT": str(self.port),
+            "CX_DATA_DIR": str(workdir / name),
+            "CX_SNAPSHOT_INTERVAL": "1",
+            "CX_PARTITIONS": "4",
+            **env,
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> WorkerProcess:
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "stream", "worker"],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def kill(self) -> None:
+        """SIGKILL: no flush, no commit, no goodbye to the group."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def log_tail(self) -> str:
+        return self.log_path.read_text(errors="replace")[-3000:]
+
+    def samples(self) -> Samples:
+        """/metrics parsed with prometheus-client's own text parser."""
+        with urllib.request.urlopen(f"{self.url}/metrics", timeout=5) as response:
+            text = response.read().decode()
+        return {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+        }
+
+
+def wait_for(check: Callable[[], T | None], timeout: float, what: str, interval: float = 0.5) -> T:
+    """Poll `check` until it returns something truthy; fail with `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+            if result:
+                return result
+        except (OSError, AssertionError) as error:
+            last_error = error
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last error: {last_error}")
+
+
+def produce(bootstrap: str, records: list[tuple[str, bytes | None, bytes | None]]) -> None:
+    """Send (topic, key, value) records and wait until the broker has them all."""
+
+    async def send() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+        await producer.start()
+        try:
+            futures = [
+                await producer.send(topic, key=key, value=value) for topic, key, value in records
+            ]
+            await producer.flush()
+            for future in futures:
+                await future
+        finally:
+            await producer.stop()
+
+    asyncio.run(send())
+
+
+def event_records(events: list[Event], prefix: str) -> list[tuple[str, bytes | None, bytes | None]]:
+    """Events as producers key them: by ticket_id, or a survey's event_id when it has none."""
+    return [
+        (prefix + topic, fields.get("ticket_id", fields["event_id"]).encode(), orjson.dumps(fields))
+        for topic, fields in events
+    ]
+
+
+def read_topic(bootstrap: str, topic: str) -> list[Any]:
+    """Every record of `topic`, from the beginning to its current end."""
+
+    async def read() -> list[Any]:
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            await consumer.topics()  # refreshes the metadata partitions_for_topic reads
+            partitions = [
+                TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()
+            ]
+            consumer.assign(partitions)
+            await consumer.seek_to_beginning(*partitions)
+            ends = await consumer.end_offsets(partitions)
+            records: list[Any] = []
+
+            async def behind() -> bool:
+                return any([await consumer.position(tp) < end for tp, end in ends.items()])
+
+            while await behind():
+                batch = await consumer.getmany(timeout_ms=1000)
+                for messages in batch.values():
+                    records.extend(messages)
+            return records
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(read())

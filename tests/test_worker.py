@@ -1,0 +1,244 @@
+"""The processor end to end on the embedded broker: /metrics and cx-metrics against the oracle."""
+
+from __future__ import annotations
+
+import time
+import urllib.request
+from collections import defaultdict
+from typing import Any
+
+import jsonschema_rs
+import orjson
+import pytest
+
+from stream.broker import EmbeddedBroker
+from stream.events import schema_dir
+from tests.conftest import WorkerFactory
+from tests.kafka import Samples, WorkerProcess, event_records, produce, read_topic, wait_for
+from tests.oracle import Event, Expected, assert_matches, expected
+from tests.scenario import delivery, scenario
+
+pytestmark = pytest.mark.broker
+
+LABELS = ("window", "team", "channel", "priority")
+QUANTILE_SUFFIX = {"0.5": "_p50", "0.9": "_p90"}
+
+
+def series_of(
+    samples: Samples,
+) -> tuple[dict[tuple[str, ...], dict[str, float]], dict[tuple[str, ...], float]]:
+    """/metrics samples as {(window, team, channel, priority): {name: value}}, and backlog."""
+    series: dict[tuple[str, ...], dict[str, float]] = defaultdict(dict)
+    backlog = {}
+    for (name, label_items), value in samples.items():
+        labels = dict(label_items)
+        if name == "cx_tickets_open":
+            backlog[tuple(labels[key] for key in LABELS[1:])] = value
+        elif name.startswith("cx_") and "window" in labels:
+            metric = name[3:] + QUANTILE_SUFFIX.get(labels.get("quantile", ""), "")
+            series[tuple(labels[key] for key in LABELS)][metric] = value
+    return series, backlog
+
+
+def mismatch(samples: Samples, want: Expected) -> str | None:
+    series, backlog = series_of(samples)
+    if set(series) != set(want.series):
+        return f"series differ: missing {set(want.series) - set(series)}, extra {set(series) - set(want.series)}"
+    try:
+        for labels, metrics in want.series.items():
+            got = {name: series[labels].get(name) for name in metrics}  # absent: None
+            try:
+                assert_matches(got, metrics, str(labels))
+            except AssertionError:
+                differing = {
+                    n: (got[n], metrics[n])
+                    for n in metrics
+                    if got[n] != metrics[n] and not isinstance(metrics[n], (list, float))
+                }
+                raise AssertionError(f"{labels}: (got, expected) {differing}") from None
+        assert backlog == {labels: float(n) for labels, n in want.tickets_open.items()}, "backlog"
+    except AssertionError as error:
+        return str(error)
+    return None
+
+
+def processed(worker: WorkerProcess) -> float:
+    return sum(value for (name, _), value in worker.samples().items() if name == "cx_events_total")
+
+
+def wait_until_exact(
+    workers: list[WorkerProcess], events: list[Event], timeout: float = 90
+) -> Samples:
+    """Wait until the union of the workers' /metrics equals the oracle; each series exactly once."""
+    failure: list[str | None] = [None]
+
+    def check() -> Samples | None:
+        merged: Samples = {}
+        for worker in workers:
+            samples = {
+                key: value for key, value in worker.samples().items() if key[0] != "cx_events_total"
+            }
+            overlap = set(merged) & set(samples)
+            assert not overlap, f"exported by two workers: {sorted(overlap)[:3]}"
+            merged |= samples
+        failure[0] = mismatch(merged, expected(events, time.time(), cap=3))
+        return merged if failure[0] is None else None
+
+    try:
+        return wait_for(check, timeout, "the oracle's numbers")
+    except AssertionError as error:
+        raise AssertionError(f"{error}\nlast mismatch: {failure[0]}") from None
+
+
+def test_one_worker_equals_the_oracle_on_metrics_and_snapshots(
+    broker: EmbeddedBroker, prefix: str, workers: WorkerFactory
+) -> None:
+    now = time.time()
+    events = scenario(101, now, tickets=250)
+    delivered = delivery(events, 101)
+    half = len(delivered) // 2
+    produce(broker.bootstrap, event_records(delivered[:half], prefix))  # a backlog...
+    worker = workers(CX_MAX_SEGMENT_VALUES="3")
+    produce(broker.bootstrap, event_records(delivered[half:], prefix))  # ...and live traffic
+    wait_for(lambda: processed(worker) == len(delivered), 120, "every record processed")
+    samples = wait_until_exact([worker], events)
+    outcomes = {dict(labels)["outcome"] for (name, labels) in samples if name == "cx_events_total"}
+    assert "invalid" not in outcomes
+
+    # five teams over a cap of three: the last two in sorted order fold into 'other'
+    teams = {dict(labels).get("team") for name, labels in samples if name == "cx_tickets_opened"}
+    assert teams == {"all", "accounts", "billing", "onboarding", "other"}
+
+    # the latest snapshot of every series equals the oracle too, and its own schema
+    time.sleep(2.5)  # two snapshot intervals: the latest state is published
+    validator = jsonschema_rs.validator_for(
+        orjson.loads((schema_dir() / "metrics-snapshot.schema.json").read_bytes())
+    )
+    latest: dict[str, dict[str, Any]] = {}
+    for record in read_topic(broker.bootstrap, prefix + "cx-metrics"):
+        latest[record.key.decode()] = orjson.loads(record.value)
+    want = expected(events, time.time(), cap=3)
+    assert {tuple(key.split(",")) for key in latest} == {
+        tuple(f"{n}={v}" for n, v in zip(LABELS, labels, strict=True)) for labels in want.series
+    }
+    for key, snapshot in latest.items():
+        validator.validate(snapshot)
+        labels = tuple(snapshot[name] for name in LABELS)
+        assert_matches(snapshot, want.series[labels], key)
+        assert snapshot["tickets_open"] == want.tickets_open[labels[1:]]
+
+
+def test_every_kind_of_invalid_record_reaches_the_dead_letter_topic(
+    broker: EmbeddedBroker, prefix: str, workers: WorkerFactory
+) -> None:
+    future = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3600))
+    bad = [
+        ("ticket-opened", b"T1", b"\xff\xfe not json"),
+        ("ticket-opened", b"T2", b"[1, 2, 3]"),
+        (
+            "ticket-replied",
+            b"T3",
+            b'{"event_id": "r", "ticket_id": "T3", "occurred_at": "2026-01-01T00:00:00Z", "author": "martian"}',
+        ),
+        ("ticket-resolved", None, b'{"event_id": "z", "occurred_at": "2026-01-01T00:00:00Z"}'),
+        (
+            "survey-answered",
+            b"S1",
+            b'{"event_id": "s", "occurred_at": "2026-01-01T00:00:00Z", "survey": "nps", "score": 12}',
+        ),
+        (
+            "ticket-opened",
+            b"T4",
+            f'{{"event_id": "o", "ticket_id": "T4", "occurred_at": "{future}"}}'.encode(),
+        ),
+        ("ticket-opened", b"T5", None),
+    ]
+    good = (
+        "ticket-opened",
+        b"T9",
+        orjson.dumps(
+            {
+                "event_id": "ok",
+                "ticket_id": "T9",
+                "occurred_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            }
+        ),
+    )
+    worker = workers()
+    produce(broker.bootstrap, [(prefix + topic, key, value) for topic, key, value in [*bad, good]])
+    wait_for(lambda: processed(worker) == len(bad) + 1, 90, "every record processed")
+    dead = wait_for(
+        lambda: (
+            (r := read_topic(broker.bootstrap, prefix + "cx-dead-letter"))
+            and len(r) >= len(bad)
+            and r
+        ),
+        30,
+        "dead letters",
+    )
+    assert len(dead) == len(bad)
+    by_value = {record.value: record for record in dead}
+    for topic, key, value in bad:
+        record = by_value[value]
+        headers = {name: content.decode() for name, content in record.headers}
+        assert record.key == key
+        assert headers["cx-source-topic"] == prefix + topic
+        assert headers["cx-error"]
+        assert int(headers["cx-source-partition"]) in range(4)
+        assert int(headers["cx-source-offset"]) >= 0
+    invalid = sum(
+        value
+        for (name, labels), value in worker.samples().items()
+        if name == "cx_events_total" and dict(labels)["outcome"] == "invalid"
+    )
+    assert invalid == len(bad)
+    # the partition went on: the valid ticket behind the bad ones is counted
+    wait_for(
+        lambda: (
+            worker.samples().get(
+                ("cx_tickets_open", (("channel", "all"), ("priority", "all"), ("team", "all")))
+            )
+            == 1.0
+        ),
+        30,
+        "the valid ticket",
+    )
+
+
+def test_two_workers_split_the_work_and_survive_sigkill(
+    broker: EmbeddedBroker, prefix: str, workers: WorkerFactory
+) -> None:
+    now = time.time()
+    events = scenario(202, now, tickets=200)
+    first, second = (
+        workers("first", CX_MAX_SEGMENT_VALUES="3"),
+        workers("second", CX_MAX_SEGMENT_VALUES="3"),
+    )
+    delivered = delivery(events, 202)
+    half = len(delivered) // 2
+    produce(broker.bootstrap, event_records(delivered[:half], prefix))
+
+    wait_for(lambda: split(first, second), 90, "the partitions to split between the two workers")
+    sent = {fields["event_id"] for _, fields in delivered[:half]}
+    wait_until_exact([first, second], [event for event in events if event[1]["event_id"] in sent])
+
+    first.kill()
+    produce(broker.bootstrap, event_records(delivered[half:], prefix))
+    wait_until_exact([second], events, timeout=120)  # the survivor took over every partition
+
+    restarted = workers("first", CX_MAX_SEGMENT_VALUES="3")
+    wait_for(lambda: split(restarted, second), 90, "the restarted worker to take partitions back")
+    wait_until_exact([restarted, second], events, timeout=120)
+
+
+def split(*workers: WorkerProcess) -> bool:
+    """Every input partition owned by exactly one of `workers`, and each of them owns some."""
+    owned = [set(orjson.loads(_get(w.url + "/health"))["input_partitions"]) for w in workers]
+    everything = set().union(*owned)
+    return all(owned) and sum(map(len, owned)) == len(everything) and everything == {0, 1, 2, 3}
+
+
+def _get(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        body: bytes = response.read()
+        return body
