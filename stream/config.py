@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from .tickets import DEFAULT_SLA, SlaTargets
 from .windows import WindowSpec, parse_duration, parse_windows
 
 PRIORITIES = ("low", "normal", "high", "urgent")
+T = TypeVar("T")
 
 
 class ConfigError(ValueError):
@@ -68,6 +69,13 @@ def _number(name: str, text: str, kind: type[int] | type[float], minimum: float)
     return value
 
 
+def _parsed(name: str, env: Mapping[str, str], parse: Callable[[str], T]) -> T:
+    try:
+        return parse(env.get(name, ""))
+    except ValueError as error:
+        raise ConfigError(f"{name}: {error}") from None
+
+
 def from_env(environ: Mapping[str, str] | None = None) -> Settings:
     """Settings from the CX_* variables of `environ` (default: the process environment)."""
     env = os.environ if environ is None else environ
@@ -93,15 +101,15 @@ def from_env(environ: Mapping[str, str] | None = None) -> Settings:
     for variable, (attribute, kind, minimum) in numbers.items():
         if variable in env:
             values[attribute] = _number(variable, env[variable], kind, minimum)
-    try:
-        if "CX_WINDOWS" in env:
-            values["windows"] = parse_windows(env["CX_WINDOWS"])
-        first_response = parse_targets(
-            env.get("CX_FIRST_RESPONSE_SLA", ""), settings.sla.first_response
-        )
-        resolution = parse_targets(env.get("CX_RESOLUTION_SLA", ""), settings.sla.resolution)
-    except ValueError as error:
-        raise ConfigError(str(error)) from None
+    if "CX_WINDOWS" in env:
+        values["windows"] = _parsed("CX_WINDOWS", env, parse_windows)
+    defaults = settings.sla
+    first_response = _parsed(
+        "CX_FIRST_RESPONSE_SLA", env, lambda text: parse_targets(text, defaults.first_response)
+    )
+    resolution = _parsed(
+        "CX_RESOLUTION_SLA", env, lambda text: parse_targets(text, defaults.resolution)
+    )
     values["sla"] = SlaTargets(first_response, resolution)
     values["embedded_broker"] = env.get("CX_EMBEDDED_BROKER", "").lower() in {"1", "true", "yes"}
     return replace(settings, **values)

@@ -125,7 +125,11 @@ def produce(bootstrap: str, records: list[tuple[str, bytes | None, bytes | None]
 def event_records(events: list[Event], prefix: str) -> list[tuple[str, bytes | None, bytes | None]]:
     """Events as producers key them: by ticket_id, or a survey's event_id when it has none."""
     return [
-        (prefix + topic, fields.get("ticket_id", fields["event_id"]).encode(), orjson.dumps(fields))
+        (
+            prefix + topic,
+            str(fields.get("ticket_id", fields["event_id"])).encode(),
+            orjson.dumps(fields),
+        )
         for topic, fields in events
     ]
 

@@ -167,15 +167,12 @@ def test_every_kind_of_invalid_record_reaches_the_dead_letter_topic(
     worker = workers()
     produce(broker.bootstrap, [(prefix + topic, key, value) for topic, key, value in [*bad, good]])
     wait_for(lambda: processed(worker) == len(bad) + 1, 90, "every record processed")
-    dead = wait_for(
-        lambda: (
-            (r := read_topic(broker.bootstrap, prefix + "cx-dead-letter"))
-            and len(r) >= len(bad)
-            and r
-        ),
-        30,
-        "dead letters",
-    )
+
+    def dead_letters() -> list[Any] | None:
+        records = read_topic(broker.bootstrap, prefix + "cx-dead-letter")
+        return records if len(records) >= len(bad) else None
+
+    dead = wait_for(dead_letters, 30, "dead letters")
     assert len(dead) == len(bad)
     by_value = {record.value: record for record in dead}
     for topic, key, value in bad:

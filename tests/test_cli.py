@@ -1,0 +1,49 @@
+"""The command line: one-line errors, no tracebacks, non-zero exits."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from stream.broker import free_port
+
+
+def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "stream", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", **env},
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], mentions: str) -> None:
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("cx-stream: error:") and mentions in lines[0], lines[0]
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_unknown_option() -> None:
+    assert_one_line_error(run("worker", "--no-such-option"), "--no-such-option")
+
+
+def test_unreachable_broker() -> None:
+    port = free_port()  # nothing listens there
+    result = run("worker", "--broker", f"kafka://127.0.0.1:{port}")
+    assert_one_line_error(result, f"cannot reach the Kafka broker at 127.0.0.1:{port}")
+
+
+def test_bad_settings_name_the_setting() -> None:
+    assert_one_line_error(run("worker", CX_WEB_PORT="http"), "CX_WEB_PORT")
+    assert_one_line_error(run("worker", "--windows", "1h,soon"), "soon")
+    assert_one_line_error(run("worker", CX_FIRST_RESPONSE_SLA="vip=1h"), "CX_FIRST_RESPONSE_SLA")
+    assert_one_line_error(run("worker", CX_WINDOWS="1h,1h"), "CX_WINDOWS")
+
+
+def test_help_lists_the_commands() -> None:
+    result = run("--help")
+    assert result.returncode == 0
+    assert "worker" in result.stdout
