@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter as Tally
-from datetime import timedelta
 from typing import Any
 
 import faust
@@ -36,6 +35,8 @@ log = logging.getLogger("cx_stream")
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 """Prometheus text exposition format, which generate_latest() writes."""
+
+TABLES = ("tickets", "surveys", "series")
 
 STATUS_INTERVAL = 30.0
 """Seconds between the worker's status log lines."""
@@ -66,6 +67,7 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
         "consumer_auto_offset_reset": "earliest",
         # the memory store drops standby data when recovery completes, so standbys buy nothing
         "table_standby_replicas": 0,
+        "topic_replication_factor": settings.replication_factor,
         "autodiscover": False,
     }
     if settings.embedded_broker:
@@ -91,8 +93,8 @@ def create_app(settings: Settings) -> faust.App:
     topic_kinds = {settings.topic(name): name for name in TOPICS}
     input_topics = app.topic(*topic_kinds, **raw)
     dead_letter = app.topic(settings.topic("cx-dead-letter"), **raw)
-    partials = app.topic(settings.topic("cx-partials"), retention=timedelta(days=1), **raw)
-    metrics = app.topic(settings.topic("cx-metrics"), compacting=True, **raw)
+    partials = app.topic(settings.topic("cx-partials"), **raw)
+    metrics = app.topic(settings.topic("cx-metrics"), **raw)
     state_schema: Any = faust.Schema(key_type=str, key_serializer="raw", value_serializer="orjson")
 
     async def rebuild_windows() -> None:
@@ -112,10 +114,10 @@ def create_app(settings: Settings) -> faust.App:
 
     # once Faust restored the tables (start, crash, rebalance), derive the windows from them
     tickets = app.Table(
-        "tickets", schema=state_schema, partitions=settings.partitions, on_recover=rebuild_windows
+        TABLES[0], schema=state_schema, partitions=settings.partitions, on_recover=rebuild_windows
     )
-    surveys = app.Table("surveys", schema=state_schema, partitions=settings.partitions)
-    series = app.Table("series", schema=state_schema, partitions=settings.partitions)
+    surveys = app.Table(TABLES[1], schema=state_schema, partitions=settings.partitions)
+    series = app.Table(TABLES[2], schema=state_schema, partitions=settings.partitions)
 
     outcomes = Tally[str]()
     processed_at_last_status = 0
@@ -267,16 +269,64 @@ def create_app(settings: Settings) -> faust.App:
     return app
 
 
+OWN_TOPICS: dict[str, dict[str, str]] = {
+    **{name: {} for name in TOPICS},
+    "cx-dead-letter": {},
+    "cx-metrics": {"cleanup.policy": "compact"},
+    # a transport between the two stages: the series table keeps what it carried
+    "cx-partials": {"retention.ms": str(24 * 3600 * 1000)},
+}
+"""The topics the worker creates, if missing, with CX_PARTITIONS partitions (before any prefix)."""
+
+
+def prepare_topics(settings: Settings) -> Settings:
+    """Settings with the partition count the tables must have, after creating missing topics.
+
+    Faust refuses table writes when a changelog and its source topic differ in partitions, so
+    existing input topics decide; CX_PARTITIONS applies to the topics the worker creates.
+    """
+    from .broker import create_topics, partition_counts
+
+    names = [settings.topic(name) for name in TOPICS]
+    internal = [
+        settings.topic("cx-partials"),
+        *(f"{settings.topic_prefix}{settings.app_id}-{table}-changelog" for table in TABLES),
+    ]
+    counts = partition_counts(settings.broker, [*names, *internal])
+    inputs = {counts[name] for name in names if name in counts}
+    if len(inputs) > 1:
+        found = ", ".join(f"{name}={counts[name]}" for name in names if name in counts)
+        raise ValueError(
+            f"the input topics must have one partition count (co-partitioned): {found}"
+        )
+    wanted = inputs.pop() if inputs else settings.partitions
+    stale = [f"{name}={counts[name]}" for name in internal if counts.get(name, wanted) != wanted]
+    if stale:
+        raise ValueError(
+            f"internal topics do not match the {wanted} input partitions ({', '.join(stale)}):"
+            " start with a new CX_APP_ID, whose new consumer group reads the inputs from the start"
+        )
+    missing = {
+        settings.topic(name): config
+        for name, config in OWN_TOPICS.items()
+        if settings.topic(name) not in counts
+    }
+    create_topics(settings.broker, missing, wanted, settings.replication_factor)
+    return settings.with_overrides(partitions=wanted)
+
+
 def run_worker(settings: Settings) -> None:
     """Run one worker until SIGINT or SIGTERM; an unreachable broker is a one-line error."""
     import click
+    from aiokafka.errors import KafkaError
 
-    from .broker import check_reachable
+    from .broker import BrokerUnreachable
     from .logs import logging_config
 
-    problem = check_reachable(settings.broker)
-    if problem:
-        raise click.ClickException(problem)
+    try:
+        settings = prepare_topics(settings)
+    except (BrokerUnreachable, KafkaError, ValueError) as error:
+        raise click.ClickException(str(error)) from None
     app = create_app(settings)
     worker = faust.Worker(
         app,

@@ -13,11 +13,13 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
 
-from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -33,27 +35,73 @@ def bootstrap_servers(broker_url: str) -> str:
     return ",".join(host.strip() for host in hosts.replace(";", ",").split(",") if host.strip())
 
 
-async def _probe(servers: str, timeout: float) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=servers, request_timeout_ms=int(timeout * 1000))
+class BrokerUnreachable(RuntimeError):
+    """No Kafka broker answered; the message says where and why, in one line."""
+
+
+async def _partition_counts(servers: str, topics: Iterable[str], timeout: float) -> dict[str, int]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=servers, request_timeout_ms=int(timeout * 1000))
     try:
-        await asyncio.wait_for(producer.start(), timeout)
+        await asyncio.wait_for(consumer.start(), timeout)
+        existing = await consumer.topics()
+        return {
+            topic: len(consumer.partitions_for_topic(topic) or ())
+            for topic in topics
+            if topic in existing
+        }
     finally:
-        await producer.stop()
+        await consumer.stop()
 
 
-def check_reachable(broker_url: str, timeout: float = 10.0) -> str | None:
-    """None when a Kafka broker answers at `broker_url`, else why not, in one line."""
+def partition_counts(
+    broker_url: str, topics: Iterable[str], timeout: float = 10.0
+) -> dict[str, int]:
+    """How many partitions each of `topics` that exists has. Raises BrokerUnreachable."""
     servers = bootstrap_servers(broker_url)
     client_log = logging.getLogger("aiokafka")
     level = client_log.level
     client_log.setLevel(logging.CRITICAL)  # its connection errors would repeat ours
     try:
-        asyncio.run(_probe(servers, timeout))
+        return asyncio.run(_partition_counts(servers, topics, timeout))
     except (KafkaError, OSError, TimeoutError) as error:
         detail = str(error) or type(error).__name__
-        return f"cannot reach the Kafka broker at {servers} ({detail})"
+        raise BrokerUnreachable(f"cannot reach the Kafka broker at {servers} ({detail})") from None
     finally:
         client_log.setLevel(level)
+
+
+async def _create_topics(
+    servers: str, topics: Mapping[str, Mapping[str, str]], partitions: int, replication: int
+) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=servers)
+    await admin.start()
+    try:
+        new = [
+            NewTopic(name, partitions, replication, topic_configs=dict(config))
+            for name, config in topics.items()
+        ]
+        response = await admin.create_topics(new)
+        for name, code, *_ in getattr(response, "topic_errors", ()):
+            if code not in (0, TopicAlreadyExistsError.errno):
+                raise KafkaError(f"creating topic {name} failed with error code {code}")
+    finally:
+        await admin.close()
+
+
+def create_topics(
+    broker_url: str, topics: Mapping[str, Mapping[str, str]], partitions: int, replication: int
+) -> None:
+    """Create `topics` (name -> topic configs) that do not exist yet."""
+    if topics:
+        asyncio.run(_create_topics(bootstrap_servers(broker_url), topics, partitions, replication))
+
+
+def check_reachable(broker_url: str, timeout: float = 10.0) -> str | None:
+    """None when a Kafka broker answers at `broker_url`, else why not, in one line."""
+    try:
+        partition_counts(broker_url, (), timeout)
+    except BrokerUnreachable as error:
+        return str(error)
     return None
 
 

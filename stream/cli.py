@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import sys
+import time
 from typing import Any
 
 import click
 
 from .config import ConfigError, Settings, from_env
-from .windows import parse_windows
+from .windows import parse_duration, parse_windows
 
 
 class Failure(click.ClickException):
@@ -47,6 +49,95 @@ def worker(**options: Any) -> None:
 
     settings = _settings(**options)
     run_worker(settings)
+
+
+class Duration(click.ParamType):
+    name = "duration"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        if isinstance(value, float):
+            return value
+        try:
+            return parse_duration(value)
+        except ValueError as error:
+            self.fail(str(error), param, ctx)
+
+
+@cli.command()
+@click.option("--broker", help="use this Kafka instead of starting an embedded one [CX_BROKER]")
+@click.option("--rate", default=5.0, show_default=True, help="simulated events per second at peak")
+@click.option(
+    "--backfill",
+    type=Duration(),
+    default="2h",
+    show_default=True,
+    help="history to generate at start, so the windows have data",
+)
+def demo(broker: str | None, rate: float, backfill: float) -> None:
+    """Run a broker, a worker and the simulator, and show the live numbers."""
+    from .demo import run_demo
+
+    settings = _settings(broker=broker)
+    run_demo(settings, broker is not None or "CX_BROKER" in os.environ, rate, backfill)
+
+
+@cli.command()
+@click.option("--broker", help="Kafka URL, e.g. kafka://kafka:9092 [CX_BROKER]")
+@click.option("--topic-prefix", help="prefix of every topic name [CX_TOPIC_PREFIX]")
+@click.option("--rate", default=20.0, show_default=True, help="events per second at peak hours")
+@click.option(
+    "--backfill",
+    type=Duration(),
+    default="0s",
+    show_default=True,
+    help="history to send first, e.g. 24h",
+)
+@click.option(
+    "--duration", type=Duration(), help="stop after this long (default: run until Ctrl-C)"
+)
+@click.option("--seed", type=int, help="make the traffic repeatable")
+def simulate(
+    broker: str | None,
+    topic_prefix: str | None,
+    rate: float,
+    backfill: float,
+    duration: float | None,
+    seed: int | None,
+) -> None:
+    """Send realistic helpdesk traffic to the input topics."""
+    import asyncio
+
+    from .broker import bootstrap_servers, check_reachable
+    from .simulate import run_simulation
+
+    settings = _settings(broker=broker, topic_prefix=topic_prefix)
+    problem = check_reachable(settings.broker)
+    if problem:
+        raise Failure(problem)
+    started = time.monotonic()
+
+    def progress(sent: int) -> None:
+        elapsed = time.monotonic() - started
+        click.echo(f"\rsent {sent} events ({sent / max(elapsed, 1e-6):.0f}/s)", nl=False, err=True)
+
+    try:
+        sent = asyncio.run(
+            run_simulation(
+                bootstrap_servers(settings.broker),
+                rate,
+                backfill or 0.0,
+                settings.topic_prefix,
+                duration,
+                seed,
+                progress,
+            )
+        )
+    except KeyboardInterrupt:
+        click.echo("\nstopped", err=True)
+        return
+    click.echo(f"\nsent {sent} events to {settings.broker}", err=True)
 
 
 def main() -> None:

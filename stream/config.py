@@ -37,6 +37,7 @@ class Settings:
     data_dir: str = "./cx-data"
     app_id: str = "cx-stream"
     partitions: int = 8
+    replication_factor: int = 1
     windows: tuple[WindowSpec, ...] = field(default_factory=lambda: parse_windows("1h,24h,7d,28d"))
     topic_prefix: str = ""
     max_segment_values: int = 50
@@ -96,6 +97,7 @@ def from_env(environ: Mapping[str, str] | None = None) -> Settings:
         "CX_WEB_PORT": ("web_port", int, 0),
         "CX_PARTITIONS": ("partitions", int, 1),
         "CX_MAX_SEGMENT_VALUES": ("max_segment_values", int, 1),
+        "CX_REPLICATION_FACTOR": ("replication_factor", int, 1),
         "CX_SNAPSHOT_INTERVAL": ("snapshot_interval", float, 0.1),
     }
     for variable, (attribute, kind, minimum) in numbers.items():

@@ -1,0 +1,209 @@
+"""Realistic helpdesk traffic: tickets that open, get answered and resolved, and surveys.
+
+Arrivals follow a business-hour rhythm (busy weekdays 9-17 UTC, quiet nights and weekends);
+first response and resolution times are log-normal per priority, some teams are slower than
+others, and survey scores follow how fast the ticket was handled. A few events are sent twice,
+as at-least-once webhooks do. Event times are never in the future: the simulator schedules each
+ticket's later events and sends them when the clock reaches them (after a backfill of history).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import math
+import random
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaProducer
+
+TEAMS = {"billing": 1.0, "technical": 1.6, "onboarding": 0.8, "accounts": 1.1, "shipping": 1.3}
+"""Team -> how much slower than usual it answers and resolves."""
+CHANNELS = {"email": 0.45, "chat": 0.3, "phone": 0.15, "web": 0.07, "social": 0.03}
+PRIORITIES = {"low": 0.25, "normal": 0.5, "high": 0.18, "urgent": 0.07}
+MEDIAN_FIRST_RESPONSE = {"urgent": 600.0, "high": 1800.0, "normal": 5400.0, "low": 14400.0}
+MEDIAN_RESOLUTION = {
+    "urgent": 7200.0,
+    "high": 6 * 3600.0,
+    "normal": 20 * 3600.0,
+    "low": 60 * 3600.0,
+}
+EVENTS_PER_TICKET = 5.2
+"""About how many events one ticket brings (opening, replies, resolution, surveys)."""
+
+Record = tuple[str, bytes, bytes]  # (topic without prefix, key, value)
+
+
+def business_hours_factor(moment: float) -> float:
+    """Relative ticket arrival rate at `moment`: 1.0 at a weekday's peak."""
+    when = datetime.fromtimestamp(moment, UTC)
+    hour = when.hour + when.minute / 60
+    daytime = 0.15 + 0.85 * math.exp(-(((hour - 13.0) / 4.0) ** 2))
+    return daytime * (0.35 if when.weekday() >= 5 else 1.0)
+
+
+def _pick(rng: random.Random, weights: dict[str, float]) -> str:
+    return rng.choices(list(weights), weights=list(weights.values()))[0]
+
+
+def _timestamp(moment: float) -> str:
+    return (
+        datetime.fromtimestamp(moment, UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )
+
+
+@dataclass(order=True)
+class _Scheduled:
+    at: float
+    serial: int
+    topic: str = field(compare=False)
+    fields: dict[str, Any] = field(compare=False)
+
+
+class Traffic:
+    """Generates tickets for about `events_per_second` at peak hours; yields events when due."""
+
+    def __init__(
+        self, events_per_second: float, seed: int | None = None, duplicates: float = 0.01
+    ) -> None:
+        self.rng = random.Random(seed)
+        self.tickets_per_second = events_per_second / EVENTS_PER_TICKET
+        self.duplicates = duplicates
+        self._queue: list[_Scheduled] = []
+        self._serial = itertools.count()
+        self._tickets = itertools.count(1)
+        self._next_arrival: float | None = None
+
+    def _schedule(self, at: float, topic: str, **fields: Any) -> None:
+        serial = next(self._serial)
+        event = {
+            "event_id": f"evt-{serial:09d}-{self.rng.getrandbits(32):08x}",
+            "occurred_at": _timestamp(at),
+            **fields,
+        }
+        heapq.heappush(self._queue, _Scheduled(at, serial, topic, event))
+
+    def _open_ticket(self, opened_at: float) -> None:
+        rng = self.rng
+        ticket_id = f"TCK-{next(self._tickets):07d}"
+        team, channel, priority = _pick(rng, TEAMS), _pick(rng, CHANNELS), _pick(rng, PRIORITIES)
+        segment = {"team": team, "channel": channel, "priority": priority}
+        self._schedule(opened_at, "ticket-opened", ticket_id=ticket_id, **segment)
+        slowness = TEAMS[team]
+        if channel in {"chat", "web"} and rng.random() < 0.5:  # an instant bot acknowledgement
+            self._schedule(
+                opened_at + rng.uniform(1, 5), "ticket-replied", ticket_id=ticket_id, author="bot"
+            )
+        first_response = rng.lognormvariate(
+            math.log(MEDIAN_FIRST_RESPONSE[priority] * slowness), 0.9
+        )
+        resolution = max(
+            first_response + rng.uniform(60, 600),
+            rng.lognormvariate(math.log(MEDIAN_RESOLUTION[priority] * slowness), 0.8),
+        )
+        replies = 1 if rng.random() < 0.4 else rng.randint(2, 5)  # 40% solved with one touch
+        for number in range(replies):
+            at = opened_at + first_response + number * (resolution - first_response) / replies
+            self._schedule(
+                at,
+                "ticket-replied",
+                ticket_id=ticket_id,
+                author="agent",
+                public=number == 0 or rng.random() < 0.85,
+            )
+            if number < replies - 1:
+                self._schedule(
+                    at + rng.uniform(120, 3600),
+                    "ticket-replied",
+                    ticket_id=ticket_id,
+                    author="customer",
+                )
+        if rng.random() < 0.1:
+            return  # still open when the simulation ends, or abandoned
+        resolved_at = opened_at + resolution
+        self._schedule(resolved_at, "ticket-resolved", ticket_id=ticket_id)
+        if rng.random() < 0.35:
+            # fast, one-touch tickets make happier customers
+            mood = (
+                1.0
+                - min(resolution / (MEDIAN_RESOLUTION[priority] * 3), 1.0)
+                + (0.2 if replies == 1 else 0)
+            )
+            survey = _pick(rng, {"csat": 0.5, "nps": 0.3, "ces": 0.2})
+            top, bottom = {"csat": (5, 1), "nps": (10, 0), "ces": (7, 1)}[survey]
+            centre = bottom + (top - bottom) * min(max(0.35 + 0.6 * mood + rng.gauss(0, 0.2), 0), 1)
+            score = min(max(round(centre), bottom), top)
+            self._schedule(
+                resolved_at + rng.lognormvariate(math.log(1800), 1.0),  # most answer within hours
+                "survey-answered",
+                ticket_id=ticket_id,
+                survey=survey,
+                score=score,
+                **segment,
+            )
+
+    def _arrivals_until(self, until: float) -> None:
+        """Open the tickets that arrive up to `until`: a Poisson process thinned by the hour."""
+        draw_gap = self.rng.expovariate
+        if self._next_arrival is None:
+            self._next_arrival = until + draw_gap(self.tickets_per_second)
+        while self._next_arrival <= until:
+            if self.rng.random() < business_hours_factor(self._next_arrival):
+                self._open_ticket(self._next_arrival)
+            self._next_arrival += draw_gap(self.tickets_per_second)
+
+    def backfill(self, start: float, now: float) -> None:
+        """Schedule the history between `start` and `now`."""
+        self._next_arrival = start
+        self._arrivals_until(now)
+
+    def due(self, now: float) -> Iterator[Record]:
+        """Every scheduled event with an event time up to `now`, in time order."""
+        self._arrivals_until(now)
+        while self._queue and self._queue[0].at <= now:
+            item = heapq.heappop(self._queue)
+            fields = item.fields
+            record = (item.topic, fields["ticket_id"].encode(), orjson.dumps(fields))
+            yield record
+            if self.rng.random() < self.duplicates:
+                yield record
+
+
+async def run_simulation(
+    bootstrap_servers: str,
+    events_per_second: float,
+    backfill_seconds: float,
+    topic_prefix: str = "",
+    duration: float | None = None,
+    seed: int | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> int:
+    """Send traffic until `duration` seconds passed (None: until cancelled); returns the count."""
+    traffic = Traffic(events_per_second, seed)
+    started = time.time()
+    traffic.backfill(started - backfill_seconds, started)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, linger_ms=20)
+    await producer.start()
+    sent = 0
+    try:
+        while duration is None or time.time() - started < duration:
+            for topic, key, value in traffic.due(time.time()):
+                await producer.send(topic_prefix + topic, key=key, value=value)
+                sent += 1
+                if sent % 1000 == 0:
+                    await asyncio.sleep(0)  # let the progress display breathe during a backfill
+            if on_progress:
+                on_progress(sent)
+            await asyncio.sleep(0.2)
+        await producer.flush()
+    finally:
+        await producer.stop()
+    return sent
