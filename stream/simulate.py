@@ -27,13 +27,8 @@ TEAMS = {"billing": 1.0, "technical": 1.6, "onboarding": 0.8, "accounts": 1.1, "
 """Team -> how much slower than usual it answers and resolves."""
 CHANNELS = {"email": 0.45, "chat": 0.3, "phone": 0.15, "web": 0.07, "social": 0.03}
 PRIORITIES = {"low": 0.25, "normal": 0.5, "high": 0.18, "urgent": 0.07}
-MEDIAN_FIRST_RESPONSE = {"urgent": 600.0, "high": 1800.0, "normal": 5400.0, "low": 14400.0}
-MEDIAN_RESOLUTION = {
-    "urgent": 7200.0,
-    "high": 6 * 3600.0,
-    "normal": 20 * 3600.0,
-    "low": 60 * 3600.0,
-}
+MEDIAN_FIRST_RESPONSE = {"urgent": 300.0, "high": 900.0, "normal": 2700.0, "low": 3 * 3600.0}
+MEDIAN_RESOLUTION = {"urgent": 3600.0, "high": 3 * 3600.0, "normal": 8 * 3600.0, "low": 86400.0}
 EVENTS_PER_TICKET = 5.2
 """About how many events one ticket brings (opening, replies, resolution, surveys)."""
 
