@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
+from stream.broker import EmbeddedBroker
+from tests.kafka import WorkerProcess
+
 # CI runs the same examples every time; locally Hypothesis keeps exploring
 settings.register_profile("ci", derandomize=True, deadline=None)
 if os.environ.get("CI"):
     settings.load_profile("ci")
-
-from stream.broker import EmbeddedBroker
-from tests.kafka import WorkerProcess
 
 _prefixes = itertools.count()
 
