@@ -27,7 +27,14 @@ from prometheus_client import CollectorRegistry, Counter, disable_created_metric
 
 from .config import Settings
 from .events import TOPICS, InvalidEvent
-from .exporter import SeriesCollector, SeriesRow, merge_partials, series_rows, snapshot
+from .exporter import (
+    HealthCollector,
+    SeriesCollector,
+    SeriesRow,
+    merge_partials,
+    series_rows,
+    snapshot,
+)
 from .pipeline import Pipeline
 from .transport import App
 
@@ -142,6 +149,20 @@ def create_app(settings: Settings) -> faust.App:
         return series_rows(merge_partials(entries, settings.max_segment_values), window_names)
 
     registry.register(SeriesCollector(exported_rows))
+
+    def consumer_lags() -> dict[tuple[str, int], int]:
+        """Per input partition owned: end offset minus the next offset to process."""
+        monitor = app.monitor
+        lags = {}
+        for tp in app.assignor.assigned_actives():
+            if tp.topic not in topic_kinds or tp not in monitor.tp_end_offsets:
+                continue
+            read = monitor.tp_read_offsets.get(tp)
+            next_offset = read + 1 if read is not None else monitor.tp_committed_offsets.get(tp, 0)
+            lags[(tp.topic, tp.partition)] = max(monitor.tp_end_offsets[tp] - next_offset, 0)
+        return lags
+
+    registry.register(HealthCollector(consumer_lags, settings.sla))
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def forget_revoked(sender: Any, revoked: set[Any], **kwargs: Any) -> None:
