@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -103,7 +103,7 @@ def wait_for(check: Callable[[], T | None], timeout: float, what: str, interval:
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last error: {last_error}")
 
 
-def produce(bootstrap: str, records: list[tuple[str, bytes | None, bytes | None]]) -> None:
+def produce(bootstrap: str, records: Sequence[tuple[str, bytes | None, bytes | None]]) -> None:
     """Send (topic, key, value) records and wait until the broker has them all."""
 
     async def send() -> None:
