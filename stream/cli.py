@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
 from .config import ConfigError, Settings, from_env
 from .windows import parse_duration, parse_windows
+
+Command = TypeVar("Command", bound=Callable[..., Any])
 
 
 class Failure(click.ClickException):
@@ -65,16 +68,16 @@ class Duration(click.ParamType):
             self.fail(str(error), param, ctx)
 
 
+def backfill_option(default: str, help: str) -> Callable[[Command], Command]:
+    return click.option(
+        "--backfill", type=Duration(), default=default, show_default=True, help=help
+    )
+
+
 @cli.command()
 @click.option("--broker", help="use this Kafka instead of starting an embedded one [CX_BROKER]")
 @click.option("--rate", default=5.0, show_default=True, help="simulated events per second at peak")
-@click.option(
-    "--backfill",
-    type=Duration(),
-    default="2h",
-    show_default=True,
-    help="history to generate at start, so the windows have data",
-)
+@backfill_option("2h", "history to generate at start, so the windows have data")
 def demo(broker: str | None, rate: float, backfill: float) -> None:
     """Run a broker, a worker and the simulator, and show the live numbers."""
     from .demo import run_demo
@@ -87,13 +90,7 @@ def demo(broker: str | None, rate: float, backfill: float) -> None:
 @click.option("--broker", help="Kafka URL, e.g. kafka://kafka:9092 [CX_BROKER]")
 @click.option("--topic-prefix", help="prefix of every topic name [CX_TOPIC_PREFIX]")
 @click.option("--rate", default=20.0, show_default=True, help="events per second at peak hours")
-@click.option(
-    "--backfill",
-    type=Duration(),
-    default="0s",
-    show_default=True,
-    help="history to send first, e.g. 24h",
-)
+@backfill_option("0s", "history to send first, e.g. 24h")
 @click.option(
     "--duration", type=Duration(), help="stop after this long (default: run until Ctrl-C)"
 )

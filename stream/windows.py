@@ -107,19 +107,15 @@ class Tally:
         kind, value = observation.kind, observation.value
         if kind == "opened":
             self._add("tickets_opened", sign)
-        elif kind == "first_response":
-            self._add("first_response_count", sign)
-            self._add("first_response_seconds_sum", sign * value)
-            self._add("first_response_sla_breaches", sign * observation.flag)
-            self.first_response.add(value, sign)
+        elif kind in ("first_response", "resolution"):  # a duration, and whether it breached
+            self._add(f"{kind}_count", sign)
+            self._add(f"{kind}_seconds_sum", sign * value)
+            self._add(f"{kind}_sla_breaches", sign * observation.flag)
+            sketch = self.first_response if kind == "first_response" else self.resolution
+            sketch.add(value, sign)
         elif kind == "resolved":
             self._add("tickets_resolved", sign)
             self._add("one_touch_tickets", sign * observation.flag)
-        elif kind == "resolution":
-            self._add("resolution_count", sign)
-            self._add("resolution_seconds_sum", sign * value)
-            self._add("resolution_sla_breaches", sign * observation.flag)
-            self.resolution.add(value, sign)
         elif kind == "nps":
             self._add(f"nps_{nps_category(int(value))}s", sign)
         elif kind == "csat":

@@ -98,22 +98,17 @@ def scenario(seed: int, now: float, tickets: int = 150) -> list[Event]:
                 if rng.random() < 0.4:
                     score = rng.randint(0 if survey == "nps" else 1, top)
                     answered = max(resolved_age - rng.uniform(60, 1800), 61.0)
-                    add(
-                        "survey-answered",
-                        answered,
-                        ticket_id=ticket,
-                        survey=survey,
-                        score=score,
-                        **segment,
-                    )
+                    answers = [(answered, score)]
                     if rng.random() < 0.2:  # re-rated later: the later response replaces it
                         later = max(answered - rng.uniform(60, 600), 60.5)
+                        answers.append((later, rng.randint(1, top)))
+                    for age, value in answers:
                         add(
                             "survey-answered",
-                            later,
+                            age,
                             ticket_id=ticket,
                             survey=survey,
-                            score=rng.randint(1, top),
+                            score=value,
                             **segment,
                         )
     for _ in range(tickets // 5):  # survey responses with no ticket
