@@ -103,11 +103,12 @@ def test_grafana_provisioning_points_at_prometheus_and_the_dashboards() -> None:
     assert home == provider["options"]["path"] + "/wall.json"
 
 
-def test_prometheus_config_and_rules_pass_promtool() -> None:
+def test_prometheus_and_alertmanager_configs_pass_their_checkers() -> None:
     for command in (
         ("promtool", "check", "config", "--syntax-only", "prometheus/prometheus.yml"),
         ("promtool", "check", "rules", "prometheus/rules/cx-stream.yml"),
         ("promtool", "test", "rules", "prometheus/tests/cx-stream.test.yml"),
+        ("amtool", "check-config", "alertmanager/alertmanager.yml"),
     ):
         result = run(*command)
         assert result.returncode == 0, result.stdout + result.stderr
