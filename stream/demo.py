@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
-from .broker import EmbeddedBroker, bootstrap_servers, check_reachable, free_port
+from .broker import EmbeddedBroker, bootstrap_servers, check_reachable, free_port, stop_process
 from .config import Settings
 from .live import render, scrape
 from .simulate import run_simulation
@@ -37,17 +37,6 @@ def _port_is_free(port: int) -> bool:
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt  # SIGTERM cleans up like Ctrl-C
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is not None:
-        return
-    os.kill(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.kill(process.pid, signal.SIGKILL)
-        process.wait()
 
 
 async def _watch(
@@ -164,7 +153,7 @@ def run_demo(
         pass
     finally:
         if worker is not None:
-            _stop(worker)
+            stop_process(worker, timeout=20)
         if broker is not None:
             broker.stop()
         console.print(f"stopped; logs are in {workdir}")

@@ -17,7 +17,6 @@ TOPICS = ("ticket-opened", "ticket-replied", "ticket-resolved", "survey-answered
 
 FUTURE_TOLERANCE_SECONDS = 5 * 60
 
-Priority = Literal["low", "normal", "high", "urgent"]
 SurveyKind = Literal["nps", "csat", "ces"]
 
 

@@ -106,13 +106,17 @@ class Pipeline:
         """
         wanted = set(partitions)
         self.partitions = {partition: PartitionWindows(self.specs, now) for partition in wanted}
-        for stored in self.tickets.values():
-            if stored["partition"] in wanted:
-                state = TicketState.from_json(stored)
-                for observation in ticket_observations(state, self.sla):
-                    self.partitions[state.partition].observe(observation, 1)
-        for stored in self.surveys.values():
-            if stored["partition"] in wanted:
-                response = SurveyResponse.from_json(stored)
-                for observation in survey_observations(response):
-                    self.partitions[response.partition].observe(observation, 1)
+        states = [
+            *(stored for stored in self.tickets.values() if stored["partition"] in wanted),
+            *(stored for stored in self.surveys.values() if stored["partition"] in wanted),
+        ]
+        for stored in states:
+            windows = self.partitions[stored["partition"]]
+            for observation in self._observations(stored):
+                windows.observe(observation, 1)
+
+    def _observations(self, stored: dict[str, Any]) -> list[Observation]:
+        """Observations of a stored ticket state or survey response (surveys have a score)."""
+        if "score" in stored:
+            return survey_observations(SurveyResponse.from_json(stored))
+        return ticket_observations(TicketState.from_json(stored), self.sla)

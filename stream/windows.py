@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,8 +24,6 @@ BUCKETS_PER_WINDOW = 120
 
 SegmentKey = tuple[str, str]
 """(dimension, value): ("all", "all"), ("team", "billing"), ("channel", "chat"), ..."""
-
-DIMENSIONS = ("all", "team", "channel", "priority")
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -153,13 +151,6 @@ class Tally:
         tally.first_response = QuantileSketch.from_json(data["first_response"])
         tally.resolution = QuantileSketch.from_json(data["resolution"])
         return tally
-
-    @classmethod
-    def sum(cls, tallies: Iterable[Tally]) -> Tally:
-        total = cls()
-        for tally in tallies:
-            total.merge(tally)
-        return total
 
 
 @dataclass(slots=True)

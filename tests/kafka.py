@@ -17,7 +17,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
-from stream.broker import free_port
+from stream.broker import free_port, stop_process
 from tests.oracle import Event
 
 T = TypeVar("T")
@@ -65,14 +65,8 @@ class WorkerProcess:
         self.process.wait()
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        if self.process is not None:
+            stop_process(self.process, timeout=15)
 
     def log_tail(self) -> str:
         return self.log_path.read_text(errors="replace")[-3000:]
