@@ -1,9 +1,9 @@
-"""The Faust app: topics, tables, agents and timers wiring the pure parts together.
+"""The Faust app: topics, tables, agents, timers and pages wiring the stages together.
 
 Data flow (CONTRACT.md sections 1-5):
 
-  ticket-* / survey-answered --process-events--> tickets, surveys tables (changelogged)
-        |                                        + per-partition windows (derived, in memory)
+  ticket-* / survey-answered --ingest (batches)--> tickets, surveys tables (RocksDB, changelogged)
+        |                                          + per-partition windows (derived, in memory)
         |                                  --timer--> cx-partials (window totals per series
         v                                             and source partition, keyed by dimension)
   cx-dead-letter                           --merge-partials--> series table (changelogged)
@@ -15,27 +15,24 @@ and the cx-partials partition of a dimension decides the one worker that merges 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections import Counter as Tally
 from typing import Any
 
 import faust
 import orjson
-from faust.serializers import codecs
 from prometheus_client import CollectorRegistry, Counter, disable_created_metrics, generate_latest
 
 from .config import Settings
-from .events import TOPICS, InvalidEvent
-from .exporter import (
-    HealthCollector,
-    SeriesCollector,
-    SeriesRow,
-    merge_partials,
-    series_rows,
-    snapshot,
-)
-from .pipeline import Pipeline
+from .events import TOPICS
+from .exporter import SeriesCollector
+from .health import HealthCollector, StatusLog, consumer_lags, state_entries
+from .ingest import BatchStates, Ingest
+from .partials import PartialsPublisher
+from .pipeline import STATE_TABLES, Pipeline, TableName
+from .series import Series, Snapshots
+from .store import ROCKSDB_OPTIONS, STORE_URL
 from .transport import App
 
 log = logging.getLogger("cx_stream")
@@ -43,45 +40,27 @@ log = logging.getLogger("cx_stream")
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 """Prometheus text exposition format, which generate_latest() writes."""
 
-TABLES = ("tickets", "surveys", "series")
+TABLES = (*STATE_TABLES, "series")
 
 STATUS_INTERVAL = 30.0
 """Seconds between the worker's status log lines."""
-
-FULL_REPUBLISH_EVERY = 30
-"""Every this many publish cycles a partition re-sends all its series, not just changed ones."""
-
-
-class OrjsonCodec(codecs.Codec):
-    def _dumps(self, obj: Any) -> bytes:
-        return orjson.dumps(obj)
-
-    def _loads(self, s: bytes) -> Any:
-        return orjson.loads(s)
-
-
-codecs.register("orjson", OrjsonCodec())
 
 
 def faust_settings(settings: Settings) -> dict[str, Any]:
     options: dict[str, Any] = {
         "broker": settings.broker,
         "datadir": settings.data_dir,
-        "store": "memory://",
+        "store": STORE_URL,
         "topic_partitions": settings.partitions,
         "web_port": settings.web_port,
         "web_bind": settings.web_host,
         "consumer_auto_offset_reset": "earliest",
-        # the memory store drops standby data when recovery completes, so standbys buy nothing
         "table_standby_replicas": 0,
         "topic_replication_factor": settings.replication_factor,
         "autodiscover": False,
     }
     if settings.embedded_broker:
         options.update(
-            # Tansu reports a partition's end offset as the last batch's base offset + 1: with
-            # one record per batch that is right, and changelog recovery restores every record.
-            producer_max_batch_size=1,
             # its first group join waits for the rebalance timeout: keep start-up short
             broker_rebalance_timeout=6.0,
             broker_session_timeout=6.0,
@@ -90,187 +69,118 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
     return options
 
 
-def create_app(settings: Settings) -> faust.App:
+def create_app(settings: Settings) -> App:
     app = App(f"{settings.topic_prefix}{settings.app_id}", **faust_settings(settings))
+    app.correct_end_offsets = settings.embedded_broker
     raw: dict[str, Any] = {
         "key_serializer": "raw",
         "value_serializer": "raw",
         "partitions": settings.partitions,
     }
     topic_kinds = {settings.topic(name): name for name in TOPICS}
-    input_topics = app.topic(*topic_kinds, **raw)
     dead_letter = app.topic(settings.topic("cx-dead-letter"), **raw)
     partials = app.topic(settings.topic("cx-partials"), **raw)
     metrics = app.topic(settings.topic("cx-metrics"), **raw)
-    state_schema: Any = faust.Schema(key_type=str, key_serializer="raw", value_serializer="orjson")
 
-    async def rebuild_windows() -> None:
-        partitions = set()
-        for topic in topic_kinds:
-            partitions |= owned_partitions(topic)
-        started = time.monotonic()
-        pipeline.rebuild(partitions, time.time())
-        log.info(
-            "windows rebuilt from tables",
-            extra={
-                "partitions": sorted(partitions),
-                "tickets": len(tickets),
-                "seconds": round(time.monotonic() - started, 3),
-            },
-        )
+    def table(name: str, **options: Any) -> Any:
+        return app.Table(name, partitions=settings.partitions, options=ROCKSDB_OPTIONS, **options)
 
+    # ingest reads and writes the state tables' bytes itself (JSON values, UTF-8 keys)
+    raw_state: dict[str, Any] = {"key_type": bytes, "value_type": bytes}
     # once Faust restored the tables (start, crash, rebalance), derive the windows from them
-    tickets = app.Table(
-        TABLES[0], schema=state_schema, partitions=settings.partitions, on_recover=rebuild_windows
-    )
-    surveys = app.Table(TABLES[1], schema=state_schema, partitions=settings.partitions)
-    series = app.Table(TABLES[2], schema=state_schema, partitions=settings.partitions)
+    tickets = table("tickets", on_recover=lambda: rebuild_windows(), **raw_state)
+    surveys = table("surveys", **raw_state)
+    series_table = table("series", key_type=str)
 
-    processed_at_last_status = 0.0
-    pipeline = Pipeline(settings.windows, settings.sla, tickets, surveys)
+    states = BatchStates({"tickets": tickets.data, "surveys": surveys.data})
+    pipeline = Pipeline(settings.windows, settings.sla, states)
     # *_created samples would only add noise to every scrape
     disable_created_metrics()  # type: ignore[no-untyped-call]
     registry = CollectorRegistry(auto_describe=False)
-    events_total = Counter(
+    outcomes = Counter(
         "cx_events",
         "Input records processed, by topic and outcome",
         ["topic", "outcome"],
         registry=registry,
     )
-    window_names = [spec.name for spec in settings.windows]
+    changelogs: dict[TableName, Any] = {"tickets": tickets, "surveys": surveys}
+    ingest = Ingest(pipeline, states, changelogs, topic_kinds, dead_letter, outcomes)
+    # the consumer hands records of the input topics to ingest a fetch at a time
+    app.topics.add(app.topic(*topic_kinds, **raw))
+    app.batch_topics = frozenset(topic_kinds)
+    app.batch_handler = ingest.process
 
-    def owned_partitions(topic: str) -> set[int]:
-        return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == topic}
+    def owned_partitions(*topics: str) -> set[int]:
+        return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic in topics}
 
-    def exported_rows() -> list[SeriesRow]:
-        """The series this worker exports: those whose cx-partials partition it owns."""
-        owned = owned_partitions(partials.get_topic_name())
-        entries = [entry for entry in series.values() if entry["via"] in owned]
-        return series_rows(merge_partials(entries, settings.max_segment_values), window_names)
+    async def rebuild_windows() -> None:
+        started = time.monotonic()
+        partitions = owned_partitions(*topic_kinds)
+        async with ingest.lock:
+            for _ in pipeline.rebuild(partitions, time.time()):
+                await asyncio.sleep(0)
+        log.info(
+            "windows rebuilt from tables",
+            extra={
+                "partitions": sorted(partitions),
+                **state_entries(pipeline),
+                "seconds": round(time.monotonic() - started, 3),
+            },
+        )
 
-    registry.register(SeriesCollector(exported_rows))
-
-    def consumer_lags() -> dict[tuple[str, int], int]:
-        """Per input partition owned: end offset minus the next offset to process."""
-        monitor = app.monitor
-        lags = {}
-        for tp in app.assignor.assigned_actives():
-            if tp.topic not in topic_kinds or tp not in monitor.tp_end_offsets:
-                continue
-            read = monitor.tp_read_offsets.get(tp)
-            next_offset = read + 1 if read is not None else monitor.tp_committed_offsets.get(tp, 0)
-            lags[(tp.topic, tp.partition)] = max(monitor.tp_end_offsets[tp] - next_offset, 0)
-        return lags
-
-    registry.register(HealthCollector(consumer_lags, settings.sla))
+    series = Series(
+        series_table,
+        settings.max_segment_values,
+        [spec.name for spec in settings.windows],
+        lambda: owned_partitions(partials.get_topic_name()),
+    )
+    registry.register(SeriesCollector(series.rows))
+    registry.register(
+        HealthCollector(
+            lambda: consumer_lags(app, set(topic_kinds)),
+            lambda: state_entries(pipeline),
+            settings.sla,
+        )
+    )
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def forget_revoked(sender: Any, revoked: set[Any], **kwargs: Any) -> None:
-        for tp in revoked:
-            pipeline.partitions.pop(tp.partition, None)
-
-    async def send_dead_letter(message: Any, reason: str) -> None:
-        headers = [
-            *(message.headers or []),
-            ("cx-error", reason.encode()),
-            ("cx-source-topic", message.topic.encode()),
-            ("cx-source-partition", str(message.partition).encode()),
-            ("cx-source-offset", str(message.offset).encode()),
-        ]
-        await dead_letter.send(key=message.key, value=message.value, headers=headers)
-
-    @app.agent(input_topics, name="process-events")
-    async def process_events(stream: Any) -> None:
-        async for event in stream.events():
-            message = event.message
-            outcome: str
-            try:
-                outcome = pipeline.process(
-                    topic_kinds[message.topic], message.partition, message.value, time.time()
-                )
-            except InvalidEvent as error:
-                outcome = "invalid"
-                await send_dead_letter(message, str(error))
-            except Exception as error:  # a bug must cost one record, never the partition
-                log.exception("failed to process a record; sent to the dead-letter topic")
-                outcome = "invalid"
-                await send_dead_letter(message, f"internal error: {error!r}")
-            events_total.labels(message.topic, outcome).inc()
+        async with ingest.lock:  # a batch in flight finishes first
+            for tp in revoked:
+                if tp.topic in topic_kinds:
+                    pipeline.drop(tp.partition)
 
     @app.agent(partials, name="merge-partials")
-    async def merge_series(stream: Any) -> None:
+    async def merge_partials(stream: Any) -> None:
         async for event in stream.events():
-            partial = orjson.loads(event.message.value)
-            key = orjson.dumps(
-                [partial["dimension"], partial["value"], partial["source_partition"]]
-            ).decode()
-            if partial["removed"]:
-                if key in series:
-                    del series[key]
-            else:
-                series[key] = {**partial, "via": event.message.partition}
+            series.apply(orjson.loads(event.message.value), event.message.partition)
 
-    publish_cycle = 0
+    partials_publisher = PartialsPublisher(pipeline, partials)
+    snapshots = Snapshots(series, metrics)
+    status = StatusLog(outcomes, STATUS_INTERVAL)
 
     @app.timer(settings.publish_interval)
     async def publish_partials() -> None:
-        nonlocal publish_cycle
-        publish_cycle += 1
-        now = time.time()
-        for partition, windows in list(pipeline.partitions.items()):
-            windows.advance(now)
-            keys = windows.changed
-            if publish_cycle % FULL_REPUBLISH_EVERY == 0:
-                keys = keys | windows.segments.keys()
-            windows.changed = set()
-            for dimension, value in sorted(keys):
-                if pipeline.partitions.get(partition) is not windows:
-                    break  # revoked while we were sending
-                partial = windows.partial((dimension, value))
-                payload = {
-                    "dimension": dimension,
-                    "value": value,
-                    "source_partition": partition,
-                    "removed": partial is None,
-                    **(partial or {}),
-                }
-                await partials.send(key=dimension.encode(), value=orjson.dumps(payload))
-
-    published: dict[str, dict[str, Any]] = {}
+        await partials_publisher.publish(time.time())
 
     @app.timer(settings.snapshot_interval)
     async def publish_snapshots() -> None:
-        now = time.time()
-        rows = exported_rows()
-        current = {row.key for row in rows}
-        for key in list(published):
-            if key not in current:
-                del published[key]  # no longer ours: the new owner publishes it
-        for row in rows:
-            value = snapshot(row, now)
-            comparable = {name: field for name, field in value.items() if name != "as_of"}
-            if published.get(row.key) != comparable:
-                await metrics.send(key=row.key.encode(), value=orjson.dumps(value))
-                published[row.key] = comparable
+        await snapshots.publish(time.time())
+
+    @app.timer(settings.sweep_interval)
+    async def forget_expired() -> None:
+        horizon = time.time() - settings.retention_seconds
+        forgotten = await ingest.forget_expired(sorted(pipeline.partitions), horizon)
+        log.info("retention sweep", extra={"forgotten": forgotten, **state_entries(pipeline)})
 
     @app.timer(STATUS_INTERVAL)
     async def log_status() -> None:
-        nonlocal processed_at_last_status
-        outcomes = Tally[str]()
-        for metric in events_total.collect():
-            for sample in metric.samples:
-                outcomes[sample.labels["outcome"]] += int(sample.value)
-        processed = sum(outcomes.values())
-        rate = (processed - processed_at_last_status) / STATUS_INTERVAL
-        processed_at_last_status = processed
-        log.info(
-            "status",
-            extra={
-                "events_per_second": round(rate, 1),
-                "outcomes": dict(outcomes),
+        status.line(
+            {
                 "input_partitions": sorted(pipeline.partitions),
-                "exported_series": len(published),
-            },
+                "exported_series": len(snapshots.published),
+                "state_entries": state_entries(pipeline),
+            }
         )
 
     @app.page("/metrics")
@@ -286,7 +196,8 @@ def create_app(settings: Settings) -> faust.App:
             {
                 "status": "ok",
                 "input_partitions": sorted(pipeline.partitions),
-                "exported_series": len(exported_rows()),
+                "exported_series": len(series.rows()),
+                "state_entries": state_entries(pipeline),
             }
         )
 

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import click
 
-from .config import ConfigError, Settings, from_env
+from .config import ConfigError, Settings, check, from_env
 from .windows import parse_duration, parse_windows
 
 Command = TypeVar("Command", bound=Callable[..., Any])
@@ -25,7 +25,9 @@ def _settings(**overrides: Any) -> Settings:
         settings = from_env()
         if overrides.get("windows") is not None:
             overrides["windows"] = parse_windows(overrides["windows"])
-        return settings.with_overrides(**overrides)
+        if overrides.get("state_retention") is not None:
+            overrides["state_retention"] = parse_duration(overrides["state_retention"])
+        return check(settings.with_overrides(**overrides))
     except (ConfigError, ValueError) as error:
         raise Failure(str(error)) from None
 
@@ -45,6 +47,9 @@ def cli() -> None:
 @click.option("--partitions", type=int, help="partitions of the topics it creates [CX_PARTITIONS]")
 @click.option("--windows", help="rolling windows, e.g. 1h,24h,7d,28d [CX_WINDOWS]")
 @click.option("--topic-prefix", help="prefix of every topic name [CX_TOPIC_PREFIX]")
+@click.option(
+    "--state-retention", help="forget settled state older than this, e.g. 35d [CX_STATE_RETENTION]"
+)
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
 def worker(**options: Any) -> None:
     """Run one worker; workers with the same app id share the partitions."""

@@ -45,9 +45,20 @@ class Settings:
     sla: SlaTargets = DEFAULT_SLA
     embedded_broker: bool = False
     log_level: str = "info"
+    state_retention: float | None = None
+    """Seconds after which settled state is forgotten; None: the largest window + 7 days."""
+    sweep_interval: float = 15 * 60.0
+    """Seconds between retention sweeps (the contract allows an hour past the horizon)."""
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"
+
+    @property
+    def retention_seconds(self) -> float:
+        """CX_STATE_RETENTION, by default the largest window + 7 days (CONTRACT.md section 3)."""
+        if self.state_retention is not None:
+            return self.state_retention
+        return max(spec.seconds for spec in self.windows) + 7 * 86400
 
     @property
     def publish_interval(self) -> float:
@@ -99,12 +110,15 @@ def from_env(environ: Mapping[str, str] | None = None) -> Settings:
         "CX_MAX_SEGMENT_VALUES": ("max_segment_values", int, 1),
         "CX_REPLICATION_FACTOR": ("replication_factor", int, 1),
         "CX_SNAPSHOT_INTERVAL": ("snapshot_interval", float, 0.1),
+        "CX_RETENTION_SWEEP_INTERVAL": ("sweep_interval", float, 1),
     }
     for variable, (attribute, kind, minimum) in numbers.items():
         if variable in env:
             values[attribute] = _number(variable, env[variable], kind, minimum)
     if "CX_WINDOWS" in env:
         values["windows"] = _parsed("CX_WINDOWS", env, parse_windows)
+    if "CX_STATE_RETENTION" in env:
+        values["state_retention"] = _parsed("CX_STATE_RETENTION", env, parse_duration)
     defaults = settings.sla
     first_response = _parsed(
         "CX_FIRST_RESPONSE_SLA", env, lambda text: parse_targets(text, defaults.first_response)
@@ -114,4 +128,15 @@ def from_env(environ: Mapping[str, str] | None = None) -> Settings:
     )
     values["sla"] = SlaTargets(first_response, resolution)
     values["embedded_broker"] = env.get("CX_EMBEDDED_BROKER", "").lower() in {"1", "true", "yes"}
-    return replace(settings, **values)
+    return check(replace(settings, **values))
+
+
+def check(settings: Settings) -> Settings:
+    """Refuse combinations that would make published numbers wrong."""
+    largest = max(spec.seconds for spec in settings.windows)
+    if settings.retention_seconds < largest:
+        raise ConfigError(
+            f"CX_STATE_RETENTION ({settings.retention_seconds:g}s) is shorter than the largest"
+            f" window ({largest:g}s): state still counted in a window would be forgotten"
+        )
+    return settings

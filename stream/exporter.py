@@ -15,7 +15,6 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from .stats import nps, nps_margin_of_error, ratio, wilson_interval
-from .tickets import SlaTargets
 from .windows import SegmentKey, Tally
 
 LABELS = ("window", "team", "channel", "priority")
@@ -218,30 +217,3 @@ _HELP = {
     "cx_tickets_open": "Tickets opened and not resolved (backlog now)",
     "cx_one_touch_ratio": "Resolved tickets with at most one public agent reply",
 }
-
-
-class HealthCollector(Collector):
-    """Processing health beside the metrics: consumer lag, and the SLA targets in force
-    (so that alert rules compare a quantile with its priority's target)."""
-
-    def __init__(self, lags: Callable[[], dict[tuple[str, int], int]], sla: SlaTargets) -> None:
-        self._lags = lags
-        self._sla = sla
-
-    def collect(self) -> Iterator[Metric]:
-        lag = GaugeMetricFamily(
-            "cx_consumer_lag",
-            "Input records not yet processed, per partition this worker owns",
-            labels=["topic", "partition"],
-        )
-        for (topic, partition), records in sorted(self._lags().items()):
-            lag.add_metric([topic, str(partition)], records)
-        yield lag
-        for name, targets in (
-            ("cx_first_response_sla_target_seconds", self._sla.first_response),
-            ("cx_resolution_sla_target_seconds", self._sla.resolution),
-        ):
-            target = GaugeMetricFamily(name, "SLA target per priority", labels=["priority"])
-            for priority, seconds in sorted(targets.items()):
-                target.add_metric([priority], seconds)
-            yield target

@@ -3,8 +3,10 @@
 A state keeps only what the metrics need: the earliest ticket-opened (its segment wins), the
 two earliest public agent replies (the first is the first response; the second decides
 one-touch), the earliest resolution, and for a survey slot the response that currently counts.
-Every update is a lattice join (an earliest / latest pick), so applying the same event twice,
-or events in any order, gives the same state: that is what makes replays after a crash exact.
+It also keeps a digest of every event id applied to it (so that a re-sent event of any kind is
+a duplicate) and the latest event time (for retention). Every update is a lattice join (an
+earliest / latest pick, a set union), so applying the same event twice, or events in any order,
+gives the same state: that is what makes replays after a crash exact.
 
 A state's observations are a pure function of the state. When an event changes a state, the
 pipeline retracts the old observations and adds the new ones.
@@ -13,6 +15,7 @@ pipeline retracts the old observations and adds the new ones.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from hashlib import blake2b
 from typing import Any, Literal, cast
 
 from .events import Segment, SurveyAnswered, TicketOpened, TicketReplied, TicketResolved
@@ -54,6 +57,15 @@ DEFAULT_SLA = SlaTargets(
 )
 
 
+def event_digest(event_id: str) -> int:
+    """A 64-bit digest of an event id: what a state keeps to recognise a re-sent event.
+
+    Ids may be 128 characters; eight bytes each keep a busy ticket's state small. Two ids of one
+    ticket colliding is a 1 in 2^64 chance per pair.
+    """
+    return int.from_bytes(blake2b(event_id.encode(), digest_size=8).digest(), "big", signed=True)
+
+
 @dataclass(frozen=True, slots=True)
 class TicketState:
     partition: int
@@ -61,10 +73,13 @@ class TicketState:
     segment: Segment | None = None
     agent_replies: tuple[Stamp, ...] = ()
     resolved: Stamp | None = None
+    seen: frozenset[int] = frozenset()
+    """Digests of every event id applied to the ticket."""
+    latest: float = float("-inf")
+    """The latest occurred_at of those events (retention is judged by it)."""
 
     def holds(self, event_id: str) -> bool:
-        stamps = (self.opened, self.resolved, *self.agent_replies)
-        return any(stamp is not None and stamp[1] == event_id for stamp in stamps)
+        return event_digest(event_id) in self.seen
 
     def to_json(self) -> dict[str, Any]:
         segment = self.segment
@@ -76,6 +91,8 @@ class TicketState:
             else [segment.team, segment.channel, segment.priority],
             "agent_replies": self.agent_replies,
             "resolved": self.resolved,
+            "seen": sorted(self.seen),
+            "latest": self.latest,
         }
 
     @classmethod
@@ -87,16 +104,24 @@ class TicketState:
             segment=None if segment is None else Segment(*segment),
             agent_replies=tuple((at, event_id) for at, event_id in data["agent_replies"]),
             resolved=_stamp(data["resolved"]),
+            seen=frozenset(data["seen"]),
+            latest=data["latest"],
         )
 
 
 @dataclass(frozen=True, slots=True)
 class SurveyResponse:
+    """The response that counts for one survey slot, and the responses the slot has seen."""
+
     partition: int
     stamp: Stamp
     survey: str
     score: int
     segment: Segment
+    seen: frozenset[int] = frozenset()
+
+    def holds(self, event_id: str) -> bool:
+        return event_digest(event_id) in self.seen
 
     def to_json(self) -> dict[str, Any]:
         segment = self.segment
@@ -106,6 +131,7 @@ class SurveyResponse:
             "survey": self.survey,
             "score": self.score,
             "segment": [segment.team, segment.channel, segment.priority],
+            "seen": sorted(self.seen),
         }
 
     @classmethod
@@ -116,6 +142,7 @@ class SurveyResponse:
             survey=data["survey"],
             score=data["score"],
             segment=Segment(*data["segment"]),
+            seen=frozenset(data["seen"]),
         )
 
 
@@ -127,7 +154,12 @@ TicketEvent = TicketOpened | TicketReplied | TicketResolved
 
 
 def apply_ticket_event(state: TicketState, event: TicketEvent) -> TicketState:
-    """The state after `event`; the same object when the event changes nothing."""
+    """The state after an event it does not hold yet (the pipeline checks `holds` first)."""
+    state = replace(
+        state,
+        seen=state.seen | {event_digest(event.event_id)},
+        latest=max(state.latest, event.occurred_at),
+    )
     stamp = (event.occurred_at, event.event_id)
     if isinstance(event, TicketOpened):
         if state.opened is not None and state.opened <= stamp:
@@ -137,12 +169,9 @@ def apply_ticket_event(state: TicketState, event: TicketEvent) -> TicketState:
         if state.resolved is not None and state.resolved <= stamp:
             return state
         return replace(state, resolved=stamp)
-    if event.author != "agent" or not event.public or stamp in state.agent_replies:
+    if event.author != "agent" or not event.public:
         return state
-    earliest_two = tuple(sorted((*state.agent_replies, stamp))[:2])
-    if earliest_two == state.agent_replies:
-        return state
-    return replace(state, agent_replies=earliest_two)
+    return replace(state, agent_replies=tuple(sorted((*state.agent_replies, stamp))[:2]))
 
 
 def survey_slot(event: SurveyAnswered) -> str:
@@ -155,11 +184,25 @@ def survey_slot(event: SurveyAnswered) -> str:
 def apply_survey_event(
     current: SurveyResponse | None, event: SurveyAnswered, partition: int
 ) -> SurveyResponse:
-    """The response that counts for the slot: the latest by occurred_at, then by event_id."""
+    """The slot after a response it does not hold yet: the response that counts is the
+    latest by occurred_at, then by event_id."""
+    seen = frozenset({event_digest(event.event_id)})
     stamp = (event.occurred_at, event.event_id)
     if current is not None and current.stamp >= stamp:
-        return current
-    return SurveyResponse(partition, stamp, event.survey, event.score, event.segment)
+        return replace(current, seen=current.seen | seen)
+    earlier = frozenset() if current is None else current.seen
+    return SurveyResponse(
+        partition, stamp, event.survey, event.score, event.segment, earlier | seen
+    )
+
+
+def is_forgettable(stored: dict[str, Any], horizon: float) -> bool:
+    """Whether a stored ticket state or survey response may be forgotten (CONTRACT.md section 3,
+    *State retention*): nothing of it is newer than `horizon`, and it is not an open ticket."""
+    if "score" in stored:  # a survey slot: its response that counts is its latest
+        return bool(stored["stamp"][0] < horizon)
+    is_open = stored["opened"] is not None and stored["resolved"] is None
+    return not is_open and bool(stored["latest"] < horizon)
 
 
 def ticket_observations(state: TicketState, sla: SlaTargets) -> list[Observation]:

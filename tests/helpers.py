@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import zlib
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
 
 from stream.exporter import SeriesRow, merge_partials, series_rows
-from stream.pipeline import Outcome, Pipeline
+from stream.pipeline import Outcome, Pipeline, StoredState, TableName
 from stream.tickets import DEFAULT_SLA
 from stream.windows import parse_windows
 from tests.oracle import Event, Expected, assert_matches
@@ -23,8 +24,41 @@ def partition_of(fields: dict[str, Any]) -> int:
     return zlib.crc32(key.encode()) % PARTITIONS
 
 
-def new_pipeline() -> Pipeline:
-    return Pipeline(parse_windows(",".join(WINDOW_NAMES)), DEFAULT_SLA, {}, {})
+class MemoryStates:
+    """The pipeline's state as plain dicts: {(table, partition): {key: state}}."""
+
+    def __init__(self) -> None:
+        self.tables: dict[tuple[TableName, int], dict[str, StoredState]] = {}
+        self.writes = 0
+
+    def get(self, table: TableName, partition: int, key: str) -> StoredState | None:
+        return self.tables.get((table, partition), {}).get(key)
+
+    def put(self, table: TableName, partition: int, key: str, value: StoredState | None) -> None:
+        self.writes += 1
+        entries = self.tables.setdefault((table, partition), {})
+        if value is None:
+            del entries[key]
+        else:
+            entries[key] = value
+
+    def items(self, table: TableName, partition: int) -> Iterator[tuple[str, StoredState]]:
+        yield from list(self.tables.get((table, partition), {}).items())
+
+    def copy(self) -> MemoryStates:
+        copied = MemoryStates()
+        copied.tables = {name: dict(entries) for name, entries in self.tables.items()}
+        return copied
+
+
+def new_pipeline(states: MemoryStates | None = None) -> Pipeline:
+    windows = parse_windows(",".join(WINDOW_NAMES))
+    return Pipeline(windows, DEFAULT_SLA, MemoryStates() if states is None else states)
+
+
+def states_of(pipeline: Pipeline) -> MemoryStates:
+    assert isinstance(pipeline.states, MemoryStates)
+    return pipeline.states
 
 
 def feed(pipeline: Pipeline, events: list[Event], now: float) -> list[Outcome]:

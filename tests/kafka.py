@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -18,11 +19,13 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from stream.broker import free_port, stop_process
-from tests.oracle import Event
+from tests.oracle import Event, Expected, assert_matches, expected
 
 T = TypeVar("T")
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+LABELS = ("window", "team", "channel", "priority")
+QUANTILE_SUFFIX = {"0.5": "_p50", "0.9": "_p90"}
 
 
 class WorkerProcess:
@@ -156,3 +159,83 @@ def read_topic(bootstrap: str, topic: str) -> list[Any]:
             await consumer.stop()
 
     return asyncio.run(read())
+
+
+def series_of(
+    samples: Samples,
+) -> tuple[dict[tuple[str, ...], dict[str, float]], dict[tuple[str, ...], float]]:
+    """/metrics samples as {(window, team, channel, priority): {name: value}}, and backlog."""
+    series: dict[tuple[str, ...], dict[str, float]] = defaultdict(dict)
+    backlog = {}
+    for (name, label_items), value in samples.items():
+        labels = dict(label_items)
+        if name == "cx_tickets_open":
+            backlog[tuple(labels[key] for key in LABELS[1:])] = value
+        elif name.startswith("cx_") and "window" in labels:
+            metric = name[3:] + QUANTILE_SUFFIX.get(labels.get("quantile", ""), "")
+            series[tuple(labels[key] for key in LABELS)][metric] = value
+    return series, backlog
+
+
+def mismatch(samples: Samples, want: Expected) -> str | None:
+    series, backlog = series_of(samples)
+    if set(series) != set(want.series):
+        return f"series differ: missing {set(want.series) - set(series)}, extra {set(series) - set(want.series)}"
+    try:
+        for labels, metrics in want.series.items():
+            got = {name: series[labels].get(name) for name in metrics}  # absent: None
+            try:
+                assert_matches(got, metrics, str(labels))
+            except AssertionError:
+                differing = {
+                    n: (got[n], metrics[n])
+                    for n in metrics
+                    if got[n] != metrics[n] and not isinstance(metrics[n], (list, float))
+                }
+                raise AssertionError(f"{labels}: (got, expected) {differing}") from None
+        assert backlog == {labels: float(n) for labels, n in want.tickets_open.items()}, "backlog"
+    except AssertionError as error:
+        return str(error)
+    return None
+
+
+def processed(worker: WorkerProcess) -> float:
+    return sum(value for (name, _), value in worker.samples().items() if name == "cx_events_total")
+
+
+def wait_until_exact(
+    workers: list[WorkerProcess], events: list[Event], timeout: float = 90
+) -> Samples:
+    """Wait until the union of the workers' /metrics equals the oracle; each series exactly once."""
+    failure: list[str | None] = [None]
+
+    def check() -> Samples | None:
+        merged: Samples = {}
+        for worker in workers:
+            # the (window, segment) series; process-level ones (events, lag, SLA targets) are per worker
+            samples = {
+                key: value for key, value in worker.samples().items() if "team" in dict(key[1])
+            }
+            overlap = set(merged) & set(samples)
+            assert not overlap, f"exported by two workers: {sorted(overlap)[:3]}"
+            merged |= samples
+        failure[0] = mismatch(merged, expected(events, time.time(), cap=3))
+        return merged if failure[0] is None else None
+
+    try:
+        return wait_for(check, timeout, "the oracle's numbers")
+    except AssertionError as error:
+        raise AssertionError(f"{error}\nlast mismatch: {failure[0]}") from None
+
+
+def split(*workers: WorkerProcess) -> bool:
+    """Every input partition owned by exactly one of `workers`, and each of them owns some."""
+    owned = [set(orjson.loads(_get(w.url + "/health"))["input_partitions"]) for w in workers]
+    everything = set().union(*owned)
+    return all(owned) and sum(map(len, owned)) == len(everything) and everything == {0, 1, 2, 3}
+
+
+def _get(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        body: bytes = response.read()
+        return body

@@ -253,3 +253,31 @@ def assert_matches(actual: dict[str, Any], wanted: dict[str, Any], where: str) -
             assert got == want, label
         else:
             assert got is not None and math.isclose(got, want, rel_tol=1e-9, abs_tol=1e-9), label
+
+
+def settled_before(events: list[Event], horizon: float) -> tuple[set[str], set[tuple[str, ...]]]:
+    """The oracle's view of retention: tickets resolved or never opened whose events are all
+    older than `horizon`, and survey slots whose latest response is older."""
+    tickets: dict[str, list[tuple[str, float]]] = {}
+    slots: dict[tuple[str, ...], float] = {}
+    for topic, fields in events:
+        at = seconds(fields["occurred_at"])
+        if topic == "survey-answered":
+            slot = (
+                (fields["survey"], fields["ticket_id"])
+                if "ticket_id" in fields
+                else ("event", fields["event_id"])
+            )
+            slots[slot] = max(slots.get(slot, at), at)
+        else:
+            tickets.setdefault(fields["ticket_id"], []).append((topic, at))
+    old_tickets = {
+        ticket
+        for ticket, seen in tickets.items()
+        if max(at for _, at in seen) < horizon
+        and (
+            any(topic == "ticket-resolved" for topic, _ in seen)
+            or all(topic != "ticket-opened" for topic, _ in seen)
+        )
+    }
+    return old_tickets, {slot for slot, at in slots.items() if at < horizon}

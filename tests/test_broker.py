@@ -1,4 +1,4 @@
-"""The embedded broker's end-offset bug, and the setting that keeps table recovery exact."""
+"""The embedded broker's end-offset bug, and the correction that keeps table recovery exact."""
 
 from __future__ import annotations
 
@@ -6,16 +6,21 @@ import asyncio
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from faust.types import TP
+from yarl import URL
 
-from stream.app import faust_settings
+from stream.app import create_app
 from stream.broker import EmbeddedBroker
 from stream.config import Settings
+from stream.transport import true_end_offsets
 
 pytestmark = pytest.mark.broker
 RECORDS = 50
 
 
-def end_offset_after_producing(broker: EmbeddedBroker, topic: str, max_batch_size: int) -> int:
+def end_offset_after_producing(
+    broker: EmbeddedBroker, topic: str, max_batch_size: int, corrected: bool = False
+) -> int:
     async def run() -> int:
         producer = AIOKafkaProducer(
             bootstrap_servers=broker.bootstrap, max_batch_size=max_batch_size, linger_ms=20
@@ -32,24 +37,31 @@ def end_offset_after_producing(broker: EmbeddedBroker, topic: str, max_batch_siz
         try:
             partition = TopicPartition(topic, 0)
             offsets = await consumer.end_offsets([partition])
-            return int(offsets[partition])
+            reported = int(offsets[partition])
         finally:
             await consumer.stop()
+        if not corrected:
+            return reported
+        true_ends = await true_end_offsets([URL(broker.url)], {TP(topic, 0): reported})
+        return true_ends[TP(topic, 0)]
 
     return asyncio.run(run())
 
 
-def test_one_record_per_batch_gives_true_end_offsets(broker: EmbeddedBroker, prefix: str) -> None:
+def test_corrected_end_offsets_count_every_record(broker: EmbeddedBroker, prefix: str) -> None:
     """Faust's changelog recovery reads up to the end offset: it must count every record."""
-    batch_size = faust_settings(Settings(embedded_broker=True))["producer_max_batch_size"]
-    assert end_offset_after_producing(broker, prefix + "one-per-batch", batch_size) == RECORDS
+    assert (
+        end_offset_after_producing(broker, prefix + "corrected", 16384, corrected=True) == RECORDS
+    )
+    assert end_offset_after_producing(broker, prefix + "single", 1, corrected=True) == RECORDS
 
 
 def test_tansu_still_miscounts_batched_end_offsets(broker: EmbeddedBroker, prefix: str) -> None:
-    """Documents why the setting above exists. When this fails, Tansu reports batched end
-    offsets correctly and one record per batch (slower) is no longer needed."""
+    """Documents why the correction exists. When this fails, Tansu reports batched end offsets
+    correctly and `transport.true_end_offsets` can go."""
     assert end_offset_after_producing(broker, prefix + "batched", 16384) < RECORDS
 
 
-def test_a_real_cluster_keeps_faust_batching() -> None:
-    assert "producer_max_batch_size" not in faust_settings(Settings(embedded_broker=False))
+def test_only_the_embedded_broker_gets_corrected_end_offsets() -> None:
+    assert not create_app(Settings(embedded_broker=False)).correct_end_offsets
+    assert create_app(Settings(embedded_broker=True, topic_prefix="x-")).correct_end_offsets

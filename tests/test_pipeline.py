@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stream.exporter import SeriesRow
-from tests.helpers import assert_rows_match, exported, feed, new_pipeline
-from tests.oracle import expected
+from tests.helpers import assert_rows_match, exported, feed, new_pipeline, states_of
+from tests.oracle import expected, settled_before
 from tests.scenario import delivery, scenario
 
 NOW = time.time()
@@ -44,7 +44,8 @@ def test_rebuilding_windows_from_the_tables_changes_nothing() -> None:
     pipeline = new_pipeline()
     feed(pipeline, delivery(events, 7), NOW)
     before = comparable(exported(pipeline, NOW))
-    pipeline.rebuild(range(4), NOW)
+    for _ in pipeline.rebuild(range(4), NOW):
+        pass
     assert comparable(exported(pipeline, NOW)) == before
 
 
@@ -53,10 +54,9 @@ def test_replay_after_a_crash_is_exact() -> None:
     events = delivery(scenario(11, NOW, tickets=120), 11)
     crashed = new_pipeline()
     feed(crashed, events[:500], NOW)
-    restarted = new_pipeline()
-    restarted.tickets.update(crashed.tickets)
-    restarted.surveys.update(crashed.surveys)
-    restarted.rebuild(range(4), NOW)
+    restarted = new_pipeline(states_of(crashed).copy())
+    for _ in restarted.rebuild(range(4), NOW):
+        pass
     feed(restarted, events[random.Random(1).randint(0, 500) :], NOW)  # from the last commit
     assert_rows_match(exported(restarted, NOW), expected(events, NOW))
 
@@ -66,9 +66,74 @@ def test_duplicates_are_reported_and_leave_no_trace() -> None:
     pipeline = new_pipeline()
     feed(pipeline, events, NOW)
     snapshot = comparable(exported(pipeline, NOW))
-    tickets, surveys = dict(pipeline.tickets), dict(pipeline.surveys)
+    state = states_of(pipeline).copy().tables
     outcomes = feed(pipeline, events, NOW)
-    assert set(outcomes) <= {"duplicate", "accepted"}
-    assert "duplicate" in outcomes
+    # every kind of event, customer replies and private notes included, is recognised
+    assert set(outcomes) == {"duplicate"}
     assert comparable(exported(pipeline, NOW)) == snapshot
-    assert (pipeline.tickets, pipeline.surveys) == (tickets, surveys)
+    assert states_of(pipeline).tables == state
+
+
+RETENTION = 35 * 86400.0  # the default: the largest window (28d) + 7 days
+
+
+def test_forgetting_old_state_changes_no_number_and_keeps_open_tickets() -> None:
+    events = scenario(17, NOW, tickets=200)  # ages up to 60 days: older than every window
+    pipeline = new_pipeline()
+    feed(pipeline, delivery(events, 17), NOW)
+    before = comparable(exported(pipeline, NOW))
+    horizon = NOW - RETENTION
+    for partition in range(4):
+        for table, entries in list(states_of(pipeline).tables.items()):
+            if table[1] == partition:
+                keys = [(table[0], key) for key in entries]
+                pipeline.forget(partition, keys, horizon, NOW)
+
+    old_tickets, old_slots = settled_before(events, horizon)
+    assert old_tickets and old_slots, "the scenario must have something to forget"
+    kept = states_of(pipeline).tables
+    kept_tickets = {key for (table, _), keys in kept.items() if table == "tickets" for key in keys}
+    all_tickets = {fields["ticket_id"] for topic, fields in events if topic != "survey-answered"}
+    assert kept_tickets == all_tickets - old_tickets
+    kept_slots = sum(len(keys) for (table, _), keys in kept.items() if table == "surveys")
+    all_slots = len(settled_before(events, float("inf"))[1])
+    assert kept_slots == all_slots - len(old_slots)
+    assert sum(pipeline.entries.values()) == len(kept_tickets) + kept_slots
+
+    # the same numbers, long-open tickets still in the backlog, and a rebuild agrees
+    assert comparable(exported(pipeline, NOW)) == before
+    assert_rows_match(exported(pipeline, NOW), expected(events, NOW))
+    for _ in pipeline.rebuild(range(4), NOW):
+        pass
+    assert comparable(exported(pipeline, NOW)) == before
+
+
+def test_a_resent_customer_reply_is_a_duplicate_and_writes_nothing() -> None:
+    opened = (
+        "ticket-opened",
+        {"event_id": "o1", "ticket_id": "T1", "occurred_at": "2026-11-22T08:00:00Z"},
+    )
+    reply = (
+        "ticket-replied",
+        {
+            "event_id": "c1",
+            "ticket_id": "T1",
+            "occurred_at": "2026-11-22T08:05:00Z",
+            "author": "customer",
+        },
+    )
+    note = (
+        "ticket-replied",
+        {
+            "event_id": "n1",
+            "ticket_id": "T1",
+            "occurred_at": "2026-11-22T08:06:00Z",
+            "author": "agent",
+            "public": False,
+        },
+    )
+    pipeline = new_pipeline()
+    assert feed(pipeline, [opened, reply, note], NOW) == ["accepted"] * 3
+    writes = states_of(pipeline).writes
+    assert feed(pipeline, [reply, note, opened], NOW) == ["duplicate"] * 3
+    assert states_of(pipeline).writes == writes

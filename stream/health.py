@@ -1,0 +1,103 @@
+"""How the worker is doing: consumer lag, state kept, SLA targets in force, /health, status log.
+
+Every worker exports these for itself (CONTRACT.md section 4, per worker).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from prometheus_client import Counter as PrometheusCounter
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from .pipeline import Pipeline
+from .tickets import SlaTargets
+
+log = logging.getLogger("cx_stream")
+
+Lags = dict[tuple[str, int], int]
+
+
+def consumer_lags(app: Any, input_topics: set[str]) -> Lags:
+    """Per input partition owned: end offset minus the next offset to process."""
+    monitor = app.monitor
+    lags = {}
+    for tp in app.assignor.assigned_actives():
+        if tp.topic not in input_topics or tp not in monitor.tp_end_offsets:
+            continue
+        read = app.consumer.read_offset(tp)
+        next_offset = read + 1 if read is not None else monitor.tp_committed_offsets.get(tp, 0)
+        lags[(tp.topic, tp.partition)] = max(monitor.tp_end_offsets[tp] - next_offset, 0)
+    return lags
+
+
+def state_entries(pipeline: Pipeline) -> dict[str, int]:
+    """Tickets and survey responses this worker keeps, over the partitions it owns."""
+    totals: Counter[str] = Counter({"tickets": 0, "surveys": 0})
+    for (table, _), count in pipeline.entries.items():
+        totals[table] += count
+    return dict(totals)
+
+
+class HealthCollector(Collector):
+    """Processing health beside the metrics: consumer lag, state kept, and the SLA targets in
+    force (so that alert rules compare a quantile with its priority's target)."""
+
+    def __init__(
+        self, lags: Callable[[], Lags], entries: Callable[[], dict[str, int]], sla: SlaTargets
+    ) -> None:
+        self._lags = lags
+        self._entries = entries
+        self._sla = sla
+
+    def collect(self) -> Iterator[Metric]:
+        lag = GaugeMetricFamily(
+            "cx_consumer_lag",
+            "Input records not yet processed, per partition this worker owns",
+            labels=["topic", "partition"],
+        )
+        for (topic, partition), records in sorted(self._lags().items()):
+            lag.add_metric([topic, str(partition)], records)
+        yield lag
+        entries = GaugeMetricFamily(
+            "cx_state_entries",
+            "Tickets and survey responses this worker keeps in its state tables",
+            labels=["table"],
+        )
+        for table, count in sorted(self._entries().items()):
+            entries.add_metric([table], count)
+        yield entries
+        for name, targets in (
+            ("cx_first_response_sla_target_seconds", self._sla.first_response),
+            ("cx_resolution_sla_target_seconds", self._sla.resolution),
+        ):
+            target = GaugeMetricFamily(name, "SLA target per priority", labels=["priority"])
+            for priority, seconds in sorted(targets.items()):
+                target.add_metric([priority], seconds)
+            yield target
+
+
+class StatusLog:
+    """A `status` log line: events per second since the last line, outcomes so far."""
+
+    def __init__(self, outcomes: PrometheusCounter, interval: float) -> None:
+        self.outcomes = outcomes
+        self.interval = interval
+        self.processed_before = 0
+
+    def line(self, extra: Mapping[str, Any]) -> None:
+        outcomes: Counter[str] = Counter()
+        for metric in self.outcomes.collect():
+            for sample in metric.samples:
+                outcomes[sample.labels["outcome"]] += int(sample.value)
+        processed = sum(outcomes.values())
+        rate = (processed - self.processed_before) / self.interval
+        self.processed_before = processed
+        log.info(
+            "status",
+            extra={"events_per_second": round(rate, 1), "outcomes": dict(outcomes), **extra},
+        )

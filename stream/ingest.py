@@ -1,0 +1,176 @@
+"""Stage 1 in the worker: a batch of input records -> ticket and survey state, windows.
+
+Per batch, and in this order, so that a crash at any moment loses nothing:
+1. every record goes through the pure pipeline against an overlay of the state tables;
+2. each state key the batch changed is sent to its changelog once, with the dead letters;
+3. once Kafka has them all, the changes go to the local RocksDB in one write per partition;
+4. the consumer then acknowledges the records, so their offsets are committed after all this.
+A crash before 3 leaves the local store behind the changelog and the records uncommitted:
+they are read again and reapplied. The store is never ahead of its changelog, which matters
+because a record whose event the state already holds is a duplicate and writes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Protocol
+
+import orjson
+from faust.types import Message
+
+from .events import InvalidEvent
+from .pipeline import STATE_TABLES, Pipeline, StoredState, TableName
+from .store import Store
+from .tickets import is_forgettable
+
+log = logging.getLogger("cx_stream")
+
+MAX_REASON_CHARS = 300
+"""cx-error quotes the validator, which may quote the record: keep the header small."""
+
+SWEEP_CHUNK = 2000
+"""Keys examined per step of the retention sweep, between which batches get their turn."""
+
+
+class Changelog(Protocol):
+    """What ingest needs of a Faust table: sending a raw change to its changelog."""
+
+    def send_changelog(
+        self,
+        partition: int | None,
+        key: Any,
+        value: Any,
+        key_serializer: Any = None,
+        value_serializer: Any = None,
+    ) -> Any: ...
+
+
+class BatchStates:
+    """The state tables as the pipeline sees them during a batch: read through, write back later."""
+
+    def __init__(self, stores: Mapping[TableName, Store]) -> None:
+        self.stores = stores
+        self.pending: dict[tuple[TableName, int], dict[str, StoredState | None]] = {}
+
+    def get(self, table: TableName, partition: int, key: str) -> StoredState | None:
+        pending = self.pending.get((table, partition))
+        if pending is not None and key in pending:
+            return pending[key]
+        raw = self.stores[table].read(partition, key.encode())
+        return None if raw is None else dict(orjson.loads(raw))
+
+    def put(self, table: TableName, partition: int, key: str, value: StoredState | None) -> None:
+        self.pending.setdefault((table, partition), {})[key] = value
+
+    def items(self, table: TableName, partition: int) -> Iterator[tuple[str, StoredState]]:
+        for key, raw in self.stores[table].partition_items(partition):
+            yield key.decode(), orjson.loads(raw)
+
+    def take(self) -> dict[tuple[TableName, int], dict[bytes, bytes | None]]:
+        """The batch's changes, encoded, and an empty overlay for the next batch."""
+        changes = {
+            name: {
+                key.encode(): None if value is None else orjson.dumps(value)
+                for key, value in entries.items()
+            }
+            for name, entries in self.pending.items()
+        }
+        self.pending = {}
+        return changes
+
+
+class Ingest:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        states: BatchStates,
+        changelogs: Mapping[TableName, Changelog],
+        topic_kinds: Mapping[str, str],
+        dead_letter: Any,
+        outcomes: Any,
+    ) -> None:
+        self.pipeline = pipeline
+        self.states = states
+        self.changelogs = changelogs
+        self.topic_kinds = topic_kinds
+        self.dead_letter = dead_letter
+        self.outcomes = outcomes
+        self.lock = asyncio.Lock()
+        """Held while a batch or a sweep step changes state; a rebalance waits for it."""
+
+    async def process(self, messages: Sequence[Message]) -> None:
+        async with self.lock:
+            now = time.time()
+            outcomes: Counter[tuple[str, str]] = Counter()
+            dead_letters = []
+            for message in messages:
+                try:
+                    outcome: str = self.pipeline.process(
+                        self.topic_kinds[message.topic], message.partition, message.value, now
+                    )
+                except InvalidEvent as error:
+                    outcome = "invalid"
+                    dead_letters.append(await self._send_dead_letter(message, str(error)))
+                except Exception as error:  # a bug must cost one record, never the partition
+                    log.exception("failed to process a record; sent to the dead-letter topic")
+                    outcome = "invalid"
+                    reason = f"internal error: {type(error).__name__}"
+                    dead_letters.append(await self._send_dead_letter(message, reason))
+                outcomes[(message.topic, outcome)] += 1
+            await self._write_back(dead_letters)
+            for (topic, outcome), count in outcomes.items():
+                self.outcomes.labels(topic, outcome).inc(count)
+
+    async def forget_expired(self, partitions: Sequence[int], horizon: float) -> int:
+        """Delete the states past the retention horizon, a chunk at a time; returns how many."""
+        forgotten = 0
+        for partition in partitions:
+            for table in STATE_TABLES:
+                candidates = self._expired_keys(table, partition, horizon)
+                while chunk := [next(candidates, None) for _ in range(SWEEP_CHUNK)]:
+                    keys = [(table, key) for key in chunk if key is not None]
+                    async with self.lock:
+                        if partition not in self.pipeline.partitions:
+                            break  # revoked meanwhile
+                        forgotten += self.pipeline.forget(partition, keys, horizon, time.time())
+                        await self._write_back([])
+                    if len(keys) < SWEEP_CHUNK:
+                        break
+                    await asyncio.sleep(0)
+        return forgotten
+
+    def _expired_keys(self, table: TableName, partition: int, horizon: float) -> Iterator[str]:
+        for key, stored in self.states.items(table, partition):
+            if is_forgettable(stored, horizon):
+                yield key
+
+    async def _send_dead_letter(self, message: Message, reason: str) -> Any:
+        if len(reason) > MAX_REASON_CHARS:
+            reason = reason[: MAX_REASON_CHARS - 3] + "..."
+        headers = [
+            *(message.headers or []),
+            ("cx-error", reason.encode()),
+            ("cx-source-topic", message.topic.encode()),
+            ("cx-source-partition", str(message.partition).encode()),
+            ("cx-source-offset", str(message.offset).encode()),
+        ]
+        return await self.dead_letter.send(key=message.key, value=message.value, headers=headers)
+
+    async def _write_back(self, dead_letters: list[Any]) -> None:
+        changes = self.states.take()
+        deliveries = [
+            self.changelogs[table].send_changelog(partition, key, value)
+            for (table, partition), entries in changes.items()
+            for key, value in entries.items()
+        ]
+        # a changelog that cannot be written must stop the worker before offsets move on
+        await asyncio.gather(*deliveries)
+        for result in await asyncio.gather(*dead_letters, return_exceptions=True):
+            if isinstance(result, BaseException):
+                log.error("could not send a record to the dead-letter topic: %r", result)
+        for (table, partition), entries in changes.items():
+            self.states.stores[table].write(partition, entries)
