@@ -90,7 +90,7 @@ def create_app(settings: Settings) -> App:
     # once Faust restored the tables (start, crash, rebalance), derive the windows from them
     tickets = table("tickets", on_recover=lambda: rebuild_windows(), **raw_state)
     surveys = table("surveys", **raw_state)
-    series_table = table("series", key_type=str)
+    series_table = table("series", key_type=str, on_recover=lambda: series_restored())
 
     states = BatchStates({"tickets": tickets.data, "surveys": surveys.data})
     pipeline = Pipeline(settings.windows, settings.sla, states)
@@ -103,8 +103,19 @@ def create_app(settings: Settings) -> App:
         ["topic", "outcome"],
         registry=registry,
     )
-    changelogs: dict[TableName, Any] = {"tickets": tickets, "surveys": surveys}
-    ingest = Ingest(pipeline, states, changelogs, topic_kinds, dead_letter, outcomes)
+    changelogs: dict[TableName, str] = {
+        "tickets": tickets.changelog_topic.get_topic_name(),
+        "surveys": surveys.changelog_topic.get_topic_name(),
+    }
+    ingest = Ingest(
+        pipeline,
+        states,
+        app.producer,
+        changelogs,
+        topic_kinds,
+        dead_letter.get_topic_name(),
+        outcomes,
+    )
     # the consumer hands records of the input topics to ingest a fetch at a time
     app.topics.add(app.topic(*topic_kinds, **raw))
     app.batch_topics = frozenset(topic_kinds)
@@ -135,6 +146,10 @@ def create_app(settings: Settings) -> App:
         lambda: owned_partitions(partials.get_topic_name()),
     )
     registry.register(SeriesCollector(series.rows))
+
+    async def series_restored() -> None:
+        series.changed()
+
     registry.register(
         HealthCollector(
             lambda: consumer_lags(app, set(topic_kinds)),

@@ -16,7 +16,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 import orjson
@@ -36,17 +36,21 @@ SWEEP_CHUNK = 2000
 """Keys examined per step of the retention sweep, between which batches get their turn."""
 
 
-class Changelog(Protocol):
-    """What ingest needs of a Faust table: sending a raw change to its changelog."""
+Headers = list[tuple[str, bytes]]
 
-    def send_changelog(
+
+class Producer(Protocol):
+    """Faust's producer: `send` queues a record and returns its delivery."""
+
+    async def send(
         self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
         partition: int | None,
-        key: Any,
-        value: Any,
-        key_serializer: Any = None,
-        value_serializer: Any = None,
-    ) -> Any: ...
+        timestamp: float | None,
+        headers: Headers | None,
+    ) -> Awaitable[Any]: ...
 
 
 class BatchStates:
@@ -88,14 +92,17 @@ class Ingest:
         self,
         pipeline: Pipeline,
         states: BatchStates,
-        changelogs: Mapping[TableName, Changelog],
+        producer: Producer,
+        changelogs: Mapping[TableName, str],
         topic_kinds: Mapping[str, str],
-        dead_letter: Any,
+        dead_letter: str,
         outcomes: Any,
     ) -> None:
         self.pipeline = pipeline
         self.states = states
+        self.producer = producer
         self.changelogs = changelogs
+        """The changelog topic of each state table."""
         self.topic_kinds = topic_kinds
         self.dead_letter = dead_letter
         self.outcomes = outcomes
@@ -148,7 +155,8 @@ class Ingest:
             if is_forgettable(stored, horizon):
                 yield key
 
-    async def _send_dead_letter(self, message: Message, reason: str) -> Any:
+    async def _send_dead_letter(self, message: Message, reason: str) -> Awaitable[Any]:
+        """Queue the record for the dead-letter topic; its delivery is awaited with the batch."""
         if len(reason) > MAX_REASON_CHARS:
             reason = reason[: MAX_REASON_CHARS - 3] + "..."
         headers = [
@@ -158,19 +166,29 @@ class Ingest:
             ("cx-source-partition", str(message.partition).encode()),
             ("cx-source-offset", str(message.offset).encode()),
         ]
-        return await self.dead_letter.send(key=message.key, value=message.value, headers=headers)
+        try:
+            return await self.producer.send(
+                self.dead_letter, message.key, message.value, None, None, headers
+            )
+        except Exception as error:  # e.g. too large for the broker: say so, go on
+            failed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            failed.set_exception(error)
+            return failed
 
-    async def _write_back(self, dead_letters: list[Any]) -> None:
+    async def _write_back(self, dead_letters: list[Awaitable[Any]]) -> None:
         changes = self.states.take()
-        deliveries = [
-            self.changelogs[table].send_changelog(partition, key, value)
-            for (table, partition), entries in changes.items()
-            for key, value in entries.items()
-        ]
+        deliveries = {
+            name: [
+                await self.producer.send(self.changelogs[name[0]], key, value, name[1], None, None)
+                for key, value in entries.items()
+            ]
+            for name, entries in changes.items()
+        }
         # a changelog that cannot be written must stop the worker before offsets move on
-        await asyncio.gather(*deliveries)
+        for (table, partition), entries in changes.items():
+            delivered = await asyncio.gather(*deliveries[(table, partition)])
+            last_offset = max(metadata.offset for metadata in delivered)
+            self.states.stores[table].write(partition, entries, last_offset)
         for result in await asyncio.gather(*dead_letters, return_exceptions=True):
             if isinstance(result, BaseException):
                 log.error("could not send a record to the dead-letter topic: %r", result)
-        for (table, partition), entries in changes.items():
-            self.states.stores[table].write(partition, entries)

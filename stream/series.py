@@ -27,6 +27,9 @@ class Series:
         self.cap = cap
         self.window_names = list(window_names)
         self.owned_partitions = owned_partitions
+        self.version = 0
+        """Bumped whenever the table changes: scrapes between changes reuse the rows."""
+        self._rows: tuple[int, frozenset[int], list[SeriesRow]] | None = None
 
     def apply(self, partial: dict[str, Any], via: int) -> None:
         """Keep the latest partial of a (series, source partition), received on cx-partials
@@ -39,12 +42,20 @@ class Series:
                 del self.table[key]
         else:
             self.table[key] = {**partial, "via": via}
+        self.changed()
+
+    def changed(self) -> None:
+        """Note a change of the table (a partial applied, or the table restored)."""
+        self.version += 1
 
     def rows(self) -> list[SeriesRow]:
         """The series this worker exports: those whose cx-partials partition it owns."""
-        owned = self.owned_partitions()
-        entries = [entry for entry in self.table.values() if entry["via"] in owned]
-        return series_rows(merge_partials(entries, self.cap), self.window_names)
+        owned = frozenset(self.owned_partitions())
+        if self._rows is None or self._rows[:2] != (self.version, owned):
+            entries = [entry for entry in self.table.values() if entry["via"] in owned]
+            merged = series_rows(merge_partials(entries, self.cap), self.window_names)
+            self._rows = (self.version, owned, merged)
+        return self._rows[2]
 
 
 class Snapshots:

@@ -34,14 +34,18 @@ class Store(faust_rocksdb.Store):
         value: bytes | None = self._db_for_partition(partition).get(key)
         return value
 
-    def write(self, partition: int, changes: Mapping[bytes, bytes | None]) -> None:
-        """Apply puts (and deletes, for None) to one partition atomically."""
+    def write(
+        self, partition: int, changes: Mapping[bytes, bytes | None], changelog_offset: int
+    ) -> None:
+        """Apply puts (and deletes, for None) to one partition atomically, together with the
+        offset of the last of them in the changelog: where recovery will resume reading."""
         batch = rocksdict.WriteBatch(raw_mode=True)
         for key, value in changes.items():
             if value is None:
                 batch.delete(key)
             else:
                 batch.put(key, value)
+        batch.put(self.offset_key, str(changelog_offset).encode())
         self._db_for_partition(partition).write(batch)
 
     def partition_items(self, partition: int) -> Iterator[tuple[bytes, bytes]]:

@@ -70,52 +70,49 @@ def segment_keys(segment: Segment) -> tuple[SegmentKey, ...]:
     )
 
 
-_COUNT_FIELDS = {
-    "tickets_opened",
-    "tickets_resolved",
-    "one_touch_tickets",
-    "first_response_count",
-    "first_response_sla_breaches",
-    "resolution_count",
-    "resolution_sla_breaches",
-    "nps_promoters",
-    "nps_passives",
-    "nps_detractors",
-    "csat_responses",
-    "csat_satisfied",
-    "ces_responses",
-    "ces_low_effort",
+_NPS_COUNTS = {
+    "promoter": "nps_promoters",
+    "passive": "nps_passives",
+    "detractor": "nps_detractors",
 }
 
 
 class Tally:
     """What a set of observations adds up to: counts, sums and two duration sketches."""
 
-    __slots__ = ("counts", "first_response", "resolution")
+    __slots__ = ("counts", "first_response", "observations", "resolution")
 
     def __init__(self) -> None:
         self.counts: dict[str, float] = {}
         self.first_response = QuantileSketch()
         self.resolution = QuantileSketch()
+        self.observations = 0
+        """How many observations it holds: a bucket at 0 can go."""
 
     def _add(self, name: str, amount: float) -> None:
-        self.counts[name] = self.counts.get(name, 0) + amount
+        counts = self.counts
+        counts[name] = counts.get(name, 0) + amount
 
     def observe(self, observation: Observation, sign: int) -> None:
+        self.observations += sign
         kind, value = observation.kind, observation.value
         if kind == "opened":
             self._add("tickets_opened", sign)
-        elif kind in ("first_response", "resolution"):  # a duration, and whether it breached
-            self._add(f"{kind}_count", sign)
-            self._add(f"{kind}_seconds_sum", sign * value)
-            self._add(f"{kind}_sla_breaches", sign * observation.flag)
-            sketch = self.first_response if kind == "first_response" else self.resolution
-            sketch.add(value, sign)
+        elif kind == "first_response":
+            self._add("first_response_count", sign)
+            self._add("first_response_seconds_sum", sign * value)
+            self._add("first_response_sla_breaches", sign * observation.flag)
+            self.first_response.add(value, sign)
+        elif kind == "resolution":
+            self._add("resolution_count", sign)
+            self._add("resolution_seconds_sum", sign * value)
+            self._add("resolution_sla_breaches", sign * observation.flag)
+            self.resolution.add(value, sign)
         elif kind == "resolved":
             self._add("tickets_resolved", sign)
             self._add("one_touch_tickets", sign * observation.flag)
         elif kind == "nps":
-            self._add(f"nps_{nps_category(int(value))}s", sign)
+            self._add(_NPS_COUNTS[nps_category(int(value))], sign)
         elif kind == "csat":
             self._add("csat_responses", sign)
             self._add("csat_satisfied", sign * is_csat_satisfied(int(value)))
@@ -126,6 +123,7 @@ class Tally:
             self._add("ces_score_sum", sign * value)
 
     def merge(self, other: Tally, sign: int = 1) -> None:
+        self.observations += sign * other.observations
         for name, amount in other.counts.items():
             self._add(name, sign * amount)
         self.first_response.merge(other.first_response, sign)
@@ -133,9 +131,6 @@ class Tally:
 
     def count(self, name: str) -> int:
         return round(self.counts.get(name, 0))
-
-    def is_empty(self) -> bool:
-        return not any(self.counts.get(name) for name in _COUNT_FIELDS)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -196,6 +191,7 @@ class PartitionWindows:
             if not self._pending[observation]:
                 del self._pending[observation]
             windowed = False
+        indices = self._bucket_indices(observation.at) if windowed else []
         for key in segment_keys(observation.segment):
             segment = self.segments.get(key)
             if segment is None:
@@ -206,16 +202,27 @@ class PartitionWindows:
             elif observation.kind == "backlog":
                 segment.tickets_open += sign
             if windowed:
-                self._observe_windows(segment, observation, sign)
+                self._observe_windows(segment, observation, sign, indices)
             if segment.references <= 0 and segment.tickets_open <= 0:
                 del self.segments[key]
 
+    def _bucket_indices(self, at: float) -> list[int | None]:
+        """The bucket of time `at` in each window, None where it is older than the window."""
+        indices: list[int | None] = []
+        for spec, lowest in zip(self.specs, self._lowest, strict=True):
+            index = math.floor(at / spec.bucket_seconds)
+            indices.append(index if index >= lowest else None)
+        return indices
+
     def _observe_windows(
-        self, segment: SegmentWindows, observation: Observation, sign: int
+        self,
+        segment: SegmentWindows,
+        observation: Observation,
+        sign: int,
+        indices: list[int | None],
     ) -> None:
-        for spec, lowest, window in zip(self.specs, self._lowest, segment.windows, strict=True):
-            index = math.floor(observation.at / spec.bucket_seconds)
-            if index < lowest:
+        for index, window in zip(indices, segment.windows, strict=True):
+            if index is None:
                 continue  # older than the window: still in ticket state, in no window
             bucket = window.buckets.get(index)
             if bucket is None:
@@ -224,7 +231,7 @@ class PartitionWindows:
                 bucket = window.buckets[index] = Tally()
             bucket.observe(observation, sign)
             window.total.observe(observation, sign)
-            if bucket.is_empty():
+            if not bucket.observations:
                 del window.buckets[index]
 
     def advance(self, now: float) -> None:
@@ -245,10 +252,12 @@ class PartitionWindows:
         due = [observation for observation in self._pending if observation.at <= now]
         for observation in due:
             count = self._pending.pop(observation)
+            indices = self._bucket_indices(observation.at)
             for key in segment_keys(observation.segment):
                 self.changed.add(key)
                 for _ in range(abs(count)):
-                    self._observe_windows(self.segments[key], observation, 1 if count > 0 else -1)
+                    sign = 1 if count > 0 else -1
+                    self._observe_windows(self.segments[key], observation, sign, indices)
 
     def partial(self, key: SegmentKey) -> dict[str, Any] | None:
         """The series' current totals as JSON, or None when no state refers to it any more."""
