@@ -82,13 +82,20 @@ def backfill_option(default: str, help: str) -> Callable[[Command], Command]:
 @cli.command()
 @click.option("--broker", help="use this Kafka instead of starting an embedded one [CX_BROKER]")
 @click.option("--rate", default=5.0, show_default=True, help="simulated events per second at peak")
-@backfill_option("2h", "history to generate at start, so the windows have data")
-def demo(broker: str | None, rate: float, backfill: float) -> None:
+@backfill_option("28d", "history to generate at start, so every window has data")
+@click.option(
+    "--history-rate",
+    default=0.08,
+    show_default=True,
+    help="events per second at peak in the generated history (about 65,000 events in 28 days)",
+)
+def demo(broker: str | None, rate: float, backfill: float, history_rate: float) -> None:
     """Run a broker, a worker and the simulator, and show the live numbers."""
     from .demo import run_demo
 
     settings = _settings(broker=broker)
-    run_demo(settings, broker is not None or "CX_BROKER" in os.environ, rate, backfill)
+    configured = broker is not None or "CX_BROKER" in os.environ
+    run_demo(settings, configured, rate, backfill, history_rate)
 
 
 @cli.command()

@@ -76,6 +76,7 @@ async def _run(
     worker_log: Path,
     events_per_second: float,
     backfill_seconds: float,
+    history_events_per_second: float,
 ) -> None:
     sent = [0]
 
@@ -98,6 +99,7 @@ async def _run(
             backfill_seconds,
             settings.topic_prefix,
             on_progress=progress,
+            history_events_per_second=history_events_per_second,
         )
     )
     try:
@@ -109,7 +111,11 @@ async def _run(
 
 
 def run_demo(
-    settings: Settings, broker_configured: bool, events_per_second: float, backfill_seconds: float
+    settings: Settings,
+    broker_configured: bool,
+    events_per_second: float,
+    backfill_seconds: float,
+    history_events_per_second: float,
 ) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="cx-stream-demo-"))
     signal.signal(signal.SIGTERM, _interrupt)
@@ -147,7 +153,15 @@ def run_demo(
             )
         metrics_url = f"http://127.0.0.1:{web_port}/metrics"
         asyncio.run(
-            _run(settings, metrics_url, worker, worker_log, events_per_second, backfill_seconds)
+            _run(
+                settings,
+                metrics_url,
+                worker,
+                worker_log,
+                events_per_second,
+                backfill_seconds,
+                history_events_per_second,
+            )
         )
     except KeyboardInterrupt:
         pass

@@ -145,20 +145,23 @@ class Traffic:
                 **segment,
             )
 
-    def _arrivals_until(self, until: float) -> None:
+    def _arrivals_until(self, until: float, tickets_per_second: float | None = None) -> None:
         """Open the tickets that arrive up to `until`: a Poisson process thinned by the hour."""
+        rate = tickets_per_second or self.tickets_per_second
         draw_gap = self.rng.expovariate
         if self._next_arrival is None:
-            self._next_arrival = until + draw_gap(self.tickets_per_second)
+            self._next_arrival = until + draw_gap(rate)
         while self._next_arrival <= until:
             if self.rng.random() < business_hours_factor(self._next_arrival):
                 self._open_ticket(self._next_arrival)
-            self._next_arrival += draw_gap(self.tickets_per_second)
+            self._next_arrival += draw_gap(rate)
 
-    def backfill(self, start: float, now: float) -> None:
-        """Schedule the history between `start` and `now`."""
+    def backfill(self, start: float, now: float, events_per_second: float | None = None) -> None:
+        """Schedule the history between `start` and `now`, at its own rate if given (a long
+        history at the live rate would be more than a demo wants to wait for)."""
         self._next_arrival = start
-        self._arrivals_until(now)
+        history_rate = None if events_per_second is None else events_per_second / EVENTS_PER_TICKET
+        self._arrivals_until(now, history_rate)
 
     def due(self, now: float) -> Iterator[Record]:
         """Every scheduled event with an event time up to `now`, in time order."""
@@ -180,11 +183,15 @@ async def run_simulation(
     duration: float | None = None,
     seed: int | None = None,
     on_progress: Callable[[int], None] | None = None,
+    history_events_per_second: float | None = None,
 ) -> int:
-    """Send traffic until `duration` seconds passed (None: until cancelled); returns the count."""
+    """Send traffic until `duration` seconds passed (None: until cancelled); returns the count.
+
+    The backfilled history has `history_events_per_second` at peak (default: the live rate).
+    """
     traffic = Traffic(events_per_second, seed)
     started = time.time()
-    traffic.backfill(started - backfill_seconds, started)
+    traffic.backfill(started - backfill_seconds, started, history_events_per_second)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, linger_ms=20)
     await producer.start()
     sent = 0

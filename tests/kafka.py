@@ -75,8 +75,12 @@ class WorkerProcess:
         return self.log_path.read_text(errors="replace")[-3000:]
 
     def samples(self) -> Samples:
+        return self.scrape(self.url)
+
+    @staticmethod
+    def scrape(url: str) -> Samples:
         """/metrics parsed with prometheus-client's own text parser."""
-        with urllib.request.urlopen(f"{self.url}/metrics", timeout=5) as response:
+        with urllib.request.urlopen(f"{url}/metrics", timeout=5) as response:
             text = response.read().decode()
         return {
             (sample.name, tuple(sorted(sample.labels.items()))): sample.value

@@ -6,13 +6,12 @@ import os
 import signal
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from stream.broker import free_port
-from tests.kafka import wait_for
+from tests.kafka import Samples, WorkerProcess, wait_for
 
 pytestmark = pytest.mark.broker
 
@@ -41,7 +40,7 @@ def test_demo_shows_live_numbers_and_ctrl_c_stops_everything(tmp_path: Path) -> 
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CX_")}
     demo = subprocess.Popen(
-        [sys.executable, "-m", "stream", "demo", "--rate", "20", "--backfill", "30m"],
+        [sys.executable, "-m", "stream", "demo"],  # the defaults: 28 days of history
         env={**env, "CX_WEB_PORT": str(port), "TERM": "dumb"},
         stdout=subprocess.DEVNULL,
         stderr=open(tmp_path / "demo.err", "wb"),  # noqa: SIM115
@@ -49,12 +48,21 @@ def test_demo_shows_live_numbers_and_ctrl_c_stops_everything(tmp_path: Path) -> 
     )
     try:
 
-        def tickets_counted() -> bool:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-                text = response.read().decode()
-            return 'cx_tickets_opened{channel="all",priority="all",team="all",window="1h"}' in text
+        def whole(samples: Samples, name: str, window: str) -> float:
+            labels = {"team": "all", "channel": "all", "priority": "all", "window": window}
+            return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
-        wait_for(tickets_counted, 120, "live numbers from the demo's worker")
+        def history_counted() -> bool:
+            # every window differs, and the month has hundreds of NPS and CSAT responses
+            samples = WorkerProcess.scrape(f"http://127.0.0.1:{port}")
+            opened = [whole(samples, "cx_tickets_opened", w) for w in ("1h", "24h", "7d", "28d")]
+            return (
+                0 < opened[0] < opened[1] < opened[2] < opened[3]
+                and whole(samples, "cx_nps_responses", "28d") >= 200
+                and whole(samples, "cx_csat_responses", "28d") >= 200
+            )
+
+        wait_for(history_counted, 60, "28 days of history on the demo's /metrics")
         started = children(demo.pid)
         assert len(started) >= 2, "the demo should run a broker and a worker"
         demo.send_signal(signal.SIGINT)
