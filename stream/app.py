@@ -93,7 +93,7 @@ def create_app(settings: Settings) -> App:
     series_table = table("series", key_type=str, on_recover=lambda: series_restored())
 
     states = BatchStates({"tickets": tickets.data, "surveys": surveys.data})
-    pipeline = Pipeline(settings.windows, settings.sla, states)
+    pipeline = Pipeline(settings.windows, settings.ticket_rules(), states)
     # *_created samples would only add noise to every scrape
     disable_created_metrics()  # type: ignore[no-untyped-call]
     registry = CollectorRegistry(auto_describe=False)
@@ -144,6 +144,7 @@ def create_app(settings: Settings) -> App:
         settings.max_segment_values,
         [spec.name for spec in settings.windows],
         lambda: owned_partitions(partials.get_topic_name()),
+        business_hours=settings.business_hours is not None,
     )
     registry.register(SeriesCollector(series.rows))
 

@@ -7,7 +7,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
-from .tickets import DEFAULT_SLA, SlaTargets
+from .business_hours import Schedules, load_schedules
+from .tickets import DEFAULT_SLA, SlaClock, SlaTargets, TicketRules
 from .windows import WindowSpec, parse_duration, parse_windows
 
 PRIORITIES = ("low", "normal", "high", "urgent")
@@ -49,6 +50,12 @@ class Settings:
     """Seconds after which settled state is forgotten; None: the largest window + 7 days."""
     sweep_interval: float = 15 * 60.0
     """Seconds between retention sweeps (the contract allows an hour past the horizon)."""
+    business_hours: Schedules | None = None
+    """Opening hours from CX_BUSINESS_HOURS: FRT and TTR are also measured in business time."""
+    sla_clock: SlaClock = "calendar"
+
+    def ticket_rules(self) -> TicketRules:
+        return TicketRules(self.sla, self.business_hours, self.sla_clock)
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"
@@ -117,6 +124,13 @@ def from_env(environ: Mapping[str, str] | None = None) -> Settings:
             values[attribute] = _number(variable, env[variable], kind, minimum)
     if "CX_WINDOWS" in env:
         values["windows"] = _parsed("CX_WINDOWS", env, parse_windows)
+    if env.get("CX_BUSINESS_HOURS"):
+        values["business_hours"] = _parsed("CX_BUSINESS_HOURS", env, load_schedules)
+    if "CX_SLA_CLOCK" in env:
+        clock = env["CX_SLA_CLOCK"]
+        if clock not in ("calendar", "business"):
+            raise ConfigError(f"CX_SLA_CLOCK={clock!r} is neither calendar nor business")
+        values["sla_clock"] = clock
     if "CX_STATE_RETENTION" in env:
         values["state_retention"] = _parsed("CX_STATE_RETENTION", env, parse_duration)
     defaults = settings.sla
@@ -133,6 +147,8 @@ def from_env(environ: Mapping[str, str] | None = None) -> Settings:
 
 def check(settings: Settings) -> Settings:
     """Refuse combinations that would make published numbers wrong."""
+    if settings.sla_clock == "business" and settings.business_hours is None:
+        raise ConfigError("CX_SLA_CLOCK=business needs opening hours: set CX_BUSINESS_HOURS")
     largest = max(spec.seconds for spec in settings.windows)
     if settings.retention_seconds < largest:
         raise ConfigError(

@@ -12,8 +12,14 @@ from typing import Any, Literal
 import jsonschema_rs
 import orjson
 
-TOPICS = ("ticket-opened", "ticket-replied", "ticket-resolved", "survey-answered")
-"""The four input topics of CONTRACT.md section 2 (before any CX_TOPIC_PREFIX)."""
+TOPICS = (
+    "ticket-opened",
+    "ticket-replied",
+    "ticket-resolved",
+    "ticket-reopened",
+    "survey-answered",
+)
+"""The five input topics of docs/contract.md section 2 (before any CX_TOPIC_PREFIX)."""
 
 FUTURE_TOLERANCE_SECONDS = 5 * 60
 
@@ -54,6 +60,13 @@ class TicketResolved:
 
 
 @dataclass(frozen=True, slots=True)
+class TicketReopened:
+    event_id: str
+    ticket_id: str
+    occurred_at: float
+
+
+@dataclass(frozen=True, slots=True)
 class SurveyAnswered:
     event_id: str
     ticket_id: str | None
@@ -63,7 +76,7 @@ class SurveyAnswered:
     segment: Segment
 
 
-Event = TicketOpened | TicketReplied | TicketResolved | SurveyAnswered
+Event = TicketOpened | TicketReplied | TicketResolved | TicketReopened | SurveyAnswered
 
 
 class InvalidEvent(ValueError):
@@ -101,9 +114,11 @@ def _segment(fields: dict[str, Any]) -> Segment:
     )
 
 
-def decode(topic: str, value: bytes | None, now: float) -> Event:
-    """Decode a record value of an input topic (named without prefix) at wall-clock time `now`.
+def decode(topic: str, value: bytes | None, record_time: float) -> Event:
+    """Decode a record value of an input topic (named without prefix).
 
+    `record_time` is the record's Kafka timestamp: an event more than five minutes after it is
+    invalid, a verdict that a replay of the same record reaches again.
     Raises InvalidEvent with a reason a person can act on.
     """
     if value is None:
@@ -120,9 +135,11 @@ def decode(topic: str, value: bytes | None, now: float) -> Event:
         where = "/" + "/".join(str(part) for part in error.instance_path)
         raise InvalidEvent(f"schema violation at {where}: {error.message}") from None
     occurred_at = parse_timestamp(fields["occurred_at"])
-    if occurred_at > now + FUTURE_TOLERANCE_SECONDS:
-        ahead = occurred_at - now
-        raise InvalidEvent(f"occurred_at {fields['occurred_at']} is {ahead:.0f}s in the future")
+    if occurred_at > record_time + FUTURE_TOLERANCE_SECONDS:
+        ahead = occurred_at - record_time
+        raise InvalidEvent(
+            f"occurred_at {fields['occurred_at']} is {ahead:.0f}s after the record's timestamp"
+        )
     event_id = fields["event_id"]
     match topic:
         case "ticket-opened":
@@ -137,6 +154,8 @@ def decode(topic: str, value: bytes | None, now: float) -> Event:
             )
         case "ticket-resolved":
             return TicketResolved(event_id, fields["ticket_id"], occurred_at)
+        case "ticket-reopened":
+            return TicketReopened(event_id, fields["ticket_id"], occurred_at)
         case "survey-answered":
             return SurveyAnswered(
                 event_id,

@@ -62,8 +62,9 @@ def merge_partials(entries: Iterable[dict[str, Any]], cap: int) -> dict[SegmentK
     return merged
 
 
-def window_metrics(tally: Tally) -> MetricValues:
-    """Every windowed metric of CONTRACT.md section 4 for one series and window.
+def window_metrics(tally: Tally, business_hours: bool = False) -> MetricValues:
+    """Every windowed metric of docs/contract.md section 4 for one series and window; the
+    business-time ones only with `business_hours` (a schedule is configured).
 
     Counts are always present; a ratio, average or quantile is None while its count is 0.
     """
@@ -77,8 +78,9 @@ def window_metrics(tally: Tally) -> MetricValues:
     interval = wilson_interval(satisfied, csat_responses)
     first_responses, resolutions = count("first_response_count"), count("resolution_count")
     ces_responses, resolved = count("ces_responses"), count("tickets_resolved")
+    full_resolutions = count("full_resolution_count")
     sums = tally.counts
-    return {
+    metrics: MetricValues = {
         "nps": nps(promoters, passives, detractors),
         "nps_margin_of_error": nps_margin_of_error(promoters, passives, detractors),
         "nps_responses": promoters + passives + detractors,
@@ -94,14 +96,14 @@ def window_metrics(tally: Tally) -> MetricValues:
         "ces_score_avg": ratio(sums.get("ces_score_sum", 0), ces_responses),
         "ces_low_effort_ratio": ratio(count("ces_low_effort"), ces_responses),
         "ces_responses": ces_responses,
-        "first_response_seconds_p50": tally.first_response.quantile(0.5),
-        "first_response_seconds_p90": tally.first_response.quantile(0.9),
+        "first_response_seconds_p50": tally.quantile("first_response_seconds", 0.5),
+        "first_response_seconds_p90": tally.quantile("first_response_seconds", 0.9),
         "first_response_seconds_avg": ratio(
             sums.get("first_response_seconds_sum", 0), first_responses
         ),
         "first_response_count": first_responses,
-        "resolution_seconds_p50": tally.resolution.quantile(0.5),
-        "resolution_seconds_p90": tally.resolution.quantile(0.9),
+        "resolution_seconds_p50": tally.quantile("resolution_seconds", 0.5),
+        "resolution_seconds_p90": tally.quantile("resolution_seconds", 0.9),
         "resolution_seconds_avg": ratio(sums.get("resolution_seconds_sum", 0), resolutions),
         "resolution_count": resolutions,
         "tickets_opened": count("tickets_opened"),
@@ -114,7 +116,28 @@ def window_metrics(tally: Tally) -> MetricValues:
         "first_response_sla_breaches": count("first_response_sla_breaches"),
         "resolution_sla_breaches": count("resolution_sla_breaches"),
         "one_touch_tickets": count("one_touch_tickets"),
+        "full_resolution_seconds_p50": tally.quantile("full_resolution_seconds", 0.5),
+        "full_resolution_seconds_p90": tally.quantile("full_resolution_seconds", 0.9),
+        "full_resolution_seconds_avg": ratio(
+            sums.get("full_resolution_seconds_sum", 0), full_resolutions
+        ),
+        "full_resolution_count": full_resolutions,
+        "ticket_reopens": count("ticket_reopens"),
+        "reopened_ratio": ratio(count("reopened_tickets"), resolved),
+        "reopened_tickets": count("reopened_tickets"),
+        "first_contact_resolution_ratio": ratio(count("first_contact_resolutions"), resolved),
+        "first_contact_resolutions": count("first_contact_resolutions"),
     }
+    if business_hours:
+        for name, responses in (
+            ("first_response", first_responses),
+            ("resolution", resolutions),
+        ):
+            sketch = f"{name}_business_seconds"
+            metrics[f"{sketch}_p50"] = tally.quantile(sketch, 0.5) if responses else None
+            metrics[f"{sketch}_p90"] = tally.quantile(sketch, 0.9) if responses else None
+            metrics[f"{sketch}_avg"] = ratio(sums.get(f"{sketch}_sum", 0), responses)
+    return metrics
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +162,9 @@ def segment_labels(key: SegmentKey) -> dict[str, str]:
     return labels
 
 
-def series_rows(merged: dict[SegmentKey, MergedSeries], windows: Sequence[str]) -> list[SeriesRow]:
+def series_rows(
+    merged: dict[SegmentKey, MergedSeries], windows: Sequence[str], business_hours: bool = False
+) -> list[SeriesRow]:
     rows = []
     for key in sorted(merged):
         series = merged[key]
@@ -148,7 +173,7 @@ def series_rows(merged: dict[SegmentKey, MergedSeries], windows: Sequence[str]) 
             rows.append(
                 SeriesRow(
                     {"window": window, **segment_labels(key)},
-                    window_metrics(tally),
+                    window_metrics(tally, business_hours),
                     series.tickets_open,
                 )
             )
@@ -216,4 +241,10 @@ _HELP = {
     "cx_resolution_seconds": "Time to resolution quantiles, counted at the resolution",
     "cx_tickets_open": "Tickets opened and not resolved (backlog now)",
     "cx_one_touch_ratio": "Resolved tickets with at most one public agent reply",
+    "cx_full_resolution_seconds": "Full resolution time quantiles (latest resolution - opened)",
+    "cx_ticket_reopens": "Reopens of resolved tickets in the window",
+    "cx_reopened_ratio": "Share of the window's first-resolved tickets reopened since",
+    "cx_first_contact_resolution_ratio": "First-resolved tickets one-touch and never reopened",
+    "cx_first_response_business_seconds": "First response time in business hours, quantiles",
+    "cx_resolution_business_seconds": "Time to resolution in business hours, quantiles",
 }

@@ -115,9 +115,15 @@ class Ingest:
             outcomes: Counter[tuple[str, str]] = Counter()
             dead_letters = []
             for message in messages:
+                # a record without a timestamp (-1) is judged by the clock that reads it
+                record_time = message.timestamp if message.timestamp > 0 else now
                 try:
                     outcome: str = self.pipeline.process(
-                        self.topic_kinds[message.topic], message.partition, message.value, now
+                        self.topic_kinds[message.topic],
+                        message.partition,
+                        message.value,
+                        record_time,
+                        now,
                     )
                 except InvalidEvent as error:
                     outcome = "invalid"

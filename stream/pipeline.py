@@ -13,8 +13,8 @@ from typing import Any, Literal, Protocol
 from .events import SurveyAnswered, decode
 from .tickets import (
     Observation,
-    SlaTargets,
     SurveyResponse,
+    TicketRules,
     TicketState,
     anomalies,
     apply_survey_event,
@@ -49,9 +49,9 @@ class States(Protocol):
 class Pipeline:
     """The processing of the input topics, for every partition a worker owns."""
 
-    def __init__(self, specs: Sequence[WindowSpec], sla: SlaTargets, states: States) -> None:
+    def __init__(self, specs: Sequence[WindowSpec], rules: TicketRules, states: States) -> None:
         self.specs = tuple(specs)
-        self.sla = sla
+        self.rules = rules
         self.states = states
         self.partitions: dict[int, PartitionWindows] = {}
         self.entries: Counter[tuple[TableName, int]] = Counter()
@@ -63,12 +63,15 @@ class Pipeline:
             windows = self.partitions[partition] = PartitionWindows(self.specs, now)
         return windows
 
-    def process(self, topic: str, partition: int, value: bytes | None, now: float) -> Outcome:
-        """Apply one record of input topic `topic` (named without prefix).
+    def process(
+        self, topic: str, partition: int, value: bytes | None, record_time: float, now: float
+    ) -> Outcome:
+        """Apply one record of input topic `topic` (named without prefix), with its Kafka
+        timestamp `record_time`, at wall-clock time `now`.
 
         Raises events.InvalidEvent for a record that belongs in the dead-letter topic.
         """
-        event = decode(topic, value, now)
+        event = decode(topic, value, record_time)
         if isinstance(event, SurveyAnswered):
             slot = survey_slot(event)
             stored = self.states.get("surveys", partition, slot)
@@ -89,8 +92,8 @@ class Pipeline:
         self._store("tickets", partition, event.ticket_id, stored, updated_state.to_json())
         self._fold(
             partition,
-            ticket_observations(state, self.sla),
-            ticket_observations(updated_state, self.sla),
+            ticket_observations(state, self.rules),
+            ticket_observations(updated_state, self.rules),
             now,
         )
         return "anomaly" if anomalies(updated_state) > anomalies(state) else "accepted"
@@ -110,12 +113,14 @@ class Pipeline:
         self, partition: int, old: list[Observation], new: list[Observation], now: float
     ) -> None:
         windows = self.windows(partition, now)
-        # adds first, so a series that keeps a reference is never dropped and re-created
-        for observation in new:
-            if observation not in old:
+        # as multisets (two reopens may share a time); adds first, so a series that keeps a
+        # reference is never dropped and re-created
+        before, after = Counter(old), Counter(new)
+        for observation, count in (after - before).items():
+            for _ in range(count):
                 windows.observe(observation, 1)
-        for observation in old:
-            if observation not in new:
+        for observation, count in (before - after).items():
+            for _ in range(count):
                 windows.observe(observation, -1)
 
     def forget(
@@ -173,4 +178,4 @@ class Pipeline:
         """Observations of a stored ticket state or survey response (surveys have a score)."""
         if "score" in stored:
             return survey_observations(SurveyResponse.from_json(stored))
-        return ticket_observations(TicketState.from_json(stored), self.sla)
+        return ticket_observations(TicketState.from_json(stored), self.rules)

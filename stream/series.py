@@ -22,8 +22,10 @@ class Series:
         cap: int,
         window_names: Sequence[str],
         owned_partitions: Callable[[], set[int]],
+        business_hours: bool = False,
     ) -> None:
         self.table = table
+        self.business_hours = business_hours
         self.cap = cap
         self.window_names = list(window_names)
         self.owned_partitions = owned_partitions
@@ -53,7 +55,9 @@ class Series:
         owned = frozenset(self.owned_partitions())
         if self._rows is None or self._rows[:2] != (self.version, owned):
             entries = [entry for entry in self.table.values() if entry["via"] in owned]
-            merged = series_rows(merge_partials(entries, self.cap), self.window_names)
+            merged = series_rows(
+                merge_partials(entries, self.cap), self.window_names, self.business_hours
+            )
             self._rows = (self.version, owned, merged)
         return self._rows[2]
 

@@ -2,7 +2,9 @@
 
 A state keeps only what the metrics need: the earliest ticket-opened (its segment wins), the
 two earliest public agent replies (the first is the first response; the second decides
-one-touch), the earliest resolution, and for a survey slot the response that currently counts.
+one-touch), its resolutions and reopens in status order (docs/contract.md section 3: the first
+resolution, the latest one, whether it is resolved now, which reopens count), and for a survey
+slot the response that currently counts.
 It also keeps a digest of every event id applied to it (so that a re-sent event of any kind is
 a duplicate) and the latest event time (for retention). Every update is a lattice join (an
 earliest / latest pick, a set union), so applying the same event twice, or events in any order,
@@ -14,17 +16,39 @@ pipeline retracts the old observations and adds the new ones.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from hashlib import blake2b
+from itertools import pairwise
 from typing import Any, Literal, cast
 
-from .events import Segment, SurveyAnswered, TicketOpened, TicketReplied, TicketResolved
+from .business_hours import Schedule, Schedules
+from .events import (
+    Segment,
+    SurveyAnswered,
+    TicketOpened,
+    TicketReopened,
+    TicketReplied,
+    TicketResolved,
+)
 
 Stamp = tuple[float, str]
 """(occurred_at, event_id): the order in which competing events are picked."""
 
+StatusEvent = tuple[float, str, Literal["resolved", "reopened"]]
+"""A resolution or a reopen, ordered by (occurred_at, event_id)."""
+
 Kind = Literal[
-    "opened", "backlog", "first_response", "resolved", "resolution", "nps", "csat", "ces"
+    "opened",
+    "backlog",
+    "first_response",
+    "resolved",
+    "resolution",
+    "full_resolution",
+    "reopen",
+    "nps",
+    "csat",
+    "ces",
 ]
 
 
@@ -32,8 +56,10 @@ Kind = Literal[
 class Observation:
     """One contribution of a state to the metrics, at event time `at`, under `segment`.
 
-    `value` is a duration in seconds (first_response, resolution) or a survey score;
-    `flag` is the SLA breach (first_response, resolution) or one-touch (resolved).
+    `value` is a duration in seconds (first_response, resolution, full_resolution) or a survey
+    score; `flag` is the SLA breach (first_response, resolution) or one-touch (resolved);
+    `business` the duration in business seconds (with a schedule); `reopened` whether a ticket
+    first resolved at `at` was reopened since (resolved).
     """
 
     kind: Kind
@@ -41,6 +67,8 @@ class Observation:
     segment: Segment
     value: float = 0.0
     flag: bool = False
+    business: float | None = None
+    reopened: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +83,39 @@ DEFAULT_SLA = SlaTargets(
     first_response={"urgent": 3600, "high": 4 * 3600, "normal": 8 * 3600, "low": 24 * 3600},
     resolution={"urgent": 4 * 3600, "high": 24 * 3600, "normal": 72 * 3600, "low": 168 * 3600},
 )
+
+SlaClock = Literal["calendar", "business"]
+
+
+@dataclass(frozen=True)
+class TicketRules:
+    """What a ticket's durations are judged by: SLA targets, opening hours, which clock."""
+
+    sla: SlaTargets = DEFAULT_SLA
+    schedules: Schedules | None = None
+    sla_clock: SlaClock = "calendar"
+    _business: Any = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # a ticket's durations are recomputed with every event it gets: remember recent ones
+        object.__setattr__(self, "_business", lru_cache(maxsize=65536)(_business_seconds))
+
+    def business_seconds(self, team: str, start: float, end: float) -> float | None:
+        """The business time of [start, end) by `team`'s schedule; None without schedules."""
+        if self.schedules is None:
+            return None
+        seconds: float = self._business(self.schedules.for_team(team), start, end)
+        return seconds
+
+    def breached(
+        self, targets: dict[str, float], priority: str, seconds: float, business: float | None
+    ) -> bool:
+        measured = business if self.sla_clock == "business" and business is not None else seconds
+        return measured > targets[priority]
+
+
+def _business_seconds(schedule: Schedule, start: float, end: float) -> float:
+    return schedule.business_seconds(start, end)
 
 
 def event_digest(event_id: str) -> int:
@@ -72,7 +133,8 @@ class TicketState:
     opened: Stamp | None = None
     segment: Segment | None = None
     agent_replies: tuple[Stamp, ...] = ()
-    resolved: Stamp | None = None
+    status: tuple[StatusEvent, ...] = ()
+    """Every resolution and reopen, in status order."""
     seen: frozenset[int] = frozenset()
     """Digests of every event id applied to the ticket."""
     latest: float = float("-inf")
@@ -80,6 +142,23 @@ class TicketState:
 
     def holds(self, event_id: str) -> bool:
         return event_digest(event_id) in self.seen
+
+    @property
+    def first_resolution(self) -> float | None:
+        return next((at for at, _, kind in self.status if kind == "resolved"), None)
+
+    @property
+    def is_resolved(self) -> bool:
+        """Resolved now: the last of its resolutions and reopens is a resolution."""
+        return bool(self.status) and self.status[-1][2] == "resolved"
+
+    def reopens(self) -> list[float]:
+        """When it was reopened: reopens whose previous status event is a resolution."""
+        return [
+            at
+            for (_, _, before), (at, _, kind) in pairwise(self.status)
+            if kind == "reopened" and before == "resolved"
+        ]
 
     def to_json(self) -> dict[str, Any]:
         segment = self.segment
@@ -90,7 +169,7 @@ class TicketState:
             if segment is None
             else [segment.team, segment.channel, segment.priority],
             "agent_replies": self.agent_replies,
-            "resolved": self.resolved,
+            "status": self.status,
             "seen": sorted(self.seen),
             "latest": self.latest,
         }
@@ -103,7 +182,7 @@ class TicketState:
             opened=_stamp(data["opened"]),
             segment=None if segment is None else Segment(*segment),
             agent_replies=tuple((at, event_id) for at, event_id in data["agent_replies"]),
-            resolved=_stamp(data["resolved"]),
+            status=tuple((at, event_id, kind) for at, event_id, kind in data["status"]),
             seen=frozenset(data["seen"]),
             latest=data["latest"],
         )
@@ -150,7 +229,7 @@ def _stamp(value: Any) -> Stamp | None:
     return None if value is None else (value[0], value[1])
 
 
-TicketEvent = TicketOpened | TicketReplied | TicketResolved
+TicketEvent = TicketOpened | TicketReplied | TicketResolved | TicketReopened
 
 
 def apply_ticket_event(state: TicketState, event: TicketEvent) -> TicketState:
@@ -165,10 +244,11 @@ def apply_ticket_event(state: TicketState, event: TicketEvent) -> TicketState:
         if state.opened is not None and state.opened <= stamp:
             return state
         return replace(state, opened=stamp, segment=event.segment)
-    if isinstance(event, TicketResolved):
-        if state.resolved is not None and state.resolved <= stamp:
-            return state
-        return replace(state, resolved=stamp)
+    if isinstance(event, TicketResolved | TicketReopened):
+        kind: Literal["resolved", "reopened"] = (
+            "resolved" if isinstance(event, TicketResolved) else "reopened"
+        )
+        return replace(state, status=tuple(sorted((*state.status, (*stamp, kind)))))
     if event.author != "agent" or not event.public:
         return state
     return replace(state, agent_replies=tuple(sorted((*state.agent_replies, stamp))[:2]))
@@ -201,34 +281,53 @@ def is_forgettable(stored: dict[str, Any], horizon: float) -> bool:
     *State retention*): nothing of it is newer than `horizon`, and it is not an open ticket."""
     if "score" in stored:  # a survey slot: its response that counts is its latest
         return bool(stored["stamp"][0] < horizon)
-    is_open = stored["opened"] is not None and stored["resolved"] is None
+    status = stored["status"]
+    is_open = stored["opened"] is not None and not (status and status[-1][2] == "resolved")
     return not is_open and bool(stored["latest"] < horizon)
 
 
-def ticket_observations(state: TicketState, sla: SlaTargets) -> list[Observation]:
+def ticket_observations(state: TicketState, rules: TicketRules) -> list[Observation]:
     if state.opened is None or state.segment is None:
         return []  # the segment comes from ticket-opened: nothing counts before it arrives
     opened_at = state.opened[0]
     segment = state.segment
+    sla = rules.sla
     observations = [Observation("opened", opened_at, segment)]
     if state.agent_replies:
         replied_at = state.agent_replies[0][0]
         seconds = replied_at - opened_at
         if seconds >= 0:
-            breached = seconds > sla.first_response[segment.priority]
+            business = rules.business_seconds(segment.team, opened_at, replied_at)
+            breached = rules.breached(sla.first_response, segment.priority, seconds, business)
             observations.append(
-                Observation("first_response", replied_at, segment, seconds, breached)
+                Observation("first_response", replied_at, segment, seconds, breached, business)
             )
-    if state.resolved is None:
+    if not state.is_resolved:
         observations.append(Observation("backlog", opened_at, segment))
+    resolved_at = state.first_resolution
+    if resolved_at is None:
         return observations
-    resolved_at = state.resolved[0]
+    reopens = state.reopens()
     replies_before = sum(1 for at, _ in state.agent_replies if at <= resolved_at)
-    observations.append(Observation("resolved", resolved_at, segment, flag=replies_before <= 1))
+    observations.append(
+        Observation(
+            "resolved", resolved_at, segment, flag=replies_before <= 1, reopened=bool(reopens)
+        )
+    )
     seconds = resolved_at - opened_at
     if seconds >= 0:
-        breached = seconds > sla.resolution[segment.priority]
-        observations.append(Observation("resolution", resolved_at, segment, seconds, breached))
+        business = rules.business_seconds(segment.team, opened_at, resolved_at)
+        breached = rules.breached(sla.resolution, segment.priority, seconds, business)
+        observations.append(
+            Observation("resolution", resolved_at, segment, seconds, breached, business)
+        )
+    observations.extend(Observation("reopen", at, segment) for at in reopens)
+    if state.is_resolved:
+        latest_at = state.status[-1][0]
+        if latest_at >= opened_at:
+            observations.append(
+                Observation("full_resolution", latest_at, segment, latest_at - opened_at)
+            )
     return observations
 
 
@@ -237,8 +336,11 @@ def anomalies(state: TicketState) -> int:
     if state.opened is None:
         return 0
     opened_at = state.opened[0]
-    stamps = [state.agent_replies[0] if state.agent_replies else None, state.resolved]
-    return sum(1 for stamp in stamps if stamp is not None and stamp[0] < opened_at)
+    first_reply = state.agent_replies[0][0] if state.agent_replies else None
+    times = [first_reply, state.first_resolution]
+    if state.is_resolved:
+        times.append(state.status[-1][0])
+    return sum(1 for at in times if at is not None and at < opened_at)
 
 
 def survey_observations(response: SurveyResponse) -> list[Observation]:

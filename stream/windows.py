@@ -77,15 +77,41 @@ _NPS_COUNTS = {
 }
 
 
-class Tally:
-    """What a set of observations adds up to: counts, sums and two duration sketches."""
+@dataclass(frozen=True, slots=True)
+class _DurationFields:
+    """Where a duration observation of one kind is tallied."""
 
-    __slots__ = ("counts", "first_response", "observations", "resolution")
+    count: str
+    seconds_sum: str
+    breaches: str
+    sketch: str
+    business_sum: str
+    business_sketch: str
+
+
+def _duration_fields(name: str) -> _DurationFields:
+    return _DurationFields(
+        f"{name}_count",
+        f"{name}_seconds_sum",
+        f"{name}_sla_breaches",
+        f"{name}_seconds",
+        f"{name}_business_seconds_sum",
+        f"{name}_business_seconds",
+    )
+
+
+_DURATIONS = {name: _duration_fields(name) for name in ("first_response", "resolution")}
+
+
+class Tally:
+    """What a set of observations adds up to: counts, sums and duration sketches."""
+
+    __slots__ = ("counts", "observations", "sketches")
 
     def __init__(self) -> None:
         self.counts: dict[str, float] = {}
-        self.first_response = QuantileSketch()
-        self.resolution = QuantileSketch()
+        self.sketches: dict[str, QuantileSketch] = {}
+        """Durations by metric name (first_response_seconds, ...), for their quantiles."""
         self.observations = 0
         """How many observations it holds: a bucket at 0 can go."""
 
@@ -93,24 +119,42 @@ class Tally:
         counts = self.counts
         counts[name] = counts.get(name, 0) + amount
 
+    def _sketch(self, name: str, value: float, sign: int) -> None:
+        sketch = self.sketches.get(name)
+        if sketch is None:
+            sketch = self.sketches[name] = QuantileSketch()
+        sketch.add(value, sign)
+
+    def quantile(self, name: str, q: float) -> float | None:
+        sketch = self.sketches.get(name)
+        return None if sketch is None else sketch.quantile(q)
+
     def observe(self, observation: Observation, sign: int) -> None:
         self.observations += sign
         kind, value = observation.kind, observation.value
         if kind == "opened":
             self._add("tickets_opened", sign)
-        elif kind == "first_response":
-            self._add("first_response_count", sign)
-            self._add("first_response_seconds_sum", sign * value)
-            self._add("first_response_sla_breaches", sign * observation.flag)
-            self.first_response.add(value, sign)
-        elif kind == "resolution":
-            self._add("resolution_count", sign)
-            self._add("resolution_seconds_sum", sign * value)
-            self._add("resolution_sla_breaches", sign * observation.flag)
-            self.resolution.add(value, sign)
+        elif kind == "first_response" or kind == "resolution":
+            fields = _DURATIONS[kind]
+            self._add(fields.count, sign)
+            self._add(fields.seconds_sum, sign * value)
+            self._add(fields.breaches, sign * observation.flag)
+            self._sketch(fields.sketch, value, sign)
+            if observation.business is not None:
+                self._add(fields.business_sum, sign * observation.business)
+                self._sketch(fields.business_sketch, observation.business, sign)
+        elif kind == "full_resolution":
+            self._add("full_resolution_count", sign)
+            self._add("full_resolution_seconds_sum", sign * value)
+            self._sketch("full_resolution_seconds", value, sign)
         elif kind == "resolved":
             self._add("tickets_resolved", sign)
             self._add("one_touch_tickets", sign * observation.flag)
+            self._add("reopened_tickets", sign * observation.reopened)
+            first_contact = observation.flag and not observation.reopened
+            self._add("first_contact_resolutions", sign * first_contact)
+        elif kind == "reopen":
+            self._add("ticket_reopens", sign)
         elif kind == "nps":
             self._add(_NPS_COUNTS[nps_category(int(value))], sign)
         elif kind == "csat":
@@ -126,8 +170,11 @@ class Tally:
         self.observations += sign * other.observations
         for name, amount in other.counts.items():
             self._add(name, sign * amount)
-        self.first_response.merge(other.first_response, sign)
-        self.resolution.merge(other.resolution, sign)
+        for name, sketch in other.sketches.items():
+            mine = self.sketches.get(name)
+            if mine is None:
+                mine = self.sketches[name] = QuantileSketch()
+            mine.merge(sketch, sign)
 
     def count(self, name: str) -> int:
         return round(self.counts.get(name, 0))
@@ -135,16 +182,18 @@ class Tally:
     def to_json(self) -> dict[str, Any]:
         return {
             "counts": {name: amount for name, amount in self.counts.items() if amount},
-            "first_response": self.first_response.to_json(),
-            "resolution": self.resolution.to_json(),
+            "sketches": {
+                name: sketch.to_json() for name, sketch in self.sketches.items() if sketch.count
+            },
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Tally:
         tally = cls()
         tally.counts = dict(data["counts"])
-        tally.first_response = QuantileSketch.from_json(data["first_response"])
-        tally.resolution = QuantileSketch.from_json(data["resolution"])
+        tally.sketches = {
+            name: QuantileSketch.from_json(sketch) for name, sketch in data["sketches"].items()
+        }
         return tally
 
 

@@ -10,7 +10,7 @@ import orjson
 
 from stream.exporter import SeriesRow, merge_partials, series_rows
 from stream.pipeline import Outcome, Pipeline, StoredState, TableName
-from stream.tickets import DEFAULT_SLA
+from stream.tickets import TicketRules
 from stream.windows import parse_windows
 from tests.oracle import Event, Expected, assert_matches
 
@@ -51,9 +51,9 @@ class MemoryStates:
         return copied
 
 
-def new_pipeline(states: MemoryStates | None = None) -> Pipeline:
+def new_pipeline(states: MemoryStates | None = None, rules: TicketRules | None = None) -> Pipeline:
     windows = parse_windows(",".join(WINDOW_NAMES))
-    return Pipeline(windows, DEFAULT_SLA, MemoryStates() if states is None else states)
+    return Pipeline(windows, rules or TicketRules(), MemoryStates() if states is None else states)
 
 
 def states_of(pipeline: Pipeline) -> MemoryStates:
@@ -63,12 +63,14 @@ def states_of(pipeline: Pipeline) -> MemoryStates:
 
 def feed(pipeline: Pipeline, events: list[Event], now: float) -> list[Outcome]:
     return [
-        pipeline.process(topic, partition_of(fields), orjson.dumps(fields), now)
+        pipeline.process(topic, partition_of(fields), orjson.dumps(fields), now, now)
         for topic, fields in events
     ]
 
 
-def exported(pipeline: Pipeline, now: float, cap: int = 50) -> list[SeriesRow]:
+def exported(
+    pipeline: Pipeline, now: float, cap: int = 50, business_hours: bool = False
+) -> list[SeriesRow]:
     """What the merging worker would export from every partition's current partials."""
     entries = []
     for windows in pipeline.partitions.values():
@@ -77,7 +79,7 @@ def exported(pipeline: Pipeline, now: float, cap: int = 50) -> list[SeriesRow]:
             partial = windows.partial((dimension, value))
             assert partial is not None
             entries.append({"dimension": dimension, "value": value, **partial})
-    return series_rows(merge_partials(entries, cap), WINDOW_NAMES)
+    return series_rows(merge_partials(entries, cap), WINDOW_NAMES, business_hours)
 
 
 def row_labels(row: SeriesRow) -> tuple[str, str, str, str]:

@@ -19,7 +19,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from stream.broker import free_port, stop_process
-from tests.oracle import Event, Expected, assert_matches, expected
+from tests.oracle import Event, Expected, OpeningHours, assert_matches, expected
 
 T = TypeVar("T")
 
@@ -208,7 +208,11 @@ def processed(worker: WorkerProcess) -> float:
 
 
 def wait_until_exact(
-    workers: list[WorkerProcess], events: list[Event], timeout: float = 90
+    workers: list[WorkerProcess],
+    events: list[Event],
+    timeout: float = 90,
+    hours: OpeningHours | None = None,
+    sla_clock: str = "calendar",
 ) -> Samples:
     """Wait until the union of the workers' /metrics equals the oracle; each series exactly once."""
     failure: list[str | None] = [None]
@@ -223,7 +227,8 @@ def wait_until_exact(
             overlap = set(merged) & set(samples)
             assert not overlap, f"exported by two workers: {sorted(overlap)[:3]}"
             merged |= samples
-        failure[0] = mismatch(merged, expected(events, time.time(), cap=3))
+        want = expected(events, time.time(), cap=3, hours=hours, sla_clock=sla_clock)
+        failure[0] = mismatch(merged, want)
         return merged if failure[0] is None else None
 
     try:

@@ -7,9 +7,10 @@ algebraic forms of the Wilson interval and the NPS margin of error.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 WINDOWS = {"1h": 3600.0, "24h": 86400.0, "7d": 7 * 86400.0, "28d": 28 * 86400.0}
@@ -27,6 +28,31 @@ Event = tuple[str, dict[str, Any]]  # (topic, fields)
 
 def seconds(text: str) -> float:
     return datetime.fromisoformat(text).timestamp()
+
+
+@dataclass
+class OpeningHours:
+    """Opening hours in zones without daylight saving, counted day by day: per team (else
+    `default`) a UTC offset in hours, per weekday (0 = Monday) intervals in local minutes, and
+    closed local dates. Independent of stream.business_hours, which it checks."""
+
+    default: tuple[float, dict[int, list[tuple[int, int]]], set[str]]
+    teams: dict[str, tuple[float, dict[int, list[tuple[int, int]]], set[str]]]
+
+    def business_seconds(self, team: str, start: float, end: float) -> float:
+        offset, week, holidays = self.teams.get(team, self.default)
+        shift = offset * 3600
+        total = 0.0
+        day = math.floor((start + shift) / 86400) * 86400  # local midnight, as UTC-shifted time
+        while day <= end + shift:
+            date = datetime.fromtimestamp(day, UTC).date()
+            if date.isoformat() not in holidays:
+                for opens, closes in week.get(date.weekday(), []):
+                    low = max(start, day + opens * 60 - shift)
+                    high = min(end, day + closes * 60 - shift)
+                    total += max(high - low, 0.0)
+            day += 86400
+        return total
 
 
 @dataclass
@@ -55,7 +81,7 @@ def _segment(fields: dict[str, Any]) -> tuple[str, str, str]:
 
 
 def contributions(
-    events: list[Event],
+    events: list[Event], hours: OpeningHours | None = None, sla_clock: str = "calendar"
 ) -> tuple[list[tuple[tuple[str, str, str], Contribution]], list[tuple[str, str, str]]]:
     """Every contribution with the segment it counts under, and the segments of open tickets."""
     distinct = {fields["event_id"]: (topic, fields) for topic, fields in events}
@@ -81,6 +107,9 @@ def contributions(
     def earliest(items: list[dict[str, Any]]) -> dict[str, Any] | None:
         return min(items, key=lambda f: (seconds(f["occurred_at"]), f["event_id"]), default=None)
 
+    def key(fields: dict[str, Any]) -> tuple[float, str]:
+        return (seconds(fields["occurred_at"]), fields["event_id"])
+
     for lifecycle in by_ticket.values():
         opened = earliest(lifecycle.get("ticket-opened", []))
         if opened is None:
@@ -93,25 +122,61 @@ def contributions(
             for f in lifecycle.get("ticket-replied", [])
             if f["author"] == "agent" and f.get("public", True)
         ]
+
+        def duration(
+            name: str,
+            at: float,
+            targets: dict[str, float],
+            segment: Any = segment,
+            start: float = opened_at,
+        ) -> None:
+            """A first response or resolution at `at`: calendar and business time, SLA."""
+            calendar = at - start
+            found.append((segment, Contribution(at, name, calendar)))
+            business = None if hours is None else hours.business_seconds(segment[0], start, at)
+            if business is not None:
+                found.append((segment, Contribution(at, f"{name}_business", business)))
+            judged = business if sla_clock == "business" and business is not None else calendar
+            if judged > targets[segment[2]]:
+                found.append((segment, Contribution(at, f"{name}_sla_breaches")))
+
         first_reply = earliest(agent_replies)
         if first_reply is not None:
             at = seconds(first_reply["occurred_at"])
             if at >= opened_at:
-                found.append((segment, Contribution(at, "first_response", at - opened_at)))
-                if at - opened_at > FIRST_RESPONSE_TARGET[segment[2]]:
-                    found.append((segment, Contribution(at, "first_response_sla_breaches")))
+                duration("first_response", at, FIRST_RESPONSE_TARGET)
+        # status order: resolutions and reopens by (occurred_at, event_id)
+        status = sorted(
+            [(key(f), "resolved") for f in lifecycle.get("ticket-resolved", [])]
+            + [(key(f), "reopened") for f in lifecycle.get("ticket-reopened", [])]
+        )
+        if not status or status[-1][1] != "resolved":
+            open_segments.append(segment)
+        reopens = [
+            stamp[0]
+            for (_, before), (stamp, kind) in itertools.pairwise(status)
+            if kind == "reopened" and before == "resolved"
+        ]
+        for at in reopens:
+            found.append((segment, Contribution(at, "ticket_reopens")))
         resolution = earliest(lifecycle.get("ticket-resolved", []))
         if resolution is None:
-            open_segments.append(segment)
             continue
         at = seconds(resolution["occurred_at"])
         found.append((segment, Contribution(at, "tickets_resolved")))
-        if sum(1 for f in agent_replies if seconds(f["occurred_at"]) <= at) <= 1:
+        one_touch = sum(1 for f in agent_replies if seconds(f["occurred_at"]) <= at) <= 1
+        if one_touch:
             found.append((segment, Contribution(at, "one_touch_tickets")))
+        if reopens:
+            found.append((segment, Contribution(at, "reopened_tickets")))
+        elif one_touch:
+            found.append((segment, Contribution(at, "first_contact_resolutions")))
         if at >= opened_at:
-            found.append((segment, Contribution(at, "resolution", at - opened_at)))
-            if at - opened_at > RESOLUTION_TARGET[segment[2]]:
-                found.append((segment, Contribution(at, "resolution_sla_breaches")))
+            duration("resolution", at, RESOLUTION_TARGET)
+        if status[-1][1] == "resolved":
+            latest = status[-1][0][0]
+            if latest >= opened_at:
+                found.append((segment, Contribution(latest, "full_resolution", latest - opened_at)))
 
     for fields in surveys.values():
         found.append(
@@ -141,8 +206,14 @@ def fold(values: set[str], cap: int) -> dict[str, str]:
     return {value: value if rank < cap else "other" for rank, value in enumerate(sorted(values))}
 
 
-def expected(events: list[Event], now: float, cap: int = 50) -> Expected:
-    found, open_segments = contributions(events)
+def expected(
+    events: list[Event],
+    now: float,
+    cap: int = 50,
+    hours: OpeningHours | None = None,
+    sla_clock: str = "calendar",
+) -> Expected:
+    found, open_segments = contributions(events, hours, sla_clock)
     known = [segment for segment, c in found if c.name in {"tickets_opened", "nps", "csat", "ces"}]
     folded = {
         dimension: fold({segment[position] for segment in known}, cap)
@@ -158,14 +229,14 @@ def expected(events: list[Event], now: float, cap: int = 50) -> Expected:
                 for segment, c in found
                 if labels in _labels(segment, folded) and now - width < c.at <= now
             ]
-            result.series[(window, *labels)] = summarise(inside)
+            result.series[(window, *labels)] = summarise(inside, hours is not None)
     for segment in open_segments:
         for labels in _labels(segment, folded):
             result.tickets_open[labels] += 1
     return result
 
 
-def summarise(inside: list[Contribution]) -> dict[str, Any]:
+def summarise(inside: list[Contribution], business_hours: bool = False) -> dict[str, Any]:
     def values(name: str) -> list[float]:
         return [c.value for c in inside if c.name == name]
 
@@ -181,6 +252,7 @@ def summarise(inside: list[Contribution]) -> dict[str, Any]:
     first = sorted(values("first_response"))
     resolution = sorted(values("resolution"))
     resolved = count("tickets_resolved")
+    full = sorted(values("full_resolution"))
     # NPS margin from the variance of per-response values +1 / 0 / -1
     signs = [1.0 if s >= 9 else -1.0 if s <= 6 else 0.0 for s in nps_scores]
     mean = sum(signs) / len(signs) if signs else 0.0
@@ -221,7 +293,30 @@ def summarise(inside: list[Contribution]) -> dict[str, Any]:
         "first_response_sla_breaches": count("first_response_sla_breaches"),
         "resolution_sla_breaches": count("resolution_sla_breaches"),
         "one_touch_tickets": count("one_touch_tickets"),
-    }
+        "full_resolution_seconds_p50": full or None,
+        "full_resolution_seconds_p90": full or None,
+        "full_resolution_seconds_avg": sum(full) / len(full) if full else None,
+        "full_resolution_count": len(full),
+        "ticket_reopens": count("ticket_reopens"),
+        "reopened_ratio": count("reopened_tickets") / resolved if resolved else None,
+        "reopened_tickets": count("reopened_tickets"),
+        "first_contact_resolution_ratio": (
+            count("first_contact_resolutions") / resolved if resolved else None
+        ),
+        "first_contact_resolutions": count("first_contact_resolutions"),
+    } | (business_summary(values) if business_hours else {})
+
+
+def business_summary(values: Any) -> dict[str, Any]:
+    summary = {}
+    for name in ("first_response", "resolution"):
+        durations = sorted(values(f"{name}_business"))
+        summary[f"{name}_business_seconds_p50"] = durations or None
+        summary[f"{name}_business_seconds_p90"] = durations or None
+        summary[f"{name}_business_seconds_avg"] = (
+            sum(durations) / len(durations) if durations else None
+        )
+    return summary
 
 
 def wilson(successes: int, n: int, side: int) -> float | None:

@@ -11,7 +11,7 @@ import random
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
-from tests.oracle import Event
+from tests.oracle import Event, OpeningHours
 
 SAFE_AGES = [  # seconds before `now`; each range sits inside some windows and clear of edges
     (60.0, 40 * 60.0),  # in every window
@@ -90,10 +90,22 @@ def scenario(seed: int, now: float, tickets: int = 150) -> list[Event]:
             author = rng.choices(["agent", "customer", "bot"], weights=[5, 3, 1])[0]
             extra = {"public": False} if rng.random() < 0.1 else {}
             add("ticket-replied", age, ticket_id=ticket, author=author, **extra)
+        if rng.random() < 0.03:  # a reopen of a ticket not resolved yet changes nothing
+            add("ticket-reopened", (opened_age + resolved_age) / 2, ticket_id=ticket)
         if rng.random() < 0.75:
             add("ticket-resolved", resolved_age, ticket_id=ticket)
             if rng.random() < 0.1:  # resolved again later: the first resolution counts
                 add("ticket-resolved", max(resolved_age - 600, 60.0), ticket_id=ticket)
+            age = resolved_age
+            while rng.random() < 0.25:  # reopened, some more than once; most resolved again
+                age = max(age - rng.uniform(60, 3000), 60.0)
+                add("ticket-reopened", age, ticket_id=ticket)
+                if rng.random() < 0.1:  # two reopens in a row: the second changes nothing
+                    add("ticket-reopened", age, ticket_id=ticket)
+                if rng.random() < 0.3:
+                    break  # still open
+                age = max(age - rng.uniform(60, 3000), 60.0)
+                add("ticket-resolved", age, ticket_id=ticket)
             for survey, top in (("csat", 5), ("nps", 10), ("ces", 7)):
                 if rng.random() < 0.4:
                     score = rng.randint(0 if survey == "nps" else 1, top)
@@ -128,3 +140,38 @@ def delivery(events: list[Event], seed: int, duplicates: float = 0.15) -> list[E
     delivered = events + [event for event in events if rng.random() < duplicates]
     rng.shuffle(delivered)
     return delivered
+
+
+def opening_hours(now: float) -> tuple[str, OpeningHours]:
+    """The same opening hours as a CX_BUSINESS_HOURS file and for the oracle: Tokyo by default,
+    billing in Kolkata with a night shift (zones without daylight saving: the oracle counts day
+    by day; daylight saving is tested in test_business_hours against a minute-by-minute walk).
+    """
+    tokyo = [
+        (datetime.fromtimestamp(now - days * 86400, UTC) + timedelta(hours=9)).date()
+        for days in (3, 12)
+    ]
+    kolkata = (datetime.fromtimestamp(now - 5 * 86400, UTC) + timedelta(hours=5.5)).date()
+    text = f"""
+default:
+  timezone: Asia/Tokyo
+  hours: {{mon-fri: ["09:00-17:00"], sat: ["10:00-14:00"]}}
+  holidays: ["{tokyo[0]}", "{tokyo[1]}"]
+teams:
+  billing:
+    timezone: Asia/Kolkata
+    hours:
+      mon-fri: ["08:00-12:00", "13:00-18:00"]
+      sun: ["22:00-24:00"]
+      mon: ["00:00-06:00"]
+    holidays: ["{kolkata}"]
+"""
+    weekdays = {day: [(540, 1020)] for day in range(5)}
+    billing = {day: [(480, 720), (780, 1080)] for day in range(5)}
+    billing[0] = [(0, 360), *billing[0]]
+    billing[6] = [(1320, 1440)]
+    oracle = OpeningHours(
+        default=(9.0, {**weekdays, 5: [(600, 840)]}, {str(day) for day in tokyo}),
+        teams={"billing": (5.5, billing, {str(kolkata)})},
+    )
+    return text, oracle

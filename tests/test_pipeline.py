@@ -8,10 +8,12 @@ import time
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from stream.business_hours import parse_schedules
 from stream.exporter import SeriesRow
+from stream.tickets import DEFAULT_SLA, SlaClock, TicketRules
 from tests.helpers import assert_rows_match, exported, feed, new_pipeline, states_of
 from tests.oracle import expected, settled_before
-from tests.scenario import delivery, scenario
+from tests.scenario import delivery, opening_hours, scenario
 
 NOW = time.time()
 
@@ -27,6 +29,18 @@ def test_matches_the_oracle_whatever_the_order_and_duplicates(seed: int, cap: in
     pipeline = new_pipeline()
     feed(pipeline, delivery(events, seed), NOW)
     assert_rows_match(exported(pipeline, NOW, cap), expected(events, NOW, cap))
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 100_000), clock=st.sampled_from(["calendar", "business"]))
+def test_business_time_and_its_sla_clock_match_the_oracle(seed: int, clock: SlaClock) -> None:
+    text, hours = opening_hours(NOW)
+    rules = TicketRules(DEFAULT_SLA, parse_schedules(text), clock)
+    events = scenario(seed, NOW, tickets=60)
+    pipeline = new_pipeline(rules=rules)
+    feed(pipeline, delivery(events, seed), NOW)
+    want = expected(events, NOW, hours=hours, sla_clock=clock)
+    assert_rows_match(exported(pipeline, NOW, business_hours=True), want)
 
 
 @settings(max_examples=10, deadline=None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import jsonschema_rs
@@ -23,23 +24,26 @@ from tests.kafka import (
     wait_until_exact,
 )
 from tests.oracle import assert_matches, expected
-from tests.scenario import delivery, scenario
+from tests.scenario import delivery, opening_hours, scenario
 
 pytestmark = pytest.mark.broker
 
 
 def test_one_worker_equals_the_oracle_on_metrics_and_snapshots(
-    broker: EmbeddedBroker, prefix: str, workers: WorkerFactory
+    broker: EmbeddedBroker, prefix: str, workers: WorkerFactory, tmp_path: Path
 ) -> None:
+    """With reopens, and opening hours configured: business-time FRT and TTR too."""
     now = time.time()
     events = scenario(101, now, tickets=250)
     delivered = delivery(events, 101)
     half = len(delivered) // 2
     produce(broker.bootstrap, event_records(delivered[:half], prefix))  # a backlog...
-    worker = workers(CX_MAX_SEGMENT_VALUES="3")
+    text, hours = opening_hours(now)
+    (tmp_path / "hours.yaml").write_text(text)
+    worker = workers(CX_MAX_SEGMENT_VALUES="3", CX_BUSINESS_HOURS=str(tmp_path / "hours.yaml"))
     produce(broker.bootstrap, event_records(delivered[half:], prefix))  # ...and live traffic
     wait_for(lambda: processed(worker) == len(delivered), 120, "every record processed")
-    samples = wait_until_exact([worker], events)
+    samples = wait_until_exact([worker], events, hours=hours)
     outcomes = {dict(labels)["outcome"] for (name, labels) in samples if name == "cx_events_total"}
     assert "invalid" not in outcomes
 
@@ -55,7 +59,7 @@ def test_one_worker_equals_the_oracle_on_metrics_and_snapshots(
     latest: dict[str, dict[str, Any]] = {}
     for record in read_topic(broker.bootstrap, prefix + "cx-metrics"):
         latest[record.key.decode()] = orjson.loads(record.value)
-    want = expected(events, time.time(), cap=3)
+    want = expected(events, time.time(), cap=3, hours=hours)
     assert {tuple(key.split(",")) for key in latest} == {
         tuple(f"{n}={v}" for n, v in zip(LABELS, labels, strict=True)) for labels in want.series
     }
@@ -141,26 +145,33 @@ def test_every_kind_of_invalid_record_reaches_the_dead_letter_topic(
 
 
 def test_two_workers_split_the_work_and_survive_sigkill(
-    broker: EmbeddedBroker, prefix: str, workers: WorkerFactory
+    broker: EmbeddedBroker, prefix: str, workers: WorkerFactory, tmp_path: Path
 ) -> None:
+    """With reopens, and SLA breaches judged in business time."""
     now = time.time()
     events = scenario(202, now, tickets=200)
-    first, second = (
-        workers("first", CX_MAX_SEGMENT_VALUES="3"),
-        workers("second", CX_MAX_SEGMENT_VALUES="3"),
-    )
+    text, hours = opening_hours(now)
+    (tmp_path / "hours.yaml").write_text(text)
+    config = {
+        "CX_MAX_SEGMENT_VALUES": "3",
+        "CX_BUSINESS_HOURS": str(tmp_path / "hours.yaml"),
+        "CX_SLA_CLOCK": "business",
+    }
+    first, second = workers("first", **config), workers("second", **config)
     delivered = delivery(events, 202)
     half = len(delivered) // 2
     produce(broker.bootstrap, event_records(delivered[:half], prefix))
 
     wait_for(lambda: split(first, second), 90, "the partitions to split between the two workers")
     sent = {fields["event_id"] for _, fields in delivered[:half]}
-    wait_until_exact([first, second], [event for event in events if event[1]["event_id"] in sent])
+    so_far = [event for event in events if event[1]["event_id"] in sent]
+    wait_until_exact([first, second], so_far, hours=hours, sla_clock="business")
 
     first.kill()
     produce(broker.bootstrap, event_records(delivered[half:], prefix))
-    wait_until_exact([second], events, timeout=120)  # the survivor took over every partition
+    # the survivor took over every partition
+    wait_until_exact([second], events, timeout=120, hours=hours, sla_clock="business")
 
-    restarted = workers("first", CX_MAX_SEGMENT_VALUES="3")
+    restarted = workers("first", **config)
     wait_for(lambda: split(restarted, second), 90, "the restarted worker to take partitions back")
-    wait_until_exact([restarted, second], events, timeout=120)
+    wait_until_exact([restarted, second], events, timeout=120, hours=hours, sla_clock="business")
