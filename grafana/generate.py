@@ -58,10 +58,16 @@ class Query:
 class Thresholds:
     steps: list[tuple[str, float | None]]
 
-    def json(self) -> Json:
+    def defaults(self, kind: str) -> Json:
+        """Field defaults of a wall panel: its kind's unit and range, coloured by these steps."""
         return {
-            "mode": "absolute",
-            "steps": [{"color": color, "value": value} for color, value in self.steps],
+            **KINDS[kind],
+            "noValue": NO_DATA,
+            "color": {"mode": "thresholds"},
+            "thresholds": {
+                "mode": "absolute",
+                "steps": [{"color": color, "value": value} for color, value in self.steps],
+            },
         }
 
 
@@ -133,12 +139,7 @@ def stat(
             "text": TV_TEXT,
         },
         "fieldConfig": {
-            "defaults": {
-                **KINDS[main[0].kind],
-                "noValue": NO_DATA,
-                "color": {"mode": "thresholds"},
-                "thresholds": thresholds.json(),
-            },
+            "defaults": thresholds.defaults(main[0].kind),
             "overrides": overrides,
         },
     }
@@ -158,12 +159,7 @@ def bars(title: str, query: Query, thresholds: Thresholds) -> Json:
             "text": {"titleSize": 22, "valueSize": 28},
         },
         "fieldConfig": {
-            "defaults": {
-                **KINDS[query.kind],
-                "noValue": NO_DATA,
-                "color": {"mode": "thresholds"},
-                "thresholds": thresholds.json(),
-            },
+            "defaults": thresholds.defaults(query.kind),
             "overrides": [],
         },
     }
@@ -176,50 +172,53 @@ def per_team(metric: str, order: str, extra: str = "") -> str:
     return f"{sort}({order}(10, {gauge(metric, selector)}))"
 
 
-def nps_stat(window: str, title: str) -> Json:
-    segment = f'window="{window}", {ORGANISATION}'
-    return stat(
-        title,
-        [Query(gauge("cx_nps", segment), "NPS", "nps")],
+# name -> (main metric, its kind, thresholds, secondary (metric, legend, kind))
+HEADLINES: dict[str, tuple[str, str, Thresholds, list[tuple[str, str, str]]]] = {
+    "NPS": (
+        "cx_nps",
+        "nps",
         Thresholds([("red", None), ("orange", 0), ("green", 30)]),
-        (
-            Query(gauge("cx_nps_margin_of_error", segment), "± margin", "nps"),
-            Query(gauge("cx_nps_responses", segment), "responses", "count"),
-        ),
-    )
+        [("cx_nps_margin_of_error", "± margin", "nps"), ("cx_nps_responses", "responses", "count")],
+    ),
+    "CSAT": (
+        "cx_csat_ratio",
+        "ratio",
+        Thresholds([("red", None), ("orange", 0.75), ("green", 0.85)]),
+        [
+            ("cx_csat_ratio_lower", "95% low", "ratio"),
+            ("cx_csat_ratio_upper", "95% high", "ratio"),
+            ("cx_csat_responses", "responses", "count"),
+        ],
+    ),
+}
 
 
-def csat_stat(window: str, title: str) -> Json:
+def headline(name: str, window: str, title: str) -> Json:
+    """NPS or CSAT of the whole organisation, with its uncertainty and response count."""
+    metric, kind, thresholds, secondary = HEADLINES[name]
     segment = f'window="{window}", {ORGANISATION}'
     return stat(
         title,
-        [Query(gauge("cx_csat_ratio", segment), "CSAT", "ratio")],
-        Thresholds([("red", None), ("orange", 0.75), ("green", 0.85)]),
-        (
-            Query(gauge("cx_csat_ratio_lower", segment), "95% low", "ratio"),
-            Query(gauge("cx_csat_ratio_upper", segment), "95% high", "ratio"),
-            Query(gauge("cx_csat_responses", segment), "responses", "count"),
-        ),
+        [Query(gauge(metric, segment), name, kind)],
+        thresholds,
+        tuple(Query(gauge(m, segment), legend, k) for m, legend, k in secondary),
     )
 
 
-def quantiles(metric: str, window: str) -> list[Query]:
+def quantiles(metric: str, selector: str) -> list[Query]:
+    """The p50 and p90 of a duration, for the wall and the analyst dashboard."""
     return [
-        Query(
-            gauge(metric, f'window="{window}", {ORGANISATION}, quantile="{quantile}"'),
-            name,
-            "seconds",
-        )
+        Query(gauge(metric, f'{selector}, quantile="{quantile}"'), name, "seconds")
         for name, quantile in (("p50", "0.5"), ("p90", "0.9"))
     ]
 
 
 def wall() -> Json:
     board = Board("cx-wall", "cx-stream wall")
-    board.add(nps_stat("1h", "NPS · last hour"), 0, 0, 6, 8)
-    board.add(nps_stat("24h", "NPS · last 24 hours"), 6, 0, 6, 8)
-    board.add(csat_stat("1h", "CSAT · last hour"), 12, 0, 6, 8)
-    board.add(csat_stat("24h", "CSAT · last 24 hours"), 18, 0, 6, 8)
+    board.add(headline("NPS", "1h", "NPS · last hour"), 0, 0, 6, 8)
+    board.add(headline("NPS", "24h", "NPS · last 24 hours"), 6, 0, 6, 8)
+    board.add(headline("CSAT", "1h", "CSAT · last hour"), 12, 0, 6, 8)
+    board.add(headline("CSAT", "24h", "CSAT · last 24 hours"), 18, 0, 6, 8)
     ces = f'window="24h", {ORGANISATION}'
     board.add(
         stat(
@@ -236,7 +235,7 @@ def wall() -> Json:
     board.add(
         stat(
             "First response · last hour",
-            quantiles("cx_first_response_seconds", "1h"),
+            quantiles("cx_first_response_seconds", f'window="1h", {ORGANISATION}'),
             Thresholds([("green", None), ("orange", 3600), ("red", 14400)]),
         ),
         4,
@@ -247,7 +246,7 @@ def wall() -> Json:
     board.add(
         stat(
             "Resolution · last 24 hours",
-            quantiles("cx_resolution_seconds", "24h"),
+            quantiles("cx_resolution_seconds", f'window="24h", {ORGANISATION}'),
             Thresholds([("green", None), ("orange", 86400), ("red", 259200)]),
         ),
         11,
@@ -393,8 +392,13 @@ def series(title: str, queries: list[Query], description: str = "") -> Json:
     }
 
 
-def of_segment(metric: str, legend: str, kind: str, extra: str = "") -> Query:
-    return Query(gauge(metric, SEGMENT + extra), legend, kind)
+def of_segment(metric: str, legend: str, kind: str) -> Query:
+    return Query(gauge(metric, SEGMENT), legend, kind)
+
+
+def segment_series(title: str, kind: str, *metrics: tuple[str, str]) -> Json:
+    """A trend panel of metrics (name, legend) of one kind, for the chosen window and segment."""
+    return series(title, [of_segment(metric, legend, kind) for metric, legend in metrics])
 
 
 def analyst() -> Json:
@@ -410,73 +414,68 @@ def analyst() -> Json:
                 Query(f"{nps} - {margin}", "lower", "nps"),
             ],
         ),
-        series(
+        segment_series(
             "CSAT with its Wilson 95% interval",
-            [
-                of_segment("cx_csat_ratio", "CSAT", "ratio"),
-                of_segment("cx_csat_ratio_lower", "lower", "ratio"),
-                of_segment("cx_csat_ratio_upper", "upper", "ratio"),
-            ],
+            "ratio",
+            ("cx_csat_ratio", "CSAT"),
+            ("cx_csat_ratio_lower", "lower"),
+            ("cx_csat_ratio_upper", "upper"),
         ),
-        series(
+        segment_series(
             "Survey responses",
-            [
-                of_segment("cx_nps_responses", "NPS responses", "count"),
-                of_segment("cx_nps_promoters", "promoters", "count"),
-                of_segment("cx_nps_passives", "passives", "count"),
-                of_segment("cx_nps_detractors", "detractors", "count"),
-                of_segment("cx_csat_responses", "CSAT responses", "count"),
-                of_segment("cx_csat_satisfied", "satisfied", "count"),
-                of_segment("cx_ces_responses", "CES responses", "count"),
-            ],
+            "count",
+            ("cx_nps_responses", "NPS responses"),
+            ("cx_nps_promoters", "promoters"),
+            ("cx_nps_passives", "passives"),
+            ("cx_nps_detractors", "detractors"),
+            ("cx_csat_responses", "CSAT responses"),
+            ("cx_csat_satisfied", "satisfied"),
+            ("cx_ces_responses", "CES responses"),
         ),
-        series(
+        segment_series(
             "CSAT mean score (1-5)",
-            [of_segment("cx_csat_score_avg", "mean score", "csat_score")],
+            "csat_score",
+            ("cx_csat_score_avg", "mean score"),
         ),
-        series(
+        segment_series(
             "Customer effort: mean score (1-7)",
-            [of_segment("cx_ces_score_avg", "mean score", "ces_score")],
+            "ces_score",
+            ("cx_ces_score_avg", "mean score"),
         ),
-        series(
+        segment_series(
             "Customer effort: low-effort share (5-7)",
-            [of_segment("cx_ces_low_effort_ratio", "low-effort share", "ratio")],
+            "ratio",
+            ("cx_ces_low_effort_ratio", "low-effort share"),
         ),
         series(
             "First response time",
             [
-                of_segment("cx_first_response_seconds", "p50", "seconds", ', quantile="0.5"'),
-                of_segment("cx_first_response_seconds", "p90", "seconds", ', quantile="0.9"'),
+                *quantiles("cx_first_response_seconds", SEGMENT),
                 of_segment("cx_first_response_seconds_avg", "mean", "seconds"),
             ],
         ),
         series(
             "Time to resolution",
             [
-                of_segment("cx_resolution_seconds", "p50", "seconds", ', quantile="0.5"'),
-                of_segment("cx_resolution_seconds", "p90", "seconds", ', quantile="0.9"'),
+                *quantiles("cx_resolution_seconds", SEGMENT),
                 of_segment("cx_resolution_seconds_avg", "mean", "seconds"),
             ],
         ),
-        series(
+        segment_series(
             "SLA breaches and one-touch resolutions (share)",
-            [
-                of_segment(
-                    "cx_first_response_sla_breach_ratio", "first response breaches", "ratio"
-                ),
-                of_segment("cx_resolution_sla_breach_ratio", "resolution breaches", "ratio"),
-                of_segment("cx_one_touch_ratio", "one-touch", "ratio"),
-            ],
+            "ratio",
+            ("cx_first_response_sla_breach_ratio", "first response breaches"),
+            ("cx_resolution_sla_breach_ratio", "resolution breaches"),
+            ("cx_one_touch_ratio", "one-touch"),
         ),
-        series(
+        segment_series(
             "SLA breaches and one-touch resolutions (count)",
-            [
-                of_segment("cx_first_response_count", "first responses", "count"),
-                of_segment("cx_first_response_sla_breaches", "first response breaches", "count"),
-                of_segment("cx_resolution_count", "resolutions", "count"),
-                of_segment("cx_resolution_sla_breaches", "resolution breaches", "count"),
-                of_segment("cx_one_touch_tickets", "one-touch", "count"),
-            ],
+            "count",
+            ("cx_first_response_count", "first responses"),
+            ("cx_first_response_sla_breaches", "first response breaches"),
+            ("cx_resolution_count", "resolutions"),
+            ("cx_resolution_sla_breaches", "resolution breaches"),
+            ("cx_one_touch_tickets", "one-touch"),
         ),
         series(
             "Tickets",
