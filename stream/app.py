@@ -1,6 +1,6 @@
 """The Faust app: topics, tables, agents, timers and pages wiring the stages together.
 
-Data flow (CONTRACT.md sections 1-5):
+Data flow (docs/contract.md sections 1-5):
 
   ticket-* / survey-answered --ingest (batches)--> tickets, surveys tables (RocksDB, changelogged)
         |                                          + per-partition windows (derived, in memory)

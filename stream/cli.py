@@ -81,7 +81,7 @@ def backfill_option(default: str, help: str) -> Callable[[Command], Command]:
 
 @cli.command()
 @click.option("--broker", help="use this Kafka instead of starting an embedded one [CX_BROKER]")
-@click.option("--rate", default=5.0, show_default=True, help="simulated events per second at peak")
+@click.option("--rate", default=10.0, show_default=True, help="simulated events per second at peak")
 @backfill_option("28d", "history to generate at start, so every window has data")
 @click.option(
     "--history-rate",

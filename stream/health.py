@@ -1,6 +1,6 @@
 """How the worker is doing: consumer lag, state kept, SLA targets in force, /health, status log.
 
-Every worker exports these for itself (CONTRACT.md section 4, per worker).
+Every worker exports these for itself (docs/contract.md section 4, per worker).
 """
 
 from __future__ import annotations

@@ -72,6 +72,8 @@ def _row(metrics: Mapping[str, float]) -> list[str]:
         _quantiles(metrics, "first_response_seconds"),
         _quantiles(metrics, "resolution_seconds"),
         _number(get("first_response_sla_breach_ratio"), "{:.0%}"),
+        _number(get("reopened_ratio"), "{:.0%}"),
+        _number(get("first_contact_resolution_ratio"), "{:.0%}"),
         f"{get('tickets_opened', 0):.0f}",
     ]
 
@@ -85,6 +87,8 @@ HEADERS = [
     "FRT p50/p90",
     "TTR p50/p90",
     "FRT SLA miss",
+    "reopened",
+    "FCR",
     "opened",
 ]
 

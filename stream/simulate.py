@@ -19,12 +19,25 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import orjson
 from aiokafka import AIOKafkaProducer
 
 TEAMS = {"billing": 1.0, "technical": 1.6, "onboarding": 0.8, "accounts": 1.1, "shipping": 1.3}
 """Team -> how much slower than usual it answers and resolves."""
+TEAM_ZONES = {
+    "billing": ZoneInfo("America/New_York"),
+    "technical": ZoneInfo("Asia/Kolkata"),
+    "onboarding": ZoneInfo("Europe/Berlin"),
+    "accounts": ZoneInfo("Europe/London"),
+    "shipping": ZoneInfo("Asia/Tokyo"),
+}
+"""Where each team works: its customers write in its business hours."""
+TEAMS_SHARE = dict.fromkeys(TEAMS, 1.0)
+"""Team -> its share of the tickets."""
+REOPENED = 0.06
+"""Share of resolved tickets reopened (and of those, reopened again)."""
 CHANNELS = {"email": 0.45, "chat": 0.3, "phone": 0.15, "web": 0.07, "social": 0.03}
 PRIORITIES = {"low": 0.25, "normal": 0.5, "high": 0.18, "urgent": 0.07}
 MEDIAN_FIRST_RESPONSE = {"urgent": 300.0, "high": 900.0, "normal": 2700.0, "low": 3 * 3600.0}
@@ -36,8 +49,17 @@ Record = tuple[str, bytes, bytes]  # (topic without prefix, key, value)
 
 
 def business_hours_factor(moment: float) -> float:
-    """Relative ticket arrival rate at `moment`: 1.0 at a weekday's peak."""
-    when = datetime.fromtimestamp(moment, UTC)
+    """Relative ticket arrival rate at `moment` over all teams: 1.0 if all were at their peak."""
+    total = sum(TEAMS_SHARE.values())
+    return (
+        sum(share * _local_factor(moment, TEAM_ZONES[team]) for team, share in TEAMS_SHARE.items())
+        / total
+    )
+
+
+def _local_factor(moment: float, zone: ZoneInfo) -> float:
+    """Relative arrival rate of a team in `zone` at `moment`: 1.0 at a weekday's peak."""
+    when = datetime.fromtimestamp(moment, zone)
     hour = when.hour + when.minute / 60
     daytime = 0.15 + 0.85 * math.exp(-(((hour - 13.0) / 4.0) ** 2))
     return daytime * (0.35 if when.weekday() >= 5 else 1.0)
@@ -86,10 +108,10 @@ class Traffic:
         }
         heapq.heappush(self._queue, _Scheduled(at, serial, topic, event))
 
-    def _open_ticket(self, opened_at: float) -> None:
+    def _open_ticket(self, opened_at: float, team: str) -> None:
         rng = self.rng
         ticket_id = f"TCK-{next(self._tickets):07d}"
-        team, channel, priority = _pick(rng, TEAMS), _pick(rng, CHANNELS), _pick(rng, PRIORITIES)
+        channel, priority = _pick(rng, CHANNELS), _pick(rng, PRIORITIES)
         segment = {"team": team, "channel": channel, "priority": priority}
         self._schedule(opened_at, "ticket-opened", ticket_id=ticket_id, **segment)
         slowness = TEAMS[team]
@@ -125,6 +147,12 @@ class Traffic:
             return  # still open when the simulation ends, or abandoned
         resolved_at = opened_at + resolution
         self._schedule(resolved_at, "ticket-resolved", ticket_id=ticket_id)
+        reopened_at = resolved_at
+        while rng.random() < REOPENED:  # "that did not fix it": reopened, then resolved again
+            reopened_at += rng.lognormvariate(math.log(86400), 1.0)
+            self._schedule(reopened_at, "ticket-reopened", ticket_id=ticket_id)
+            reopened_at += rng.lognormvariate(math.log(MEDIAN_RESOLUTION[priority]), 0.8)
+            self._schedule(reopened_at, "ticket-resolved", ticket_id=ticket_id)
         if rng.random() < 0.35:
             # fast, one-touch tickets make happier customers
             mood = (
@@ -152,8 +180,9 @@ class Traffic:
         if self._next_arrival is None:
             self._next_arrival = until + draw_gap(rate)
         while self._next_arrival <= until:
-            if self.rng.random() < business_hours_factor(self._next_arrival):
-                self._open_ticket(self._next_arrival)
+            team = _pick(self.rng, TEAMS_SHARE)
+            if self.rng.random() < _local_factor(self._next_arrival, TEAM_ZONES[team]):
+                self._open_ticket(self._next_arrival, team)
             self._next_arrival += draw_gap(rate)
 
     def backfill(self, start: float, now: float, events_per_second: float | None = None) -> None:

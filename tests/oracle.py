@@ -1,4 +1,4 @@
-"""An independent reading of CONTRACT.md: the expected numbers, computed from raw event dicts.
+"""An independent reading of docs/contract.md: the expected numbers, computed from raw event dicts.
 
 Nothing here imports the processor. It works on the whole set of events at once (no state
 machines, no buckets, no sketches): exact windows, exact order statistics, and its own

@@ -1,4 +1,4 @@
-"""Generated test traffic with the awkward cases of CONTRACT.md section 1 in it.
+"""Generated test traffic with the awkward cases of docs/contract.md section 1 in it.
 
 Every event time lies in a 'safe' age range, well away from the edges of the 1h, 24h, 7d and
 28d windows (bucketing may blur an edge by W/120, and a test runs for minutes), so an exact
