@@ -62,7 +62,7 @@ class Settings:
 
     @property
     def retention_seconds(self) -> float:
-        """CX_STATE_RETENTION, by default the largest window + 7 days (docs/contract.md section 3)."""
+        """CX_STATE_RETENTION; by default the largest window + 7 days (docs/contract.md, 3)."""
         if self.state_retention is not None:
             return self.state_retention
         return max(spec.seconds for spec in self.windows) + 7 * 86400

@@ -277,8 +277,9 @@ def apply_survey_event(
 
 
 def is_forgettable(stored: dict[str, Any], horizon: float) -> bool:
-    """Whether a stored ticket state or survey response may be forgotten (docs/contract.md section 3,
-    *State retention*): nothing of it is newer than `horizon`, and it is not an open ticket."""
+    """Whether a stored ticket state or survey response may be forgotten (docs/contract.md,
+    section 3, *State retention*): nothing of it is newer than `horizon`, and it is not an
+    open ticket."""
     if "score" in stored:  # a survey slot: its response that counts is its latest
         return bool(stored["stamp"][0] < horizon)
     status = stored["status"]
