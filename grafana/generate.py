@@ -205,12 +205,19 @@ def headline(name: str, window: str, title: str) -> Json:
     )
 
 
-def quantiles(metric: str, selector: str) -> list[Query]:
+def quantiles(metric: str, selector: str, legend: str = "") -> list[Query]:
     """The p50 and p90 of a duration, for the wall and the analyst dashboard."""
     return [
-        Query(gauge(metric, f'{selector}, quantile="{quantile}"'), name, "seconds")
+        Query(gauge(metric, f'{selector}, quantile="{quantile}"'), name + legend, "seconds")
         for name, quantile in (("p50", "0.5"), ("p90", "0.9"))
     ]
+
+
+def business_time(metric: str, selector: str) -> list[Query]:
+    """A duration's quantiles in business time, to show beside its calendar time: the
+    business series exist only when the workers have opening hours (CX_BUSINESS_HOURS)."""
+    business = metric.replace("_seconds", "_business_seconds")
+    return quantiles(business, selector, " business hours")
 
 
 def wall() -> Json:
@@ -237,6 +244,7 @@ def wall() -> Json:
             "First response · last hour",
             quantiles("cx_first_response_seconds", f'window="1h", {ORGANISATION}'),
             Thresholds([("green", None), ("orange", 3600), ("red", 14400)]),
+            tuple(business_time("cx_first_response_seconds", f'window="1h", {ORGANISATION}')),
         ),
         4,
         8,
@@ -248,6 +256,7 @@ def wall() -> Json:
             "Resolution · last 24 hours",
             quantiles("cx_resolution_seconds", f'window="24h", {ORGANISATION}'),
             Thresholds([("green", None), ("orange", 86400), ("red", 259200)]),
+            tuple(business_time("cx_resolution_seconds", f'window="24h", {ORGANISATION}')),
         ),
         11,
         8,
@@ -451,15 +460,41 @@ def analyst() -> Json:
             "First response time",
             [
                 *quantiles("cx_first_response_seconds", SEGMENT),
+                *business_time("cx_first_response_seconds", SEGMENT),
                 of_segment("cx_first_response_seconds_avg", "mean", "seconds"),
             ],
+            "Calendar time, and business time where opening hours are configured.",
         ),
         series(
             "Time to resolution",
             [
                 *quantiles("cx_resolution_seconds", SEGMENT),
+                *business_time("cx_resolution_seconds", SEGMENT),
                 of_segment("cx_resolution_seconds_avg", "mean", "seconds"),
             ],
+            "Calendar time, and business time where opening hours are configured.",
+        ),
+        series(
+            "Full resolution time (latest resolution, resolved tickets)",
+            [
+                *quantiles("cx_full_resolution_seconds", SEGMENT),
+                of_segment("cx_full_resolution_seconds_avg", "mean", "seconds"),
+            ],
+        ),
+        segment_series(
+            "Reopen rate and first contact resolution (share of first-resolved tickets)",
+            "ratio",
+            ("cx_reopened_ratio", "reopened since"),
+            ("cx_first_contact_resolution_ratio", "first contact resolution"),
+        ),
+        segment_series(
+            "Reopens and first contact resolutions (count)",
+            "count",
+            ("cx_tickets_resolved", "first resolved"),
+            ("cx_reopened_tickets", "reopened since"),
+            ("cx_first_contact_resolutions", "first contact resolutions"),
+            ("cx_ticket_reopens", "reopens in window"),
+            ("cx_full_resolution_count", "resolved for good"),
         ),
         segment_series(
             "SLA breaches and one-touch resolutions (share)",

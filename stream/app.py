@@ -156,6 +156,7 @@ def create_app(settings: Settings) -> App:
             lambda: consumer_lags(app, set(topic_kinds)),
             lambda: state_entries(pipeline),
             settings.sla,
+            settings.sla_clock,
         )
     )
 

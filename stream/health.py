@@ -48,11 +48,16 @@ class HealthCollector(Collector):
     force (so that alert rules compare a quantile with its priority's target)."""
 
     def __init__(
-        self, lags: Callable[[], Lags], entries: Callable[[], dict[str, int]], sla: SlaTargets
+        self,
+        lags: Callable[[], Lags],
+        entries: Callable[[], dict[str, int]],
+        sla: SlaTargets,
+        sla_clock: str,
     ) -> None:
         self._lags = lags
         self._entries = entries
         self._sla = sla
+        self._sla_clock = sla_clock
 
     def collect(self) -> Iterator[Metric]:
         lag = GaugeMetricFamily(
@@ -79,6 +84,13 @@ class HealthCollector(Collector):
             for priority, seconds in sorted(targets.items()):
                 target.add_metric([priority], seconds)
             yield target
+        clock = GaugeMetricFamily(
+            "cx_sla_clock_info",
+            "The clock SLA breaches are judged on (CX_SLA_CLOCK): calendar or business",
+            labels=["clock"],
+        )
+        clock.add_metric([self._sla_clock], 1)
+        yield clock
 
 
 class StatusLog:

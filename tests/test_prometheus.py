@@ -76,10 +76,23 @@ def rules() -> list[dict[str, Any]]:
 def fed_worker(
     broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[WorkerProcess]:
-    """One worker fed three hours of simulated traffic, shared by this module's tests."""
+    """One worker with opening hours and the business SLA clock, fed three hours of simulated
+    traffic, shared by this module's tests."""
     prefix = "prometheus-"
     workdir = tmp_path_factory.mktemp("prometheus-worker")
-    worker = WorkerProcess(broker.url, workdir, "worker", CX_TOPIC_PREFIX=prefix).start()
+    hours = workdir / "hours.yaml"
+    hours.write_text(
+        'default: {timezone: Europe/Berlin, hours: {mon-fri: ["09:00-17:00"]}}\n'
+        'teams: {billing: {timezone: America/New_York, hours: {mon-sun: ["00:00-24:00"]}}}\n'
+    )
+    worker = WorkerProcess(
+        broker.url,
+        workdir,
+        "worker",
+        CX_TOPIC_PREFIX=prefix,
+        CX_BUSINESS_HOURS=str(hours),
+        CX_SLA_CLOCK="business",
+    ).start()
     try:
         wait_for(lambda: _get(worker.url + "/health"), 60, "the worker")  # it creates the topics
         traffic = Traffic(events_per_second=10, seed=5)
