@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 from stream.broker import free_port
 
@@ -41,6 +42,17 @@ def test_bad_settings_name_the_setting() -> None:
     assert_one_line_error(run("worker", "--windows", "1h,soon"), "soon")
     assert_one_line_error(run("worker", CX_FIRST_RESPONSE_SLA="vip=1h"), "CX_FIRST_RESPONSE_SLA")
     assert_one_line_error(run("worker", CX_WINDOWS="1h,1h"), "CX_WINDOWS")
+    assert_one_line_error(run("worker", CX_STATE_RETENTION="1d"), "CX_STATE_RETENTION")
+    assert_one_line_error(run("worker", CX_SLA_CLOCK="lunar"), "CX_SLA_CLOCK")
+    assert_one_line_error(run("worker", CX_SLA_CLOCK="business"), "CX_BUSINESS_HOURS")
+    assert_one_line_error(run("worker", CX_BUSINESS_HOURS="/no/such/hours.yaml"), "hours.yaml")
+
+
+def test_a_schedule_error_is_one_line_naming_the_place(tmp_path: Path) -> None:
+    hours = tmp_path / "hours.yaml"
+    hours.write_text('default:\n  timezone: Mars/Olympus\n  hours: {mon-fri: ["09:00-17:00"]}\n')
+    result = run("worker", CX_BUSINESS_HOURS=str(hours))
+    assert_one_line_error(result, "default.timezone")
 
 
 def test_help_lists_the_commands() -> None:
