@@ -93,3 +93,26 @@ def test_old_settled_state_is_forgotten_and_no_number_changes(
     assert health(worker)["state_entries"] == want
     # forgetting changed no number: long-open tickets stay in the backlog, windows as before
     wait_until_exact([worker], events)
+
+
+def test_killed_in_the_middle_of_a_backlog_the_numbers_stay_exact(
+    broker: EmbeddedBroker, prefix: str, workers: WorkerFactory, tmp_path: Path
+) -> None:
+    """SIGKILL while batches are in flight (state written, changelog sent, offsets not yet
+    committed, in any mix), then again during the restart's own catch-up, disk lost."""
+    events = scenario(505, time.time(), tickets=1000)
+    delivered = delivery(events, 505)
+    produce(broker.bootstrap, event_records(delivered, prefix))
+
+    def processed(worker: WorkerProcess) -> float:
+        return sum(v for (name, _), v in worker.samples().items() if name == "cx_events_total")
+
+    worker = workers("w", CX_MAX_SEGMENT_VALUES="3")
+    wait_for(lambda: processed(worker) > len(delivered) / 3, 120, "a third of the backlog", 0.05)
+    worker.kill()
+    restarted = workers("w", CX_MAX_SEGMENT_VALUES="3")  # disk kept
+    wait_for(lambda: processed(restarted) > 0, 120, "the restart to process records", 0.05)
+    restarted.kill()
+    shutil.rmtree(tmp_path / "w")  # disk lost
+    fresh = workers("w", CX_MAX_SEGMENT_VALUES="3")
+    wait_until_exact([fresh], events, timeout=180)
