@@ -24,10 +24,18 @@ import faust
 import orjson
 from prometheus_client import CollectorRegistry, Counter, disable_created_metrics, generate_latest
 
+from .broker import bootstrap_servers
 from .config import Settings
 from .events import TOPICS
 from .exporter import SeriesCollector
-from .health import HealthCollector, StatusLog, consumer_lags, state_entries
+from .health import (
+    BrokerProbe,
+    HealthCollector,
+    Readiness,
+    StatusLog,
+    consumer_lags,
+    state_entries,
+)
 from .ingest import BatchStates, Ingest
 from .partials import PartialsPublisher
 from .pipeline import STATE_TABLES, Pipeline, TableName
@@ -124,12 +132,20 @@ def create_app(settings: Settings) -> App:
     def owned_partitions(*topics: str) -> set[int]:
         return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic in topics}
 
+    probe = BrokerProbe(bootstrap_servers(settings.broker), {})
+    readiness = Readiness(app, probe)
+
+    @app.task
+    async def probe_brokers() -> None:
+        await probe.run()
+
     async def rebuild_windows() -> None:
         started = time.monotonic()
         partitions = owned_partitions(*topic_kinds)
         async with ingest.lock:
             for _ in pipeline.rebuild(partitions, time.time()):
                 await asyncio.sleep(0)
+            readiness.windows_rebuilt = True
         log.info(
             "windows rebuilt from tables",
             extra={
@@ -163,6 +179,7 @@ def create_app(settings: Settings) -> App:
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def forget_revoked(sender: Any, revoked: set[Any], **kwargs: Any) -> None:
         async with ingest.lock:  # a batch in flight finishes first
+            readiness.windows_rebuilt = False
             for tp in revoked:
                 if tp.topic in topic_kinds:
                     pipeline.drop(tp.partition)
@@ -207,16 +224,32 @@ def create_app(settings: Settings) -> App:
             generate_latest(registry), content_type=None, headers={"Content-Type": CONTENT_TYPE}
         )
 
+    def health() -> tuple[int, dict[str, Any]]:
+        problems = readiness.problems()
+        status = 503 if problems else 200
+        return status, {"status": "unavailable" if problems else "ok", "problems": problems}
+
+    @app.page("/health/live")
+    async def liveness_page(view: Any, request: Any) -> Any:
+        """The worker's event loop answers: a process to keep, not to restart."""
+        return view.json({"status": "alive"})
+
+    @app.page("/health/ready")
+    async def readiness_page(view: Any, request: Any) -> Any:
+        """Its numbers can be trusted now: route scrapes and traffic to it (503 otherwise)."""
+        status, body = health()
+        return view.json(body, status=status)
+
     @app.page("/health")
     async def health_page(view: Any, request: Any) -> Any:
-        return view.json(
-            {
-                "status": "ok",
-                "input_partitions": sorted(pipeline.partitions),
-                "exported_series": len(series.rows()),
-                "state_entries": state_entries(pipeline),
-            }
-        )
+        """Readiness, with what the worker holds (kept for earlier users of /health)."""
+        status, body = health()
+        body |= {
+            "input_partitions": sorted(pipeline.partitions),
+            "exported_series": len(series.rows()),
+            "state_entries": state_entries(pipeline),
+        }
+        return view.json(body, status=status)
 
     return app
 

@@ -5,11 +5,14 @@ Every worker exports these for itself (docs/contract.md section 4, per worker).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+from aiokafka.client import AIOKafkaClient
+from aiokafka.errors import KafkaError
 from prometheus_client import Counter as PrometheusCounter
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -113,3 +116,74 @@ class StatusLog:
             "status",
             extra={"events_per_second": round(rate, 1), "outcomes": dict(outcomes), **extra},
         )
+
+
+PROBE_INTERVAL = 2.0
+"""Seconds between broker probes; readiness follows the broker within about this long."""
+
+
+class BrokerProbe:
+    """Asks the brokers for metadata every PROBE_INTERVAL: a worker that cannot reach them is
+    not ready, whatever state its Kafka clients are in while they retry."""
+
+    def __init__(self, servers: str, client_options: Mapping[str, Any]) -> None:
+        self.servers = servers
+        self.client_options = dict(client_options)
+        self.connected = False
+
+    async def run(self) -> None:
+        """Probe until cancelled (the worker stops)."""
+        client: AIOKafkaClient | None = None
+        try:
+            while True:
+                try:
+                    if client is None:
+                        client = AIOKafkaClient(
+                            bootstrap_servers=self.servers,
+                            request_timeout_ms=int(PROBE_INTERVAL * 1000),
+                            **self.client_options,
+                        )
+                        await client.bootstrap()
+                    await asyncio.wait_for(client.fetch_all_metadata(), PROBE_INTERVAL)
+                    self._note(True)
+                except (TimeoutError, KafkaError, OSError) as error:
+                    self._note(False, error)
+                    if client is not None:
+                        await client.close()
+                        client = None
+                await asyncio.sleep(PROBE_INTERVAL)
+        finally:
+            if client is not None:
+                await client.close()
+
+    def _note(self, connected: bool, error: BaseException | None = None) -> None:
+        if connected != self.connected:
+            if connected:
+                log.info("the brokers answer again")
+            else:
+                log.warning("the brokers do not answer", extra={"error": type(error).__name__})
+        self.connected = connected
+
+
+class Readiness:
+    """Whether the worker's numbers can be trusted now (GET /health/ready): the brokers answer,
+    no rebalance is under way, and the tables are restored and the windows rebuilt from them."""
+
+    def __init__(self, app: Any, probe: BrokerProbe) -> None:
+        self.app = app
+        self.probe = probe
+        self.windows_rebuilt = False
+        """Cleared when partitions are revoked, set once the windows are rebuilt after it."""
+
+    def problems(self) -> list[str]:
+        """What keeps the worker from being ready; none when it is."""
+        problems = []
+        if not self.probe.connected:
+            problems.append("the brokers do not answer")
+        if self.app.rebalancing:
+            problems.append("the consumer group is rebalancing")
+        if not self.app.tables.recovery.completed.is_set():
+            problems.append("the tables are being restored from their changelogs")
+        elif not self.windows_rebuilt:
+            problems.append("the windows are being rebuilt from the tables")
+        return problems

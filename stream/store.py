@@ -10,12 +10,16 @@ changelog offsets and everything else stay Faust's.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import rocksdict
 from faust.stores import STORES
 from faust.stores import rocksdb as faust_rocksdb
+from faust.types import TP
+
+log = logging.getLogger("cx_stream")
 
 STORE_URL = "cxrocksdict://"
 
@@ -30,6 +34,35 @@ ROCKSDB_OPTIONS: dict[str, Any] = {
 
 
 class Store(faust_rocksdb.Store):
+    async def on_rebalance(
+        self,
+        assigned: set[TP],
+        revoked: set[TP],
+        newly_assigned: set[TP],
+        generation_id: int = 0,
+    ) -> None:
+        """Faust's rebalance, then drop local copies that are ahead of their changelog.
+
+        A changelog that ends before the offset the local copy says it holds was deleted and
+        recreated (or its cluster lost its data): the copy belongs to a history Kafka no longer
+        has, and Faust would stop with a ConsistencyError. Without it, recovery restores what
+        the changelog has, and the input, whose committed offsets went with that history, is
+        read again. This runs before recovery reads the persisted offsets.
+        """
+        await super().on_rebalance(assigned, revoked, newly_assigned, generation_id)
+        mine = {tp for tp in assigned if tp.topic in self.table.changelog_topic.topics}
+        if not mine:
+            return
+        ends = await self.app.consumer.highwaters(*mine)
+        for tp in mine:
+            persisted = self.persisted_offset(tp)
+            if persisted is not None and persisted >= ends[tp]:
+                log.warning(
+                    "local state is ahead of its changelog (recreated?): discarding it",
+                    extra={"tp": str(tp), "persisted_offset": persisted, "end_offset": ends[tp]},
+                )
+                self.discard_partition(tp.partition)
+
     def read(self, partition: int, key: bytes) -> bytes | None:
         value: bytes | None = self._db_for_partition(partition).get(key)
         return value
@@ -47,6 +80,14 @@ class Store(faust_rocksdb.Store):
                 batch.put(key, value)
         batch.put(self.offset_key, str(changelog_offset).encode())
         self._db_for_partition(partition).write(batch)
+
+    def discard_partition(self, partition: int) -> None:
+        """Delete the local copy of one partition; recovery restores it from the changelog."""
+        db = self._dbs.pop(partition, None)
+        if db is not None:
+            db.close()
+        self._key_index.clear()  # Faust's key -> partition cache may name the discarded one
+        rocksdict.Rdict.destroy(str(self.partition_path(partition)))
 
     def partition_items(self, partition: int) -> Iterator[tuple[bytes, bytes]]:
         """Every (key, value) of one partition, without Faust's offset bookkeeping key."""

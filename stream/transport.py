@@ -78,10 +78,10 @@ class Consumer(faust_aiokafka.Consumer):
         log.info("re-reading records fetched while paused", extra={"tp": str(tp), "offset": offset})
 
     async def highwaters(self, *partitions: TP) -> Mapping[TP, int]:
-        reported = await super().highwaters(*partitions)
-        if not self.app.correct_end_offsets:
-            return reported
-        return await true_end_offsets(self.transport.url, reported)
+        ends = await super().highwaters(*partitions)
+        if self.app.correct_end_offsets:
+            ends = await true_end_offsets(self.transport.url, ends)
+        return ends
 
 
 async def true_end_offsets(urls: Sequence[Any], reported: Mapping[TP, int]) -> dict[TP, int]:

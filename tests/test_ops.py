@@ -140,7 +140,8 @@ def test_startup_order_waits_for_health() -> None:
     workers = [name for name in simulator if name.startswith("worker")]
     assert workers and all(simulator[name]["condition"] == "service_healthy" for name in workers)
     for name in workers:
-        assert "/health" in " ".join(services[name]["healthcheck"]["test"])
+        # readiness: joined, restored and reaching the brokers, not merely started
+        assert "/health/ready" in " ".join(services[name]["healthcheck"]["test"])
 
 
 def test_every_file_compose_mounts_or_builds_exists() -> None:

@@ -1,0 +1,103 @@
+"""Liveness and readiness, a broker outage, and graceful shutdown, on the embedded broker."""
+
+from __future__ import annotations
+
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import orjson
+import pytest
+
+from stream.app import OWN_TOPICS, TABLES
+from stream.broker import EmbeddedBroker, create_topics
+from tests.conftest import WorkerFactory
+from tests.kafka import WorkerProcess, event_records, produce, wait_for, wait_until_exact
+from tests.scenario import delivery, scenario
+
+pytestmark = pytest.mark.broker
+
+
+def status(url: str) -> tuple[int, dict[str, object]]:
+    """HTTP status and JSON body, 503 included."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, orjson.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, orjson.loads(error.read())
+
+
+def test_liveness_comes_first_and_readiness_waits_for_the_group_and_the_tables(
+    workers: WorkerFactory,
+) -> None:
+    worker = workers()
+    seen: list[tuple[int, int]] = []
+
+    def ready() -> bool:
+        live, _ = status(worker.url + "/health/live")
+        code, body = status(worker.url + "/health/ready")
+        seen.append((live, code))
+        if code == 503:
+            assert body["problems"], body
+        return code == 200
+
+    wait_for(ready, 90, "readiness", interval=0.05)
+    # alive (200) while not yet ready (503): the two are apart
+    assert (200, 503) in seen, seen
+    code, body = status(worker.url + "/health")
+    assert code == 200 and body["status"] == "ok"
+    assert body["input_partitions"] == [0, 1, 2, 3]
+
+
+def test_a_broker_outage_turns_workers_unready_and_they_resume_exactly(
+    tmp_path: Path, prefix: str, workers: WorkerFactory
+) -> None:
+    """The embedded broker keeps nothing across its own restart: the test recreates the
+    topics and producers send the input again, as after the loss of a whole cluster."""
+    outage = EmbeddedBroker(log_path=tmp_path / "broker.log").start()
+    try:
+        events = scenario(606, time.time(), tickets=150)
+        delivered = delivery(events, 606)
+        env = {"CX_BROKER": outage.url, "CX_MAX_SEGMENT_VALUES": "3"}
+        first, second = workers("first", **env), workers("second", **env)
+        produce(outage.bootstrap, event_records(delivered[: len(delivered) // 2], prefix))
+        wait_for(lambda: all(ready(w) for w in (first, second)), 90, "both workers ready")
+
+        outage.stop()
+        for worker in (first, second):
+            wait_for(lambda w=worker: unready(w), 30, "the broker's absence on /health")  # type: ignore[misc]
+        time.sleep(10)  # an outage longer than the group's session timeout
+        assert all(worker.process and worker.process.poll() is None for worker in (first, second))
+
+        outage.start()
+        recreate_topics(outage, prefix)
+        produce(outage.bootstrap, event_records(delivered, prefix))
+        wait_until_exact([first, second], events, timeout=180)
+        assert all(ready(worker) for worker in (first, second))
+    finally:
+        outage.stop()
+
+
+def ready(worker: WorkerProcess) -> bool:
+    return status(worker.url + "/health")[0] == 200
+
+
+def unready(worker: WorkerProcess) -> bool:
+    code, body = status(worker.url + "/health")
+    problems = body.get("problems")
+    return code == 503 and isinstance(problems, list) and "the brokers do not answer" in problems
+
+
+def recreate_topics(broker: EmbeddedBroker, prefix: str) -> None:
+    """Every topic the workers use, as they created them: what an operator restores."""
+    internal: dict[str, dict[str, str]] = {
+        f"{prefix}cx-stream-{table}-changelog": {} for table in TABLES
+    }
+    internal[f"{prefix}cx-stream-__assignor-__leader"] = {}
+    create_topics(
+        broker.url,
+        {**{prefix + name: config for name, config in OWN_TOPICS.items()}, **internal},
+        4,
+        1,
+    )
