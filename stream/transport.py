@@ -5,7 +5,8 @@
    the conductor and stream iterator pass it on one by one, about 140 us per record whatever the
    agent does. Records of the topics in `batch_topics` skip that: `getmany` collects them per
    fetch and awaits `batch_handler` once, then acknowledges them, so their offsets are committed
-   only after the handler has written and delivered its state. Records of other topics go
+   only after the handler has written and delivered its state. A batch in flight is one Faust
+   waits for before a rebalance or a shutdown commits. Records of other topics go
    through Faust's path unchanged. Upstream, a batch callback in the conductor (an agent that
    receives a whole fetch) would make this unnecessary.
 2. **Records fetched while paused.** A fetch can return records of a partition that Faust
@@ -21,6 +22,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any
@@ -49,10 +51,18 @@ class Consumer(faust_aiokafka.Consumer):
             else:
                 yield tp, message
         if batch and self.app.batch_handler is not None:
-            await self.app.batch_handler(batch)
+            # in flight until acknowledged: a rebalance or a shutdown waits for it (Faust's
+            # wait_empty), and stopping the fetcher does not cut it short, so its offsets are
+            # committed with the rest
             for message in batch:
-                self._read_offset[message.tp] = message.offset
-                self.ack(message)
+                self._unacked_messages.add(message)
+            await asyncio.shield(self._handle(self.app.batch_handler, batch))
+
+    async def _handle(self, handler: BatchHandler, batch: list[Message]) -> None:
+        await handler(batch)
+        for message in batch:
+            self._read_offset[message.tp] = message.offset
+            self.ack(message)
 
     def read_offset(self, tp: TP) -> int | None:
         """The offset of the last record of `tp` processed, if any since the assignment."""
