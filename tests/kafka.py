@@ -14,11 +14,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+import jsonschema_rs
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from stream.broker import free_port, stop_process
+from stream.events import schema_dir
 from tests.oracle import Event, Expected, OpeningHours, assert_matches, expected
 
 T = TypeVar("T")
@@ -248,3 +250,21 @@ def _get(url: str) -> bytes:
     with urllib.request.urlopen(url, timeout=5) as response:
         body: bytes = response.read()
         return body
+
+
+def assert_snapshots_match(bootstrap: str, prefix: str, want: Expected) -> None:
+    """The latest cx-metrics snapshot of every series equals `want`, and its own schema."""
+    validator = jsonschema_rs.validator_for(
+        orjson.loads((schema_dir() / "metrics-snapshot.schema.json").read_bytes())
+    )
+    latest: dict[str, dict[str, Any]] = {}
+    for record in read_topic(bootstrap, prefix + "cx-metrics"):
+        latest[record.key.decode()] = orjson.loads(record.value)
+    assert {tuple(key.split(",")) for key in latest} == {
+        tuple(f"{n}={v}" for n, v in zip(LABELS, labels, strict=True)) for labels in want.series
+    }
+    for key, snapshot in latest.items():
+        validator.validate(snapshot)
+        labels = tuple(snapshot[name] for name in LABELS)
+        assert_matches(snapshot, want.series[labels], key)
+        assert snapshot["tickets_open"] == want.tickets_open[labels[1:]]

@@ -6,15 +6,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import jsonschema_rs
 import orjson
 import pytest
 
 from stream.broker import EmbeddedBroker
-from stream.events import schema_dir
 from tests.conftest import WorkerFactory
 from tests.kafka import (
-    LABELS,
+    assert_snapshots_match,
     event_records,
     processed,
     produce,
@@ -23,7 +21,7 @@ from tests.kafka import (
     wait_for,
     wait_until_exact,
 )
-from tests.oracle import assert_matches, expected
+from tests.oracle import expected
 from tests.scenario import delivery, opening_hours, scenario
 
 pytestmark = pytest.mark.broker
@@ -53,21 +51,9 @@ def test_one_worker_equals_the_oracle_on_metrics_and_snapshots(
 
     # the latest snapshot of every series equals the oracle too, and its own schema
     time.sleep(2.5)  # two snapshot intervals: the latest state is published
-    validator = jsonschema_rs.validator_for(
-        orjson.loads((schema_dir() / "metrics-snapshot.schema.json").read_bytes())
+    assert_snapshots_match(
+        broker.bootstrap, prefix, expected(events, time.time(), cap=3, hours=hours)
     )
-    latest: dict[str, dict[str, Any]] = {}
-    for record in read_topic(broker.bootstrap, prefix + "cx-metrics"):
-        latest[record.key.decode()] = orjson.loads(record.value)
-    want = expected(events, time.time(), cap=3, hours=hours)
-    assert {tuple(key.split(",")) for key in latest} == {
-        tuple(f"{n}={v}" for n, v in zip(LABELS, labels, strict=True)) for labels in want.series
-    }
-    for key, snapshot in latest.items():
-        validator.validate(snapshot)
-        labels = tuple(snapshot[name] for name in LABELS)
-        assert_matches(snapshot, want.series[labels], key)
-        assert snapshot["tickets_open"] == want.tickets_open[labels[1:]]
 
 
 def test_every_kind_of_invalid_record_reaches_the_dead_letter_topic(
