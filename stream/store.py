@@ -23,17 +23,39 @@ log = logging.getLogger("cx_stream")
 
 STORE_URL = "cxrocksdict://"
 
-# Per partition database: Faust's defaults (a 2 GiB block cache and three 64 MiB memtables
-# each) would let eight partitions of two tables claim far more memory than the state needs.
-ROCKSDB_OPTIONS: dict[str, Any] = {
-    "driver": "rocksdict",
-    "block_cache_size": 8 * 1024**2,
-    "write_buffer_size": 8 * 1024**2,
-    "max_write_buffer_number": 2,
-}
+ROCKSDB_OPTIONS: dict[str, Any] = {"driver": "rocksdict", "write_buffer_size": 8 * 1024**2}
+
+ROCKSDB_MEMORY = 64 * 1024**2
+"""The memory budget of every RocksDB database of the worker together: blocks read and
+memtables written. Faust's defaults (a 2 GiB block cache and three 64 MiB memtables per
+partition database) would let 24 databases claim gigabytes; with one budget the worker's
+resident memory does not grow with its partitions or its state."""
+
+_block_cache = rocksdict.Cache(ROCKSDB_MEMORY)
+_write_buffers = rocksdict.WriteBufferManager.new_write_buffer_manager_with_cache(
+    ROCKSDB_MEMORY // 2, False, _block_cache
+)
+
+
+class _SharedMemoryOptions(faust_rocksdb.RocksDBOptions):
+    """Faust's options, with the block cache and the memtables on the worker's one budget."""
+
+    def as_options(self) -> Any:
+        options = super().as_options()
+        table = rocksdict.BlockBasedOptions()
+        table.set_bloom_filter(self.bloom_filter_size, True)
+        table.set_block_cache(_block_cache)
+        table.set_index_type(rocksdict.BlockBasedIndexType.binary_search())
+        options.set_block_based_table_factory(table)
+        options.set_write_buffer_manager(_write_buffers)
+        return options
 
 
 class Store(faust_rocksdb.Store):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.rocksdb_options = _SharedMemoryOptions(**(self.options or {}), use_rocksdict=True)
+
     async def on_rebalance(
         self,
         assigned: set[TP],
