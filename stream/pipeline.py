@@ -115,13 +115,14 @@ class Pipeline:
         windows = self.windows(partition, now)
         # as multisets (two reopens may share a time); adds first, so a series that keeps a
         # reference is never dropped and re-created
-        before, after = Counter(old), Counter(new)
-        for observation, count in (after - before).items():
-            for _ in range(count):
+        retracted = list(old)
+        for observation in new:
+            if observation in retracted:
+                retracted.remove(observation)  # unchanged
+            else:
                 windows.observe(observation, 1)
-        for observation, count in (before - after).items():
-            for _ in range(count):
-                windows.observe(observation, -1)
+        for observation in retracted:
+            windows.observe(observation, -1)
 
     def forget(
         self,
@@ -157,15 +158,17 @@ class Pipeline:
         self.entries.clear()
         done = 0
         for partition in partitions:
-            windows = self.windows(partition, now)
+            windows = PartitionWindows(self.specs, now)
             for table in STATE_TABLES:
                 for _, stored in self.states.items(table, partition):
                     self.entries[(table, partition)] += 1
                     for observation in self._observations(stored):
-                        windows.observe(observation, 1)
+                        windows.observe(observation, 1, totals=False)
                     done += 1
                     if done % REBUILD_STEP == 0:
                         yield done
+            windows.sum_buckets()
+            self.partitions[partition] = windows  # published only once complete
         yield done
 
     def drop(self, partition: int) -> None:

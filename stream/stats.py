@@ -35,10 +35,13 @@ class QuantileSketch:
         return self.zeros + sum(self.bins.values())
 
     def add(self, value: float, weight: int = 1) -> None:
-        if value <= _MAPPING.min_possible:
+        self.add_key(sketch_key(value), weight)
+
+    def add_key(self, key: int | None, weight: int = 1) -> None:
+        """Add `weight` values to bucket `key` of sketch_key (None: the zero bucket)."""
+        if key is None:
             self.zeros += weight
             return
-        key = _MAPPING.key(value)
         count = self.bins.get(key, 0) + weight
         if count:
             self.bins[key] = count
@@ -78,6 +81,14 @@ class QuantileSketch:
         zeros, pairs = data
         assert isinstance(zeros, int) and isinstance(pairs, list)
         return cls({key: count for key, count in pairs}, zeros)
+
+
+def sketch_key(value: float) -> int | None:
+    """The bucket of a non-negative value in every QuantileSketch (None: the zero bucket)."""
+    if value <= _MAPPING.min_possible:
+        return None
+    key: int = _MAPPING.key(value)
+    return key
 
 
 def nps(promoters: int, passives: int, detractors: int) -> float | None:

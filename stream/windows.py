@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .events import Segment
-from .stats import QuantileSketch, is_ces_low_effort, is_csat_satisfied, nps_category
+from .stats import QuantileSketch, is_ces_low_effort, is_csat_satisfied, nps_category, sketch_key
 from .tickets import Observation
 
 BUCKETS_PER_WINDOW = 120
@@ -103,6 +103,52 @@ def _duration_fields(name: str) -> _DurationFields:
 _DURATIONS = {name: _duration_fields(name) for name in ("first_response", "resolution")}
 
 
+@dataclass(frozen=True, slots=True)
+class Contribution:
+    """What one observation adds to every tally it counts in, worked out once: the counts and
+    sums it moves, and the sketch buckets its durations fall in (None: the zero bucket)."""
+
+    counts: tuple[tuple[str, float], ...]
+    sketches: tuple[tuple[str, int | None], ...] = ()
+
+
+def contribution(observation: Observation) -> Contribution:
+    kind, value = observation.kind, observation.value
+    counts: list[tuple[str, float]] = []
+    sketches: list[tuple[str, int | None]] = []
+    if kind == "opened":
+        counts.append(("tickets_opened", 1))
+    elif kind == "first_response" or kind == "resolution":
+        fields = _DURATIONS[kind]
+        counts += [(fields.count, 1), (fields.seconds_sum, value)]
+        counts.append((fields.breaches, observation.flag))
+        sketches.append((fields.sketch, sketch_key(value)))
+        if observation.business is not None:
+            counts.append((fields.business_sum, observation.business))
+            sketches.append((fields.business_sketch, sketch_key(observation.business)))
+    elif kind == "full_resolution":
+        counts += [("full_resolution_count", 1), ("full_resolution_seconds_sum", value)]
+        sketches.append(("full_resolution_seconds", sketch_key(value)))
+    elif kind == "resolved":
+        counts += [
+            ("tickets_resolved", 1),
+            ("one_touch_tickets", observation.flag),
+            ("reopened_tickets", observation.reopened),
+            ("first_contact_resolutions", observation.flag and not observation.reopened),
+        ]
+    elif kind == "reopen":
+        counts.append(("ticket_reopens", 1))
+    elif kind == "nps":
+        counts.append((_NPS_COUNTS[nps_category(int(value))], 1))
+    elif kind == "csat":
+        counts += [("csat_responses", 1), ("csat_score_sum", value)]
+        counts.append(("csat_satisfied", is_csat_satisfied(int(value))))
+    elif kind == "ces":
+        counts += [("ces_responses", 1), ("ces_score_sum", value)]
+        counts.append(("ces_low_effort", is_ces_low_effort(int(value))))
+    return Contribution(tuple((name, amount) for name, amount in counts if amount), tuple(sketches))
+
+
 class Tally:
     """What a set of observations adds up to: counts, sums and duration sketches."""
 
@@ -115,61 +161,27 @@ class Tally:
         self.observations = 0
         """How many observations it holds: a bucket at 0 can go."""
 
-    def _add(self, name: str, amount: float) -> None:
-        counts = self.counts
-        counts[name] = counts.get(name, 0) + amount
-
-    def _sketch(self, name: str, value: float, sign: int) -> None:
-        sketch = self.sketches.get(name)
-        if sketch is None:
-            sketch = self.sketches[name] = QuantileSketch()
-        sketch.add(value, sign)
-
     def quantile(self, name: str, q: float) -> float | None:
         sketch = self.sketches.get(name)
         return None if sketch is None else sketch.quantile(q)
 
-    def observe(self, observation: Observation, sign: int) -> None:
+    def add(self, contribution: Contribution, sign: int) -> None:
+        """Add (sign=1) or retract (sign=-1) one observation's contribution."""
         self.observations += sign
-        kind, value = observation.kind, observation.value
-        if kind == "opened":
-            self._add("tickets_opened", sign)
-        elif kind == "first_response" or kind == "resolution":
-            fields = _DURATIONS[kind]
-            self._add(fields.count, sign)
-            self._add(fields.seconds_sum, sign * value)
-            self._add(fields.breaches, sign * observation.flag)
-            self._sketch(fields.sketch, value, sign)
-            if observation.business is not None:
-                self._add(fields.business_sum, sign * observation.business)
-                self._sketch(fields.business_sketch, observation.business, sign)
-        elif kind == "full_resolution":
-            self._add("full_resolution_count", sign)
-            self._add("full_resolution_seconds_sum", sign * value)
-            self._sketch("full_resolution_seconds", value, sign)
-        elif kind == "resolved":
-            self._add("tickets_resolved", sign)
-            self._add("one_touch_tickets", sign * observation.flag)
-            self._add("reopened_tickets", sign * observation.reopened)
-            first_contact = observation.flag and not observation.reopened
-            self._add("first_contact_resolutions", sign * first_contact)
-        elif kind == "reopen":
-            self._add("ticket_reopens", sign)
-        elif kind == "nps":
-            self._add(_NPS_COUNTS[nps_category(int(value))], sign)
-        elif kind == "csat":
-            self._add("csat_responses", sign)
-            self._add("csat_satisfied", sign * is_csat_satisfied(int(value)))
-            self._add("csat_score_sum", sign * value)
-        elif kind == "ces":
-            self._add("ces_responses", sign)
-            self._add("ces_low_effort", sign * is_ces_low_effort(int(value)))
-            self._add("ces_score_sum", sign * value)
+        counts = self.counts
+        for name, amount in contribution.counts:
+            counts[name] = counts.get(name, 0) + sign * amount
+        for name, key in contribution.sketches:
+            sketch = self.sketches.get(name)
+            if sketch is None:
+                sketch = self.sketches[name] = QuantileSketch()
+            sketch.add_key(key, sign)
 
     def merge(self, other: Tally, sign: int = 1) -> None:
         self.observations += sign * other.observations
+        counts = self.counts
         for name, amount in other.counts.items():
-            self._add(name, sign * amount)
+            counts[name] = counts.get(name, 0) + sign * amount
         for name, sketch in other.sketches.items():
             mine = self.sketches.get(name)
             if mine is None:
@@ -232,15 +244,20 @@ class PartitionWindows:
     def _lowest_bucket(spec: WindowSpec, now: float) -> int:
         return math.floor((now - spec.seconds) / spec.bucket_seconds)
 
-    def observe(self, observation: Observation, sign: int) -> None:
-        """Add (sign=1) or retract (sign=-1) one observation in each series it counts in."""
+    def observe(self, observation: Observation, sign: int, totals: bool = True) -> None:
+        """Add (sign=1) or retract (sign=-1) one observation in each series it counts in.
+
+        With `totals` False only the buckets change (a rebuild adds many observations, then
+        sums the buckets once with `sum_buckets`)."""
         windowed = observation.kind != "backlog"
         if windowed and observation.at > self.now:
             self._pending[observation] += sign
             if not self._pending[observation]:
                 del self._pending[observation]
             windowed = False
-        indices = self._bucket_indices(observation.at) if windowed else []
+        if windowed:
+            indices = self._bucket_indices(observation.at)
+            adds = contribution(observation)
         for key in segment_keys(observation.segment):
             segment = self.segments.get(key)
             if segment is None:
@@ -251,7 +268,7 @@ class PartitionWindows:
             elif observation.kind == "backlog":
                 segment.tickets_open += sign
             if windowed:
-                self._observe_windows(segment, observation, sign, indices)
+                self._observe_windows(segment, adds, sign, indices, totals)
             if segment.references <= 0 and segment.tickets_open <= 0:
                 del self.segments[key]
 
@@ -266,9 +283,10 @@ class PartitionWindows:
     def _observe_windows(
         self,
         segment: SegmentWindows,
-        observation: Observation,
+        adds: Contribution,
         sign: int,
         indices: list[int | None],
+        totals: bool = True,
     ) -> None:
         for index, window in zip(indices, segment.windows, strict=True):
             if index is None:
@@ -278,10 +296,19 @@ class PartitionWindows:
                 if sign < 0:
                     continue  # its bucket expired since it was added
                 bucket = window.buckets[index] = Tally()
-            bucket.observe(observation, sign)
-            window.total.observe(observation, sign)
+            bucket.add(adds, sign)
+            if totals:
+                window.total.add(adds, sign)
             if not bucket.observations:
                 del window.buckets[index]
+
+    def sum_buckets(self) -> None:
+        """Set every window's running total to the sum of its buckets."""
+        for segment in self.segments.values():
+            for window in segment.windows:
+                window.total = Tally()
+                for bucket in window.buckets.values():
+                    window.total.merge(bucket)
 
     def advance(self, now: float) -> None:
         """Move the windows to wall-clock `now`: expire old buckets, count what came due."""
@@ -302,11 +329,12 @@ class PartitionWindows:
         for observation in due:
             count = self._pending.pop(observation)
             indices = self._bucket_indices(observation.at)
+            adds = contribution(observation)
             for key in segment_keys(observation.segment):
                 self.changed.add(key)
                 for _ in range(abs(count)):
                     sign = 1 if count > 0 else -1
-                    self._observe_windows(self.segments[key], observation, sign, indices)
+                    self._observe_windows(self.segments[key], adds, sign, indices)
 
     def partial(self, key: SegmentKey) -> dict[str, Any] | None:
         """The series' current totals as JSON, or None when no state refers to it any more."""

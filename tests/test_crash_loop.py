@@ -52,6 +52,7 @@ def wait_for_progress(worker: WorkerProcess) -> None:
     wait_for(lambda: processed(worker) > before, 60, "progress", interval=0.02)
 
 
+@pytest.mark.timeout(7200 if LONG else 600)
 def test_every_number_is_exact_after_a_dozen_kills(
     broker: EmbeddedBroker, prefix: str, workers: WorkerFactory, tmp_path: Path
 ) -> None:

@@ -76,6 +76,7 @@ async def steady_load(bootstrap: str, prefix: str, seconds: float) -> int:
     return sent
 
 
+@pytest.mark.timeout(SECONDS + 120)
 def test_a_steady_load_keeps_state_and_memory_flat(
     broker: EmbeddedBroker, prefix: str, workers: WorkerFactory
 ) -> None:
