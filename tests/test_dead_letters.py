@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from stream.broker import EmbeddedBroker
 from stream.ingest import DEAD_LETTER_RETRY_DELAYS, BatchStates, Headers, Ingest
+from stream.pipeline import Pipeline
 from tests.conftest import WorkerFactory
 from tests.helpers import new_pipeline
 from tests.kafka import (
@@ -61,11 +62,13 @@ class FlakyProducer:
         return delivery
 
 
-def run_ingest(producer: FlakyProducer, message: Message) -> CollectorRegistry:
+def run_ingest(
+    producer: FlakyProducer, message: Message, pipeline: Pipeline | None = None
+) -> CollectorRegistry:
     """One batch of one record through Ingest; returns the registry of its counters."""
     registry = CollectorRegistry()
     ingest = Ingest(
-        new_pipeline(),
+        pipeline or new_pipeline(),
         BatchStates({}),
         producer,
         {},
@@ -113,6 +116,28 @@ def test_a_dead_letter_that_keeps_failing_is_reported_and_counted(
     fields = vars(report)
     assert (fields["topic"], fields["partition"], fields["offset"]) == ("ticket-opened", 2, 17)
     assert "oops" not in str(fields)
+
+
+def test_an_internal_error_is_dead_lettered_and_logged_without_the_record(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = "a customer's words"
+    pipeline = new_pipeline()
+
+    def bug(*args: Any) -> str:
+        raise KeyError(secret)  # an error's message may quote the record
+
+    monkeypatch.setattr(pipeline, "process", bug)
+    producer = FlakyProducer(failures=0)
+    registry = run_ingest(producer, INVALID, pipeline)
+    [(_, _, _, headers)] = producer.delivered
+    assert headers is not None and ("cx-error", b"internal error: KeyError") in headers
+    assert counts(registry, "ticket-opened") == (1, None)
+    [report] = [record for record in caplog.records if record.levelno >= logging.ERROR]
+    fields = vars(report)
+    assert (fields["topic"], fields["partition"], fields["offset"]) == ("ticket-opened", 2, 17)
+    assert "raise KeyError(secret)" in fields["stack"]  # where, not what
+    assert secret not in str(fields) and report.exc_info is None
 
 
 def rfc3339(moment: float) -> str:
