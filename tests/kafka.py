@@ -310,12 +310,12 @@ def wait_until_exact(
 
 def split(*workers: WorkerProcess) -> bool:
     """Every input partition owned by exactly one of `workers`, and each of them owns some."""
-    owned = [set(orjson.loads(_get(w.url + "/health"))["input_partitions"]) for w in workers]
+    owned = [set(orjson.loads(http_get(w.url + "/health"))["input_partitions"]) for w in workers]
     everything = set().union(*owned)
     return all(owned) and sum(map(len, owned)) == len(everything) and everything == {0, 1, 2, 3}
 
 
-def _get(url: str) -> bytes:
+def http_get(url: str) -> bytes:
     with urllib.request.urlopen(url, timeout=5) as response:
         body: bytes = response.read()
         return body

@@ -106,7 +106,7 @@ Hostile = tuple[str, bytes | None]
 
 characters = st.characters(codec="utf-8")  # every code point but surrogates: controls, RTL...
 label_values = st.text(characters, min_size=1, max_size=128).filter(lambda value: value != "all")
-"""Segment values by the contract, but 'all': see test_a_segment_value_named_all_is_a_series_of_its_own."""
+"""Segment values by the contract, but 'all' (see the last test below)."""
 ages = st.sampled_from(SAFE_AGES).flatmap(lambda ages: st.floats(*ages))
 json_values = st.recursive(
     st.none()
@@ -137,7 +137,7 @@ def repeated(unit: str, length: int) -> str:
 
 
 def filled(fields: dict[str, Any], name: str, unit: str, size: int) -> bytes:
-    """The fields as JSON, `name` filled with `unit` repeated until the JSON is about `size` bytes."""
+    """The fields as JSON, `name` filled with `unit` repeated up to about `size` bytes."""
     room = size - len(orjson.dumps({**fields, name: ""}))
     return orjson.dumps({**fields, name: unit * (room // (len(orjson.dumps(unit)) - 2))})
 
@@ -261,15 +261,18 @@ LOOKALIKES = {"o": "\u043e", "a": "\u0430", "e": "\u0435", "c": "\u0441"}  # Cyr
 
 
 @st.composite
+def with_enum_field(draw: st.DrawFn, now: float) -> tuple[str, dict[str, Any], str]:
+    """A valid event of a topic with enumerated fields, and one of those fields."""
+    topic = draw(st.sampled_from(["ticket-opened", "ticket-replied", "survey-answered"]))
+    _, fields = draw(valid_event(now, topic))
+    return topic, fields, draw(st.sampled_from([name for name in FIELDS[topic] if name in ENUMS]))
+
+
+@st.composite
 def odd_enum_value(draw: st.DrawFn, now: float) -> Hostile:
     """An enumerated field that looks right: a member with a control or invisible character,
     in capitals, in full-width letters, or with a Cyrillic look-alike."""
-    topic, fields = draw(
-        valid_event(
-            now, draw(st.sampled_from(["ticket-opened", "ticket-replied", "survey-answered"]))
-        )
-    )
-    name = draw(st.sampled_from([field for field in FIELDS[topic] if field in ENUMS]))
+    topic, fields, name = draw(with_enum_field(now))
     member = draw(st.sampled_from(ENUMS[name]))
     at = draw(st.integers(0, len(member)))
     variants = [
@@ -284,12 +287,7 @@ def odd_enum_value(draw: st.DrawFn, now: float) -> Hostile:
 
 @st.composite
 def unknown_enum_value(draw: st.DrawFn, now: float) -> Hostile:
-    topic, fields = draw(
-        valid_event(
-            now, draw(st.sampled_from(["ticket-opened", "ticket-replied", "survey-answered"]))
-        )
-    )
-    name = draw(st.sampled_from([field for field in FIELDS[topic] if field in ENUMS]))
+    topic, fields, name = draw(with_enum_field(now))
     fields[name] = draw(
         st.text(characters, max_size=20).filter(lambda value: value not in ENUMS[name])
     )
@@ -536,9 +534,8 @@ def test_hostile_records_are_dead_lettered_and_valid_ones_counted_exactly(
             assert letter is not None, f"{category}: not dead-lettered: {record!r:.300}"
             reason = assert_dead_lettered(letter, record)
             assert not reason.startswith("internal error"), f"{category}: {reason}"
-    assert not dead, (
-        f"valid records dead-lettered: {[dict(letter.headers)['cx-error'] for letter in dead.values()]}"
-    )
+    reasons = [dict(letter.headers)["cx-error"] for letter in dead.values()]
+    assert not dead, f"valid records dead-lettered: {reasons}"
     # a tombstone without a key cannot be sent: reported, loudly
     reported = [
         (line["topic"], line["partition"], line["offset"])

@@ -5,7 +5,6 @@ or cx-partials. cx-dead-letter carries the original invalid records, on purpose.
 from __future__ import annotations
 
 import time
-import urllib.request
 from collections import Counter
 from typing import Any
 
@@ -14,17 +13,11 @@ import pytest
 
 from stream.broker import EmbeddedBroker
 from tests.conftest import WorkerFactory
-from tests.kafka import Record, processed, read_topic, send_records, wait_for
+from tests.kafka import Record, http_get, processed, read_topic, send_records, wait_for
 
 pytestmark = pytest.mark.broker
 
 MARKER = "PII-MARKER-7f3a"
-
-
-def get(url: str) -> bytes:
-    with urllib.request.urlopen(url, timeout=5) as response:
-        body: bytes = response.read()
-        return body
 
 
 def test_ids_and_free_text_stay_out_of_logs_metrics_health_and_snapshots(
@@ -119,8 +112,8 @@ def test_ids_and_free_text_stay_out_of_logs_metrics_health_and_snapshots(
     time.sleep(2.5)  # two snapshot intervals: the snapshots are out
 
     marker = MARKER.encode()
-    assert marker not in get(worker.url + "/metrics")
-    assert marker not in get(worker.url + "/health")
+    assert marker not in http_get(worker.url + "/metrics")
+    assert marker not in http_get(worker.url + "/health")
     for topic in ("cx-metrics", "cx-partials"):
         published = read_topic(broker.bootstrap, prefix + topic)
         assert published, topic
