@@ -36,7 +36,7 @@ from .health import (
     consumer_lags,
     state_entries,
 )
-from .ingest import BatchStates, Ingest
+from .ingest import DEAD_LETTER_MAX_BYTES, BatchStates, Ingest
 from .partials import PartialsPublisher
 from .pipeline import STATE_TABLES, Pipeline, TableName
 from .series import Series, Snapshots
@@ -66,6 +66,7 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
         "table_standby_replicas": 0,
         "topic_replication_factor": settings.replication_factor,
         "autodiscover": False,
+        "producer_max_request_size": DEAD_LETTER_MAX_BYTES,
     }
     if settings.embedded_broker:
         options.update(
@@ -111,6 +112,14 @@ def create_app(settings: Settings) -> App:
         ["topic", "outcome"],
         registry=registry,
     )
+    dead_letter_failures = Counter(
+        "cx_dead_letter_failures",
+        "Invalid records that could not be sent to the dead-letter topic, by input topic",
+        ["topic"],
+        registry=registry,
+    )
+    for topic in topic_kinds:  # exported as 0 from the start, so that an increase shows
+        dead_letter_failures.labels(topic)
     changelogs: dict[TableName, str] = {
         "tickets": tickets.changelog_topic.get_topic_name(),
         "surveys": surveys.changelog_topic.get_topic_name(),
@@ -123,6 +132,7 @@ def create_app(settings: Settings) -> App:
         topic_kinds,
         dead_letter.get_topic_name(),
         outcomes,
+        dead_letter_failures,
     )
     # the consumer hands records of the input topics to ingest a fetch at a time
     app.topics.add(app.topic(*topic_kinds, **raw))
@@ -256,7 +266,7 @@ def create_app(settings: Settings) -> App:
 
 OWN_TOPICS: dict[str, dict[str, str]] = {
     **{name: {} for name in TOPICS},
-    "cx-dead-letter": {},
+    "cx-dead-letter": {"max.message.bytes": str(DEAD_LETTER_MAX_BYTES)},
     "cx-metrics": {"cleanup.policy": "compact"},
     # a transport between the two stages: the series table keeps what it carried
     "cx-partials": {"retention.ms": str(24 * 3600 * 1000)},

@@ -134,6 +134,8 @@ def decode(topic: str, value: bytes | None, record_time: float) -> Event:
     except jsonschema_rs.ValidationError as error:
         where = "/" + "/".join(str(part) for part in error.instance_path)
         raise InvalidEvent(f"schema violation at {where}: {error.message}") from None
+    except ValueError:  # jsonschema-rs cannot describe a violation in a value nested 256+ deep
+        raise InvalidEvent("schema violation in a value nested too deeply to describe") from None
     occurred_at = parse_timestamp(fields["occurred_at"])
     if occurred_at > record_time + FUTURE_TOLERANCE_SECONDS:
         ahead = occurred_at - record_time

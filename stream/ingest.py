@@ -13,14 +13,17 @@ because a record whose event the state already holds is a duplicate and writes n
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+import traceback
 from collections import Counter
 from collections.abc import Awaitable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 import orjson
 from faust.types import Message
+from prometheus_client import Counter as PrometheusCounter
 
 from .events import InvalidEvent
 from .pipeline import STATE_TABLES, Pipeline, StoredState, TableName
@@ -32,11 +35,24 @@ log = logging.getLogger("cx_stream")
 MAX_REASON_CHARS = 300
 """cx-error quotes the validator, which may quote the record: keep the header small."""
 
+DEAD_LETTER_MAX_BYTES = 1_048_588 + 4096
+"""The largest dead letter the worker sends, and the max.message.bytes of the cx-dead-letter
+topic it creates: the largest record batch a Kafka broker accepts by default (message.max.bytes)
+plus room for the headers a dead letter adds (at most about 1.6 KB). Faust's own producer limit
+(1,000,000 bytes) is below Kafka's default, so an invalid record the broker had accepted could
+not be dead-lettered."""
+
+DEAD_LETTER_RETRY_DELAYS = (0.1, 0.5)
+"""Seconds before each new attempt at a dead letter that failed. The batch, and so every input
+partition of the worker, waits for them: a record that still fails is reported and skipped."""
+
 SWEEP_CHUNK = 2000
 """Keys examined per step of the retention sweep, between which batches get their turn."""
 
 
 Headers = list[tuple[str, bytes]]
+DeadLetter = tuple[Message, Headers, Awaitable[Any]]
+"""An invalid record, its dead letter's headers and the dead letter's delivery."""
 
 
 class Producer(Protocol):
@@ -97,6 +113,7 @@ class Ingest:
         topic_kinds: Mapping[str, str],
         dead_letter: str,
         outcomes: Any,
+        dead_letter_failures: PrometheusCounter,
     ) -> None:
         self.pipeline = pipeline
         self.states = states
@@ -106,6 +123,8 @@ class Ingest:
         self.topic_kinds = topic_kinds
         self.dead_letter = dead_letter
         self.outcomes = outcomes
+        self.dead_letter_failures = dead_letter_failures
+        """Invalid records that could not be sent to the dead-letter topic, by input topic."""
         self.lock = asyncio.Lock()
         """Held while a batch or a sweep step changes state; a rebalance waits for it."""
 
@@ -113,7 +132,7 @@ class Ingest:
         async with self.lock:
             now = time.time()
             outcomes: Counter[tuple[str, str]] = Counter()
-            dead_letters = []
+            dead_letters: list[DeadLetter] = []
             for message in messages:
                 # a record without a timestamp (-1) is judged by the clock that reads it
                 record_time = message.timestamp if message.timestamp > 0 else now
@@ -127,14 +146,23 @@ class Ingest:
                     )
                 except InvalidEvent as error:
                     outcome = "invalid"
-                    dead_letters.append(await self._send_dead_letter(message, str(error)))
+                    dead_letters.append(await self._dead_letter(message, str(error)))
                 except Exception as error:  # a bug must cost one record, never the partition
-                    log.exception("failed to process a record; sent to the dead-letter topic")
+                    # where it failed, not the error's message: that may quote the record
+                    log.error(
+                        "failed to process a record; sent to the dead-letter topic",
+                        extra={
+                            **_source(message),
+                            "error": type(error).__name__,
+                            "stack": "".join(traceback.format_tb(error.__traceback__)),
+                        },
+                    )
                     outcome = "invalid"
                     reason = f"internal error: {type(error).__name__}"
-                    dead_letters.append(await self._send_dead_letter(message, reason))
+                    dead_letters.append(await self._dead_letter(message, reason))
                 outcomes[(message.topic, outcome)] += 1
-            await self._write_back(dead_letters)
+            await self._write_back()
+            await asyncio.gather(*(self._deliver(*letter) for letter in dead_letters))
             for (topic, outcome), count in outcomes.items():
                 self.outcomes.labels(topic, outcome).inc(count)
 
@@ -150,7 +178,7 @@ class Ingest:
                         if partition not in self.pipeline.partitions:
                             break  # revoked meanwhile
                         forgotten += self.pipeline.forget(partition, keys, horizon, time.time())
-                        await self._write_back([])
+                        await self._write_back()
                     if len(keys) < SWEEP_CHUNK:
                         break
                     await asyncio.sleep(0)
@@ -161,7 +189,7 @@ class Ingest:
             if is_forgettable(stored, horizon):
                 yield key
 
-    async def _send_dead_letter(self, message: Message, reason: str) -> Awaitable[Any]:
+    async def _dead_letter(self, message: Message, reason: str) -> DeadLetter:
         """Queue the record for the dead-letter topic; its delivery is awaited with the batch."""
         if len(reason) > MAX_REASON_CHARS:
             reason = reason[: MAX_REASON_CHARS - 3] + "..."
@@ -172,16 +200,37 @@ class Ingest:
             ("cx-source-partition", str(message.partition).encode()),
             ("cx-source-offset", str(message.offset).encode()),
         ]
+        return message, headers, await self._send_dead_letter(message, headers)
+
+    async def _send_dead_letter(self, message: Message, headers: Headers) -> Awaitable[Any]:
         try:
             return await self.producer.send(
                 self.dead_letter, message.key, message.value, None, None, headers
             )
-        except Exception as error:  # e.g. too large for the broker: say so, go on
+        except Exception as error:  # refused before sending: fails like a delivery
             failed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
             failed.set_exception(error)
             return failed
 
-    async def _write_back(self, dead_letters: list[Awaitable[Any]]) -> None:
+    async def _deliver(self, message: Message, headers: Headers, delivery: Awaitable[Any]) -> None:
+        """Await a dead letter's delivery, sending it again after each retry delay; a record
+        that still cannot be sent is reported, without its content, and skipped."""
+        for delay in DEAD_LETTER_RETRY_DELAYS:
+            with contextlib.suppress(Exception):
+                await delivery
+                return
+            await asyncio.sleep(delay)
+            delivery = await self._send_dead_letter(message, headers)
+        try:
+            await delivery
+        except Exception as error:
+            log.error(
+                "could not send a record to the dead-letter topic; counted as invalid",
+                extra={**_source(message), "error": repr(error)},
+            )
+            self.dead_letter_failures.labels(message.topic).inc()
+
+    async def _write_back(self) -> None:
         changes = self.states.take()
         deliveries = {
             name: [
@@ -195,6 +244,8 @@ class Ingest:
             delivered = await asyncio.gather(*deliveries[(table, partition)])
             last_offset = max(metadata.offset for metadata in delivered)
             self.states.stores[table].write(partition, entries, last_offset)
-        for result in await asyncio.gather(*dead_letters, return_exceptions=True):
-            if isinstance(result, BaseException):
-                log.error("could not send a record to the dead-letter topic: %r", result)
+
+
+def _source(message: Message) -> dict[str, Any]:
+    """Where a record is, for a log line: never what it holds."""
+    return {"topic": message.topic, "partition": message.partition, "offset": message.offset}

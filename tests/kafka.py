@@ -12,7 +12,7 @@ import urllib.request
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import jsonschema_rs
 import orjson
@@ -106,23 +106,55 @@ def wait_for(check: Callable[[], T | None], timeout: float, what: str, interval:
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last error: {last_error}")
 
 
-def produce(bootstrap: str, records: Sequence[tuple[str, bytes | None, bytes | None]]) -> None:
-    """Send (topic, key, value) records and wait until the broker has them all."""
+class Record(NamedTuple):
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...] = ()
 
-    async def send() -> None:
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+
+def send_records(
+    bootstrap: str, records: Sequence[Record], max_request_size: int = 1024 * 1024
+) -> list[tuple[int, int]]:
+    """Send records as they are and wait until the broker has them all; returns the (partition,
+    offset) of each. A record with neither key nor value, which aiokafka's send() refuses (a
+    Java producer sends it), goes in a batch of its own to a partition chosen by its position."""
+
+    async def send() -> list[tuple[int, int]]:
+        producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap, linger_ms=5, max_request_size=max_request_size
+        )
         await producer.start()
         try:
-            futures = [
-                await producer.send(topic, key=key, value=value) for topic, key, value in records
-            ]
+            futures = []
+            for index, record in enumerate(records):
+                headers = list(record.headers)
+                if record.key is None and record.value is None:
+                    batch = producer.create_batch()
+                    batch.append(key=None, value=None, timestamp=None, headers=headers)
+                    partitions = sorted(await producer.partitions_for(record.topic))
+                    partition = partitions[index % len(partitions)]
+                    futures.append(
+                        await producer.send_batch(batch, record.topic, partition=partition)
+                    )
+                else:
+                    futures.append(
+                        await producer.send(
+                            record.topic, key=record.key, value=record.value, headers=headers
+                        )
+                    )
             await producer.flush()
-            for future in futures:
-                await future
+            delivered = [await future for future in futures]
+            return [(metadata.partition, metadata.offset) for metadata in delivered]
         finally:
             await producer.stop()
 
-    asyncio.run(send())
+    return asyncio.run(send())
+
+
+def produce(bootstrap: str, records: Sequence[tuple[str, bytes | None, bytes | None]]) -> None:
+    """Send (topic, key, value) records and wait until the broker has them all."""
+    send_records(bootstrap, [Record(topic, key, value) for topic, key, value in records])
 
 
 def event_records(events: list[Event], prefix: str) -> list[tuple[str, bytes | None, bytes | None]]:
@@ -165,6 +197,45 @@ def read_topic(bootstrap: str, topic: str) -> list[Any]:
             await consumer.stop()
 
     return asyncio.run(read())
+
+
+def dead_letters(bootstrap: str, topic: str) -> dict[tuple[str, int, int], Any]:
+    """The records of dead-letter topic `topic`, by the (topic, partition, offset) their
+    cx-source headers point at."""
+    found = {}
+    for letter in read_topic(bootstrap, topic):
+        headers = dict(letter.headers)
+        source = (
+            headers["cx-source-topic"].decode(),
+            int(headers["cx-source-partition"]),
+            int(headers["cx-source-offset"]),
+        )
+        assert source not in found, f"dead-lettered twice: {source}"
+        found[source] = letter
+    return found
+
+
+def assert_dead_lettered(letter: Any, record: Record) -> str:
+    """`letter` is `record` intact (key, value, headers) plus the four cx- headers, with a
+    bounded cx-error; returns the cx-error."""
+    assert letter.key == record.key
+    assert letter.value == record.value
+    original = len(record.headers)
+    assert tuple(letter.headers[:original]) == record.headers
+    added = dict(letter.headers[original:])
+    assert list(added) == ["cx-error", "cx-source-topic", "cx-source-partition", "cx-source-offset"]
+    reason: str = added["cx-error"].decode()
+    assert 0 < len(reason) <= 300, reason
+    return reason
+
+
+def worker_log(worker: WorkerProcess) -> list[dict[str, Any]]:
+    """The worker's JSON log lines, parsed."""
+    return [
+        orjson.loads(line)
+        for line in worker.log_path.read_bytes().splitlines()
+        if line.startswith(b"{")
+    ]
 
 
 def series_of(
@@ -241,12 +312,12 @@ def wait_until_exact(
 
 def split(*workers: WorkerProcess) -> bool:
     """Every input partition owned by exactly one of `workers`, and each of them owns some."""
-    owned = [set(orjson.loads(_get(w.url + "/health"))["input_partitions"]) for w in workers]
+    owned = [set(orjson.loads(http_get(w.url + "/health"))["input_partitions"]) for w in workers]
     everything = set().union(*owned)
     return all(owned) and sum(map(len, owned)) == len(everything) and everything == {0, 1, 2, 3}
 
 
-def _get(url: str) -> bytes:
+def http_get(url: str) -> bytes:
     with urllib.request.urlopen(url, timeout=5) as response:
         body: bytes = response.read()
         return body

@@ -82,6 +82,22 @@ INVALID = [
         b'{"event_id": "e", "occurred_at": "2026-01-01T10:00:00Z", "survey": "smile", "score": 4}',
         "survey",
     ),
+    (
+        "ticket-opened",
+        b'{"event_id": "e", "ticket_id": "t", "occurred_at": "2026-01-01T10:00:00Z", "team": '
+        + b"[" * 300
+        + b"]" * 300
+        + b"}",
+        "nested too deeply",
+    ),
+    (  # the violation is at the top, and the object holds a deep unknown field
+        "ticket-opened",
+        b'{"ticket_id": "t", "occurred_at": "2026-01-01T10:00:00Z", "x": '
+        + b"[" * 300
+        + b"]" * 300
+        + b"}",
+        "nested too deeply",
+    ),
 ]
 
 

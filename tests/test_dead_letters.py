@@ -1,0 +1,238 @@
+"""Dead letters that fail to send: retried, and if they still fail, reported without stopping
+the partition; and large invalid records, near Kafka's size limits, that must arrive intact."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable
+from typing import Any
+
+import orjson
+import pytest
+from faust.types import Message
+from prometheus_client import CollectorRegistry, Counter
+
+from stream.broker import EmbeddedBroker
+from stream.ingest import DEAD_LETTER_RETRY_DELAYS, BatchStates, Headers, Ingest
+from stream.pipeline import Pipeline
+from tests.conftest import WorkerFactory
+from tests.helpers import new_pipeline
+from tests.kafka import (
+    Record,
+    assert_dead_lettered,
+    dead_letters,
+    processed,
+    send_records,
+    wait_for,
+    worker_log,
+)
+
+ATTEMPTS = 1 + len(DEAD_LETTER_RETRY_DELAYS)
+
+
+class FlakyProducer:
+    """Fails the first `failures` attempts at each record, alternately refusing the send and
+    losing the delivery, then delivers."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.attempts = 0
+        self.delivered: list[tuple[str, bytes | None, bytes | None, Headers | None]] = []
+
+    async def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        partition: int | None,
+        timestamp: float | None,
+        headers: Headers | None,
+    ) -> Awaitable[Any]:
+        self.attempts += 1
+        delivery: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if self.attempts > self.failures:
+            self.delivered.append((topic, key, value, headers))
+            delivery.set_result(None)
+        elif self.attempts % 2:
+            raise RuntimeError("refused")
+        else:
+            delivery.set_exception(RuntimeError("lost"))
+        return delivery
+
+
+def run_ingest(
+    producer: FlakyProducer, message: Message, pipeline: Pipeline | None = None
+) -> CollectorRegistry:
+    """One batch of one record through Ingest; returns the registry of its counters."""
+    registry = CollectorRegistry()
+    ingest = Ingest(
+        pipeline or new_pipeline(),
+        BatchStates({}),
+        producer,
+        {},
+        {"ticket-opened": "ticket-opened"},
+        "cx-dead-letter",
+        Counter("cx_events", "", ["topic", "outcome"], registry=registry),
+        Counter("cx_dead_letter_failures", "", ["topic"], registry=registry),
+    )
+    asyncio.run(ingest.process([message]))
+    return registry
+
+
+def counts(registry: CollectorRegistry, topic: str) -> tuple[float | None, float | None]:
+    """(invalid records, dead-letter failures) of `topic`."""
+    return (
+        registry.get_sample_value("cx_events_total", {"topic": topic, "outcome": "invalid"}),
+        registry.get_sample_value("cx_dead_letter_failures_total", {"topic": topic}),
+    )
+
+
+INVALID = Message(
+    "ticket-opened", 2, 17, time.time(), 0, [("trace", b"\x00\xff")], b"T1", b"{oops", None
+)
+
+
+def test_a_failed_dead_letter_is_sent_again(caplog: pytest.LogCaptureFixture) -> None:
+    producer = FlakyProducer(failures=ATTEMPTS - 1)
+    registry = run_ingest(producer, INVALID)
+    assert producer.attempts == ATTEMPTS
+    [(topic, key, value, headers)] = producer.delivered
+    assert (topic, key, value) == ("cx-dead-letter", b"T1", b"{oops")
+    assert headers is not None and headers[0] == ("trace", b"\x00\xff")
+    assert counts(registry, "ticket-opened") == (1, None)  # no failure counted
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
+
+
+def test_a_dead_letter_that_keeps_failing_is_reported_and_counted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    producer = FlakyProducer(failures=ATTEMPTS)
+    registry = run_ingest(producer, INVALID)  # returns: the partition goes on
+    assert producer.attempts == ATTEMPTS and not producer.delivered
+    assert counts(registry, "ticket-opened") == (1, 1)
+    [report] = [record for record in caplog.records if record.levelno >= logging.ERROR]
+    fields = vars(report)
+    assert (fields["topic"], fields["partition"], fields["offset"]) == ("ticket-opened", 2, 17)
+    assert "oops" not in str(fields)
+
+
+def test_an_internal_error_is_dead_lettered_and_logged_without_the_record(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = "a customer's words"
+    pipeline = new_pipeline()
+
+    def bug(*args: Any) -> str:
+        raise KeyError(secret)  # an error's message may quote the record
+
+    monkeypatch.setattr(pipeline, "process", bug)
+    producer = FlakyProducer(failures=0)
+    registry = run_ingest(producer, INVALID, pipeline)
+    [(_, _, _, headers)] = producer.delivered
+    assert headers is not None and ("cx-error", b"internal error: KeyError") in headers
+    assert counts(registry, "ticket-opened") == (1, None)
+    [report] = [record for record in caplog.records if record.levelno >= logging.ERROR]
+    fields = vars(report)
+    assert (fields["topic"], fields["partition"], fields["offset"]) == ("ticket-opened", 2, 17)
+    assert "raise KeyError(secret)" in fields["stack"]  # where, not what
+    assert secret not in str(fields) and report.exc_info is None
+
+
+def rfc3339(moment: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(moment))
+
+
+@pytest.mark.broker
+def test_large_invalid_records_arrive_intact_and_those_that_cannot_are_reported(
+    broker: EmbeddedBroker, prefix: str, workers: WorkerFactory
+) -> None:
+    now = rfc3339(time.time())
+    huge = "x" * 900_000
+
+    def record(topic: str, key: bytes | None, value: bytes | None) -> Record:
+        return Record(prefix + topic, key, value, (("source", b"helpdesk"),))
+
+    deliverable = [
+        record(
+            "ticket-opened",
+            b"T1",
+            orjson.dumps({"event_id": "e1", "ticket_id": "T1", "occurred_at": now, "team": huge}),
+        ),
+        record(
+            "ticket-opened",
+            b"T2",
+            orjson.dumps({"event_id": "e2", "ticket_id": huge, "occurred_at": now}),
+        ),
+        record(
+            "ticket-replied",
+            b"T3",
+            orjson.dumps(
+                {"event_id": huge, "ticket_id": "T3", "occurred_at": now, "author": "agent"}
+            ),
+        ),
+        # above Faust's default producer limit (1,000,000 bytes), within Kafka's default 1 MiB
+        record(
+            "survey-answered",
+            b"S4",
+            orjson.dumps(
+                {
+                    "event_id": "e4",
+                    "occurred_at": now,
+                    "survey": "nps",
+                    "score": 11,
+                    "comment": "y" * 1_046_000,
+                }
+            ),
+        ),
+    ]
+    undeliverable = [
+        # larger than any dead letter: on Kafka only with a raised limit on the input topic
+        record("ticket-opened", b"T5", b"{" + b" " * 1_200_000),
+        # neither key nor value: aiokafka refuses to send such a record
+        record("ticket-resolved", None, None),
+    ]
+    # behind them, in every partition, valid records that must be counted
+    valid = [
+        Record(
+            prefix + "ticket-opened",
+            f"V{n}".encode(),
+            orjson.dumps({"event_id": f"v{n}", "ticket_id": f"V{n}", "occurred_at": now}),
+        )
+        for n in range(16)
+    ]
+    worker = workers()
+    records = [*deliverable, *undeliverable, *valid]
+    placed = send_records(broker.bootstrap, records, max_request_size=2 * 1024 * 1024)
+    assert {partition for partition, _ in placed[-len(valid) :]} == {0, 1, 2, 3}
+    wait_for(lambda: processed(worker) == len(records), 90, "every record processed")
+
+    dead = dead_letters(broker.bootstrap, prefix + "cx-dead-letter")
+    assert len(dead) == len(deliverable)
+    for item, (partition, offset) in zip(deliverable, placed[: len(deliverable)], strict=True):
+        assert_dead_lettered(dead[(item.topic, partition, offset)], item)
+    samples = worker.samples()
+    failures = {
+        dict(labels)["topic"]: value
+        for (name, labels), value in samples.items()
+        if name == "cx_dead_letter_failures_total" and value
+    }
+    assert failures == {prefix + "ticket-opened": 1, prefix + "ticket-resolved": 1}
+    invalid = sum(
+        value
+        for (name, labels), value in samples.items()
+        if name == "cx_events_total" and dict(labels)["outcome"] == "invalid"
+    )
+    assert invalid == len(deliverable) + len(undeliverable)
+    reported = {
+        (line["topic"], line["partition"], line["offset"])
+        for line in worker_log(worker)
+        if line["message"].startswith("could not send a record to the dead-letter topic")
+    }
+    assert reported == {
+        (item.topic, *where)
+        for item, where in zip(undeliverable, placed[len(deliverable) : -len(valid)], strict=True)
+    }
+    opened = ("cx_tickets_open", (("channel", "all"), ("priority", "all"), ("team", "all")))
+    wait_for(lambda: worker.samples().get(opened) == len(valid), 30, "the valid tickets")
