@@ -19,6 +19,8 @@ from .windows import SegmentKey, Tally
 
 LABELS = ("window", "team", "channel", "priority")
 OTHER = "other"
+RESERVED = frozenset({"all", OTHER})
+"""Segment labels with a meaning of their own."""
 
 MetricValues = dict[str, float | None]
 
@@ -39,9 +41,12 @@ def folded_values(values: Iterable[str], cap: int) -> dict[str, str]:
 
     The first `cap` values in sorted order keep their own label and the rest fold into
     'other'. Sorting (not arrival order) keeps the choice a function of the set of values.
+    'all' and 'other' are labels of their own (the whole, the folded values): a value spelled
+    like one of them is folded, so that it is never taken for the whole or exported twice.
     """
-    ordered = sorted(set(values))
-    return {value: value if index < cap else OTHER for index, value in enumerate(ordered)}
+    ordered = sorted(set(values) - RESERVED)
+    labels = {value: value if index < cap else OTHER for index, value in enumerate(ordered)}
+    return labels | dict.fromkeys(set(values) & RESERVED, OTHER)
 
 
 def merge_partials(entries: Iterable[dict[str, Any]], cap: int) -> dict[SegmentKey, MergedSeries]:

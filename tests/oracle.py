@@ -203,7 +203,10 @@ def _labels(
 
 
 def fold(values: set[str], cap: int) -> dict[str, str]:
-    return {value: value if rank < cap else "other" for rank, value in enumerate(sorted(values))}
+    """Values over the cap, and values spelled 'all' or 'other', are exported as 'other'."""
+    named = sorted(value for value in values if value not in ("all", "other"))
+    kept = set(named[:cap])
+    return {value: value if value in kept else "other" for value in values}
 
 
 def expected(
