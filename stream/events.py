@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
@@ -95,15 +96,26 @@ def _validator(topic: str) -> Any:
     return jsonschema_rs.validator_for(schema, validate_formats=True)
 
 
+_LEAP_SECOND = re.compile(r"(T\d\d:\d\d:)60")
+
+
 def parse_timestamp(text: str) -> float:
-    """RFC 3339 with an offset -> POSIX seconds. The offset is required: event time is absolute."""
+    """RFC 3339 with an offset -> POSIX seconds. The offset is required: event time is absolute.
+
+    RFC 3339 allows a lowercase t and z and a leap second (:60), which Python's parser does
+    not: the leap second is read as the last moment of its minute plus one second, as POSIX
+    time counts it."""
+    normal = text.upper()
+    leap = _LEAP_SECOND.search(normal)
+    if leap:
+        normal = _LEAP_SECOND.sub(r"\g<1>59", normal, count=1)
     try:
-        moment = datetime.fromisoformat(text)
+        moment = datetime.fromisoformat(normal)
     except ValueError:
         raise InvalidEvent(f"occurred_at {text!r} is not an RFC 3339 timestamp") from None
     if moment.tzinfo is None:
         raise InvalidEvent(f"occurred_at {text!r} has no UTC offset")
-    return moment.timestamp()
+    return moment.timestamp() + (1 if leap else 0)
 
 
 def _segment(fields: dict[str, Any]) -> Segment:

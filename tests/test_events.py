@@ -7,7 +7,15 @@ import time
 import orjson
 import pytest
 
-from stream.events import InvalidEvent, Segment, SurveyAnswered, TicketOpened, TicketReplied, decode
+from stream.events import (
+    InvalidEvent,
+    Segment,
+    SurveyAnswered,
+    TicketOpened,
+    TicketReplied,
+    decode,
+    parse_timestamp,
+)
 
 NOW = time.time()
 OK_TIME = "2026-01-01T10:00:00+01:00"
@@ -150,3 +158,10 @@ def test_defaults_and_unknown_fields() -> None:
     assert survey == SurveyAnswered(
         "s", None, 1767258000.25, "nps", 9, Segment("billing", "unknown", "normal")
     )
+
+
+def test_every_rfc_3339_spelling_is_read() -> None:
+    assert parse_timestamp("2026-11-22t08:00:00z") == parse_timestamp("2026-11-22T08:00:00Z")
+    # a leap second is one second after the 59th
+    assert parse_timestamp("2016-12-31T23:59:60Z") == parse_timestamp("2017-01-01T00:00:00Z")
+    assert parse_timestamp("2016-12-31T23:59:60.5+00:00") == 1483228800.5
