@@ -58,6 +58,7 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
         "table_standby_replicas": 0,
         "topic_replication_factor": settings.replication_factor,
         "autodiscover": False,
+        "broker_credentials": settings.kafka_security.faust_credentials(),
     }
     if settings.embedded_broker:
         options.update(
@@ -244,7 +245,7 @@ def prepare_topics(settings: Settings) -> Settings:
         settings.topic("cx-partials"),
         *(f"{settings.topic_prefix}{settings.app_id}-{table}-changelog" for table in TABLES),
     ]
-    counts = partition_counts(settings.broker, [*names, *internal])
+    counts = partition_counts(settings, [*names, *internal])
     inputs = {counts[name] for name in names if name in counts}
     if len(inputs) > 1:
         found = ", ".join(f"{name}={counts[name]}" for name in names if name in counts)
@@ -263,7 +264,7 @@ def prepare_topics(settings: Settings) -> Settings:
         for name, config in OWN_TOPICS.items()
         if settings.topic(name) not in counts
     }
-    create_topics(settings.broker, missing, wanted, settings.replication_factor)
+    create_topics(settings, missing, wanted)
     return settings.with_overrides(partitions=wanted)
 
 
