@@ -25,12 +25,30 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
+class HideSaslTokens(logging.Filter):
+    """aiokafka logs every request and response at debug level, SASL tokens included, and a
+    PLAIN token holds the password: those are logged without their content."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                f"{type(arg).__name__}(<hidden>)"
+                if type(arg).__name__.startswith("SaslAuthenticate")
+                else arg
+                for arg in record.args
+            )
+        return True
+
+
 def logging_config(level: str) -> dict[str, Any]:
     """A logging.dictConfig that sends every logger, Faust's too, through JsonFormatter."""
     return {
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"json": {"()": JsonFormatter}},
-        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json"}},
+        "filters": {"sasl": {"()": HideSaslTokens}},
+        "handlers": {
+            "stderr": {"class": "logging.StreamHandler", "formatter": "json", "filters": ["sasl"]}
+        },
         "root": {"handlers": ["stderr"], "level": level.upper()},
     }
