@@ -94,7 +94,9 @@ def partition_counts(
         return asyncio.run(_partition_counts(options, topics, timeout))
     except (KafkaError, OSError, TimeoutError) as error:
         why = cause.error or error
-        detail = str(why) or type(why).__name__
+        detail = str(why) or f"no answer within {timeout:g}s"
+        if isinstance(why, TimeoutError) and settings.kafka_security.tls:
+            detail += ": is it a TLS listener? A plaintext one never answers a TLS handshake"
         raise BrokerUnreachable(
             f"cannot reach the Kafka broker at {options['bootstrap_servers']} ({detail})"
         ) from None
