@@ -185,6 +185,8 @@ class SecureProxy:
                 )
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
+        except asyncio.CancelledError:
+            pass  # stopping: asyncio would log a cancelled connection handler as an error
         finally:
             writer.close()
             upstream_writer.close()

@@ -4,6 +4,10 @@ line; no secret ever shows in the output or on /health."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +18,7 @@ from stream.broker import EmbeddedBroker, free_port
 from tests.kafka import WorkerProcess, processed, wait_for
 from tests.secure import CLIENT_NAME, KEY_PASSWORD, Certificates, SecureProxy
 from tests.test_cli import assert_one_line_error, run
+from tests.test_demo import children
 
 pytestmark = pytest.mark.broker
 
@@ -111,6 +116,49 @@ def test_plain_password_stays_out_of_debug_logs(
     assert PASSWORD not in worker.log_path.read_text()
 
 
+def test_demo_against_a_secured_broker(
+    certificates: Certificates, proxy: SecureProxy, tmp_path: Path
+) -> None:
+    """The demo's reachability check and simulator, and the worker it starts, all log in."""
+    port = free_port()
+    environment = {name: value for name, value in os.environ.items() if not name.startswith("CX_")}
+    scram = secured(
+        certificates,
+        proxy,
+        CX_KAFKA_SASL_MECHANISM="SCRAM-SHA-512",
+        CX_KAFKA_SASL_PASSWORD=PASSWORD,
+    )
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "stream", "demo", "--backfill", "2h", "--history-rate", "1"],
+        # the broker behind the proxy is the embedded one: its workarounds apply
+        env={**environment, **scram, "CX_EMBEDDED_BROKER": "1", "CX_WEB_PORT": str(port)},
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp_path / "demo.err", "wb"),  # noqa: SIM115
+        start_new_session=True,
+    )
+    try:
+        wait_for(
+            lambda: processed_at(f"http://127.0.0.1:{port}") > 100,
+            60,
+            "events on the demo's /metrics",
+        )
+        demo.send_signal(signal.SIGINT)
+        assert demo.wait(timeout=60) == 0
+    finally:
+        if demo.poll() is None:
+            for pid in children(demo.pid):  # the worker, in a session of its own
+                os.kill(pid, signal.SIGKILL)
+            os.killpg(demo.pid, signal.SIGKILL)
+            demo.wait()
+    assert proxy.refused == []
+    assert set(proxy.client_names) == {CLIENT_NAME}
+    assert len(proxy.logins) == len(proxy.client_names) >= 4
+    errors = (tmp_path / "demo.err").read_text()
+    workdir = Path(errors.rsplit("logs are in ", 1)[1].strip())
+    output = errors + (workdir / "worker.log").read_text()
+    assert PASSWORD not in output and KEY_PASSWORD not in output
+
+
 def test_refused_credentials_are_one_line_without_the_secret(
     certificates: Certificates, proxy: SecureProxy
 ) -> None:
@@ -156,6 +204,11 @@ def test_security_against_a_plaintext_broker_is_one_line_without_the_secret(
     assert_one_line_error(demo, "CX_KAFKA_SECURITY_PROTOCOL=SASL_SSL needs CX_BROKER")
     for result in (sasl, tls, unreachable, demo):
         assert PASSWORD not in result.stdout + result.stderr
+
+
+def processed_at(url: str) -> float:
+    samples = WorkerProcess.scrape(url)
+    return sum(value for (name, _), value in samples.items() if name == "cx_events_total")
 
 
 def _get(url: str) -> str:
