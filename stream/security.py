@@ -159,7 +159,7 @@ def from_env(env: Mapping[str, str]) -> KafkaSecurity:
             f"{sasl_given[0]} is set but CX_KAFKA_SECURITY_PROTOCOL={protocol} uses no SASL"
             " (SASL_SSL or SASL_PLAINTEXT do)"
         )
-    client_key = [name for name in TLS_VARIABLES[2:] if name in given]
+    client_key = [name for name in TLS_VARIABLES if "_KEY" in name and name in given]
     if client_key and "CX_KAFKA_SSL_CERTFILE" not in given:
         raise ValueError(f"{client_key[0]} needs CX_KAFKA_SSL_CERTFILE (the client certificate)")
     mechanism = given.get("CX_KAFKA_SASL_MECHANISM", "PLAIN").upper()

@@ -20,7 +20,6 @@ import threading
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
 KEY_PASSWORD = "key-pw-5b81e0"
 """The client key is encrypted with it."""
@@ -132,17 +131,12 @@ class SecureProxy:
     def url(self) -> str:
         return f"kafka://127.0.0.1:{self.port}"
 
-    def __enter__(self) -> SecureProxy:
+    def start(self) -> SecureProxy:
         self._thread.start()
         assert self._listening.wait(10), f"the proxy did not listen on port {self.port}"
         return self
 
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    def stop(self) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
 

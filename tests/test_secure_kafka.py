@@ -29,11 +29,12 @@ USER, PASSWORD = "cx-worker", "sasl-Pw-31f7c2"
 def proxy(certificates: Certificates, tmp_path: Path) -> Iterator[SecureProxy]:
     """The secured listener; the broker behind it tells clients to connect to it."""
     port = free_port()
-    with (
-        EmbeddedBroker(log_path=tmp_path / "tansu.log", advertised_port=port) as broker,
-        SecureProxy(certificates, port, broker.port, {USER: PASSWORD}) as secured,
-    ):
-        yield secured
+    with EmbeddedBroker(log_path=tmp_path / "tansu.log", advertised_port=port) as broker:
+        secured = SecureProxy(certificates, port, broker.port, {USER: PASSWORD}).start()
+        try:
+            yield secured
+        finally:
+            secured.stop()
 
 
 def secured(certificates: Certificates, proxy: SecureProxy, **variables: str) -> dict[str, str]:
