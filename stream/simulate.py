@@ -219,11 +219,12 @@ async def run_simulation(
     `kafka`: the producer's connection keyword arguments (servers, security).
     The backfilled history has `history_events_per_second` at peak (default: the live rate).
     """
+    producer = AIOKafkaProducer(**kafka, linger_ms=20)
+    await producer.start()
+    # the clock starts once connected: a slow TLS and SASL login must not eat the duration
     traffic = Traffic(events_per_second, seed)
     started = time.time()
     traffic.backfill(started - backfill_seconds, started, history_events_per_second)
-    producer = AIOKafkaProducer(**kafka, linger_ms=20)
-    await producer.start()
     sent = 0
     try:
         while duration is None or time.time() - started < duration:
