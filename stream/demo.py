@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
-from .broker import EmbeddedBroker, bootstrap_servers, check_reachable, free_port, stop_process
+from .broker import EmbeddedBroker, check_reachable, client_options, free_port, stop_process
 from .config import Settings
 from .live import render, scrape
 from .simulate import run_simulation
@@ -94,7 +94,7 @@ async def _run(
 
     simulation = asyncio.create_task(
         run_simulation(
-            bootstrap_servers(settings.broker),
+            client_options(settings),
             events_per_second,
             backfill_seconds,
             settings.topic_prefix,
@@ -128,7 +128,7 @@ def run_demo(
             broker = EmbeddedBroker(port, log_path=workdir / "broker.log").start()
             settings = settings.with_overrides(broker=broker.url, embedded_broker=True)
             console.print(f"embedded Kafka-compatible broker (Tansu) on {broker.bootstrap}")
-        problem = check_reachable(settings.broker)
+        problem = check_reachable(settings)
         if problem:
             raise click.ClickException(problem)
         web_port = settings.web_port if _port_is_free(settings.web_port) else free_port()

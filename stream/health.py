@@ -126,9 +126,9 @@ class BrokerProbe:
     """Asks the brokers for metadata every PROBE_INTERVAL: a worker that cannot reach them is
     not ready, whatever state its Kafka clients are in while they retry."""
 
-    def __init__(self, servers: str, client_options: Mapping[str, Any]) -> None:
-        self.servers = servers
+    def __init__(self, client_options: Mapping[str, Any]) -> None:
         self.client_options = dict(client_options)
+        """aiokafka's keyword arguments: bootstrap servers and connection security."""
         self.connected = False
 
     async def run(self) -> None:
@@ -139,9 +139,7 @@ class BrokerProbe:
                 try:
                     if client is None:
                         client = AIOKafkaClient(
-                            bootstrap_servers=self.servers,
-                            request_timeout_ms=int(PROBE_INTERVAL * 1000),
-                            **self.client_options,
+                            request_timeout_ms=int(PROBE_INTERVAL * 1000), **self.client_options
                         )
                         await client.bootstrap()
                     await asyncio.wait_for(client.fetch_all_metadata(), PROBE_INTERVAL)

@@ -33,6 +33,7 @@ def logging_config(level: str) -> dict[str, Any]:
         "formatters": {"json": {"()": JsonFormatter}},
         "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json"}},
         "root": {"handlers": ["stderr"], "level": level.upper()},
-        # not even at debug: the Kafka client's debug lines quote the records, personal data
+        # not even at debug: the Kafka client's debug lines quote the records (personal data)
+        # and its SASL requests (a PLAIN token is the password)
         "loggers": {"aiokafka": {"level": "INFO" if level.lower() == "debug" else level.upper()}},
     }

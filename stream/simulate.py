@@ -15,7 +15,7 @@ import itertools
 import math
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -205,7 +205,7 @@ class Traffic:
 
 
 async def run_simulation(
-    bootstrap_servers: str,
+    kafka: Mapping[str, Any],
     events_per_second: float,
     backfill_seconds: float,
     topic_prefix: str = "",
@@ -216,13 +216,15 @@ async def run_simulation(
 ) -> int:
     """Send traffic until `duration` seconds passed (None: until cancelled); returns the count.
 
+    `kafka`: the producer's connection keyword arguments (servers, security).
     The backfilled history has `history_events_per_second` at peak (default: the live rate).
     """
+    producer = AIOKafkaProducer(**kafka, linger_ms=20)
+    await producer.start()
+    # the clock starts once connected: a slow TLS and SASL login must not eat the duration
     traffic = Traffic(events_per_second, seed)
     started = time.time()
     traffic.backfill(started - backfill_seconds, started, history_events_per_second)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, linger_ms=20)
-    await producer.start()
     sent = 0
     try:
         while duration is None or time.time() - started < duration:

@@ -90,16 +90,24 @@ class Consumer(faust_aiokafka.Consumer):
     async def highwaters(self, *partitions: TP) -> Mapping[TP, int]:
         ends = await super().highwaters(*partitions)
         if self.app.correct_end_offsets:
-            ends = await true_end_offsets(self.transport.url, ends)
+            # the connection security Faust gives its own clients (from broker_credentials)
+            conf = self.app.conf
+            auth = faust_aiokafka.credentials_to_aiokafka_auth(
+                conf.broker_credentials, conf.ssl_context
+            )
+            ends = await true_end_offsets(self.transport.url, ends, auth)
         return ends
 
 
-async def true_end_offsets(urls: Sequence[Any], reported: Mapping[TP, int]) -> dict[TP, int]:
-    """End offsets counted from the records themselves: one past the last record there is."""
+async def true_end_offsets(
+    urls: Sequence[Any], reported: Mapping[TP, int], auth: Mapping[str, Any]
+) -> dict[TP, int]:
+    """End offsets counted from the records themselves: one past the last record there is.
+    `auth`: aiokafka's security keyword arguments."""
     ends = {KafkaTopicPartition(tp.topic, tp.partition): end for tp, end in reported.items() if end}
     if ends:  # (an aiokafka consumer assigned nothing fails to stop)
         servers = ",".join(f"{url.host}:{url.port or 9092}" for url in urls)
-        reader = AIOKafkaConsumer(bootstrap_servers=servers, enable_auto_commit=False)
+        reader = AIOKafkaConsumer(bootstrap_servers=servers, enable_auto_commit=False, **auth)
         await reader.start()
         try:
             reader.assign(list(ends))

@@ -12,6 +12,7 @@ from hypothesis import settings
 
 from stream.broker import EmbeddedBroker
 from tests.kafka import WorkerProcess
+from tests.secure import Certificates, make_certificates
 
 # CI runs the same examples every time; locally Hypothesis keeps exploring
 settings.register_profile("ci", derandomize=True, deadline=None)
@@ -26,6 +27,12 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]
     log = tmp_path_factory.mktemp("broker") / "tansu.log"
     with EmbeddedBroker(log_path=log) as running:
         yield running
+
+
+@pytest.fixture(scope="session")
+def certificates(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
+    """A throwaway CA, a broker certificate for 127.0.0.1 and a client certificate."""
+    return make_certificates(tmp_path_factory.mktemp("certificates"))
 
 
 @pytest.fixture

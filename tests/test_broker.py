@@ -42,7 +42,7 @@ def end_offset_after_producing(
             await consumer.stop()
         if not corrected:
             return reported
-        true_ends = await true_end_offsets([URL(broker.url)], {TP(topic, 0): reported})
+        true_ends = await true_end_offsets([URL(broker.url)], {TP(topic, 0): reported}, {})
         return true_ends[TP(topic, 0)]
 
     return asyncio.run(run())

@@ -13,6 +13,7 @@ import pytest
 
 from stream.app import OWN_TOPICS, TABLES
 from stream.broker import EmbeddedBroker, create_topics
+from stream.config import Settings
 from tests.conftest import WorkerFactory
 from tests.kafka import WorkerProcess, event_records, produce, wait_for, wait_until_exact
 from tests.scenario import delivery, scenario
@@ -97,10 +98,9 @@ def recreate_topics(broker: EmbeddedBroker, prefix: str) -> None:
     }
     internal[f"{prefix}cx-stream-__assignor-__leader"] = {}
     create_topics(
-        broker.url,
+        Settings(broker=broker.url),
         {**{prefix + name: config for name, config in OWN_TOPICS.items()}, **internal},
         4,
-        1,
     )
 
 
