@@ -1,0 +1,219 @@
+"""Backlog replay: one worker, its two baselines and (optionally) two workers, on the same records.
+
+Each run is a round on a fresh broker: the backlog is produced once per worker configuration
+(a topic prefix each, because the prefix also names cx-partials, which must not carry a previous
+worker's partials into the next), then read by the raw consumer, the no-op Faust agent, one
+worker and, for the scaling figure, two workers in one group. All of a round's numbers come from
+the same records on the same broker minutes apart, so their ratios are what to compare between
+machines and commits; absolute rates move with whatever else the machine is doing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from stream.broker import EmbeddedBroker
+from stream.simulate import Record
+
+from .context import TARGET_EVENTS, Suite, smaller
+from .figures import BenchResult, Figure, Target
+from .processes import noop_process, running_broker, wait_until_ready, worker_process
+from .profiling import SAMPLES_PER_SECOND, profiled
+from .progress import say
+from .rates import Rate, processing_rate, raw_consumer_rate
+from .records import create_input_topics, produce
+
+
+def _load(bootstrap: str, prefix: str, records: list[Record], suite: Suite) -> None:
+    create_input_topics(bootstrap, prefix, suite.partitions)
+    seconds = produce(bootstrap, prefix, records)
+    say(f"produced {len(records):,} records to {prefix}* in {seconds:.1f}s")
+
+
+def _report(what: str, rate: Rate) -> None:
+    cpu = "+".join(f"{percent:.0f}%" for percent in rate.cpu_percent)
+    say(
+        f"  {what}: {rate.per_second:,.0f} events/s in {rate.seconds:.1f}s; CPU {cpu}"
+        f" of a core, broker {rate.broker_cpu_percent:.0f}%, others {rate.others_cores:.2f} cores"
+    )
+
+
+def _pid(broker: EmbeddedBroker) -> int:
+    assert broker.process is not None
+    return broker.process.pid
+
+
+def backlog_round(
+    number: int, records: list[Record], suite: Suite, scaling: bool
+) -> dict[str, Any]:
+    total = len(records)
+    say(f"backlog run {number}/{suite.runs}: {total:,} records")
+    with running_broker(suite.workdir / f"broker-backlog-{number}.log") as broker:
+        _load(broker.bootstrap, "one-", records, suite)
+        if scaling:
+            _load(broker.bootstrap, "two-", records, suite)
+        rates: dict[str, Rate] = {}
+        rates["raw"] = raw_consumer_rate(broker.bootstrap, "one-", total, _pid(broker))
+        _report("raw aiokafka consumer + orjson", rates["raw"])
+        common = {"CX_TOPIC_PREFIX": "one-", "CX_PARTITIONS": str(suite.partitions)}
+        with noop_process(
+            broker,
+            suite.workdir,
+            f"noop-{number}",
+            suite.worker_env,
+            CX_APP_ID=f"noop-{number}",
+            **common,
+        ) as noop:
+            rates["noop"] = processing_rate([noop], total, _pid(broker))
+        _report("no-op Faust agent", rates["noop"])
+        with worker_process(
+            broker,
+            suite.workdir,
+            f"worker-{number}",
+            suite.worker_env,
+            CX_APP_ID=f"backlog-{number}",
+            **common,
+        ) as worker:
+            rates["worker"] = processing_rate([worker], total, _pid(broker))
+        _report("cx-stream worker", rates["worker"])
+        split: list[int] = []
+        if scaling:
+            rates["two_workers"], split = two_workers_rate(number, broker, total, suite)
+            _report(
+                f"two cx-stream workers ({'+'.join(map(str, split))} partitions)",
+                rates["two_workers"],
+            )
+    return {"two_workers_partitions": split} | {
+        name: {
+            "events": rate.events,
+            "seconds": rate.seconds,
+            "events_per_second": rate.per_second,
+            "cpu_percent": list(rate.cpu_percent),
+            "broker_cpu_percent": rate.broker_cpu_percent,
+            "others_cores": rate.others_cores,
+        }
+        for name, rate in rates.items()
+    }
+
+
+def two_workers_rate(
+    number: int, broker: EmbeddedBroker, total: int, suite: Suite
+) -> tuple[Rate, list[int]]:
+    """Two workers in one consumer group, started together so both join the first generation.
+    Also how many input partitions each owned at the end (4 and 4 when the group split them)."""
+    workers = [
+        worker_process(
+            broker,
+            suite.workdir,
+            f"two-{number}-{index}",
+            suite.worker_env,
+            CX_APP_ID=f"scale-{number}",
+            CX_TOPIC_PREFIX="two-",
+            CX_PARTITIONS=str(suite.partitions),
+        )
+        for index in (1, 2)
+    ]
+    try:
+        for worker in workers:
+            worker.start()
+        rate = processing_rate(workers, total, _pid(broker))
+        return rate, [len(worker.input_partitions()) for worker in workers]
+    finally:
+        for worker in workers:
+            worker.stop()
+
+
+BUSY_MACHINE_CORES = 0.25
+"""Others' CPU above which the report says the machine was not quiet."""
+
+
+def _measured(round_: dict[str, Any]) -> list[dict[str, Any]]:
+    return [value for value in round_.values() if isinstance(value, dict)]
+
+
+def _rates(rounds: list[dict[str, Any]], name: str) -> list[float]:
+    return [float(r[name]["events_per_second"]) for r in rounds]
+
+
+def backlog_figures(rounds: list[dict[str, Any]], events: int, scaling: bool) -> list[Figure]:
+    size = smaller(events, TARGET_EVENTS, "events")
+    raw, noop, worker = _rates(rounds, "raw"), _rates(rounds, "noop"), _rates(rounds, "worker")
+    figures = [
+        Figure("backlog.raw_consumer", "raw aiokafka consumer + orjson decode", "events/s", raw),
+        Figure("backlog.noop_agent", "no-op per-event Faust agent", "events/s", noop),
+        Figure("backlog.worker", "cx-stream worker, all metrics", "events/s", worker),
+        Figure(
+            "backlog.worker_to_noop",
+            "backlog replay: worker / no-op Faust agent (same run)",
+            "x",
+            [w / n for w, n in zip(worker, noop, strict=True)],
+            Target("at least 3x", 3.0, at_most=False, smaller=size),
+        ),
+        Figure(
+            "backlog.worker_to_raw",
+            "backlog replay: worker / raw aiokafka consumer (same run)",
+            "x",
+            [w / r for w, r in zip(worker, raw, strict=True)],
+        ),
+    ]
+    if scaling:
+        two = _rates(rounds, "two_workers")
+        figures += [
+            Figure("scaling.two_workers", "two workers, one group", "events/s", two),
+            Figure(
+                "scaling.two_to_one",
+                "two workers on the two cores / one worker (same run)",
+                "x",
+                [t / w for t, w in zip(two, worker, strict=True)],
+                Target("at least 1.7x", 1.7, at_most=False, smaller=size),
+            ),
+        ]
+    return figures
+
+
+def run_backlog(records: list[Record], suite: Suite, scaling: bool) -> BenchResult:
+    rounds = [backlog_round(number, records, suite, scaling) for number in range(1, suite.runs + 1)]
+    result = BenchResult("backlog", backlog_figures(rounds, len(records), scaling))
+    result.details = {"events": len(records), "partitions": suite.partitions, "runs": rounds}
+    others = max(rate["others_cores"] for r in rounds for rate in _measured(r))
+    if others > BUSY_MACHINE_CORES:
+        result.notes.append(
+            f"The machine was shared during the backlog runs: up to {others:.2f} cores used by"
+            " processes the benchmark did not start (see the per-run table). Rates are then"
+            " lower than on a quiet machine; same-run ratios suffer less, but do not cancel it."
+        )
+    if scaling:
+        splits = ", ".join("+".join(map(str, r["two_workers_partitions"])) for r in rounds)
+        result.notes.append(
+            f"Two workers: input partitions owned at the end of each run: {splits}."
+        )
+    return result
+
+
+PROFILED_RECORDS = 300_000
+"""Enough for a steady profile; more would only make the suite longer."""
+
+
+def run_profile(records: list[Record], suite: Suite) -> BenchResult:
+    """One extra worker run under py-spy (not one of the measured runs: sampling costs CPU)."""
+    subset = records[:PROFILED_RECORDS]
+    result = BenchResult("profile")
+    say(f"profile: a worker on {len(subset):,} records under py-spy")
+    with running_broker(suite.workdir / "broker-profile.log") as broker:
+        _load(broker.bootstrap, "prof-", subset, suite)
+        env = {"CX_APP_ID": "profile", "CX_TOPIC_PREFIX": "prof-"}
+        with worker_process(broker, suite.workdir, "profile", suite.worker_env, **env) as worker:
+            wait_until_ready(worker)
+            with profiled(worker.pid, suite.workdir, "backlog") as top:
+                processing_rate([worker], len(subset), _pid(broker))
+    profile = top()
+    if profile is None:
+        result.notes.append("No backlog profile: py-spy is not installed or could not attach.")
+        return result
+    caption = (
+        f"py-spy record --nonblocking, {SAMPLES_PER_SECOND} Hz, all threads, of the worker"
+        f" replaying {len(subset):,} records from the moment it was ready: {profile.samples:,}"
+        f" samples, {profile.waiting:,} of them waiting for I/O, timers or locks."
+    )
+    result.details["profile"] = profile.as_details("Worker, backlog replay", caption)
+    return result

@@ -1,0 +1,365 @@
+"""docs/benchmarks.md (the table, the machine, the command, the method) and the JSON file."""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import subprocess
+import sys
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from .context import TARGET_EVENTS, TARGET_TICKETS, Suite
+from .figures import BenchResult, Figure
+from .processes import REPO_ROOT
+
+PACKAGES = ("faust-streaming", "aiokafka", "mode-streaming", "orjson", "prometheus-client")
+
+
+def _cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def _memory_gb() -> float:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            return int(line.split()[1]) / 1024**2
+    return math.nan
+
+
+def _git(*args: str) -> str:
+    # --no-optional-locks: reading the state must not write the index
+    command = ["git", "--no-optional-locks", "-C", str(REPO_ROOT), *args]
+    try:
+        return subprocess.run(command, capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def worker_code() -> str:
+    """The commit of the measured checkout, marked when stream/ differs from it (others may
+    be editing or committing while the suite runs: each benchmark records what it started on)."""
+    commit = _git("rev-parse", "--short", "HEAD") or "unknown"
+    changed = _git("status", "--porcelain", "--untracked-files=no", "--", "stream")
+    return f"{commit} + uncommitted changes in stream/" if changed else commit
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "cpus": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)),
+        "cpu_model": _cpu_model(),
+        "memory_gb": round(_memory_gb(), 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "packages": {package: _version(package) for package in PACKAGES},
+    }
+
+
+@dataclass(frozen=True)
+class Invocation:
+    command: str
+    started: str
+    """UTC, ISO 8601."""
+    minutes: float
+    suite: Suite
+    quick: bool
+    load_at_start: tuple[float, float, float]
+
+
+def _number(value: float, unit: str) -> str:
+    if not math.isfinite(value):
+        return "failed" if math.isinf(value) else "n/a"
+    if unit == "x":
+        return f"{value:.2f}x"
+    if unit == "events/s":
+        return f"{value:,.0f} events/s"
+    if unit == "s":
+        return f"{value:.2f} s"
+    return f"{value:,.1f} {unit}"
+
+
+TARGETS = (
+    ("backlog.worker_to_noop", "backlog replay, 1,000,000 mixed events, one worker, all metrics"),
+    ("freshness.p99", "freshness: produce of an event to its effect on /metrics, 500 events/s"),
+    ("restart.seconds", "restart: 1,000,000 tickets (28 days), SIGKILL, restart with its disk"),
+    ("memory.rss_mb", "resident memory with 1,000,000 tickets of state"),
+    ("scaling.two_to_one", "two workers on the two cores vs one"),
+    ("scrape.median_ms", "/metrics scrape, 50 teams x 10 channels x 4 priorities x 4 windows"),
+)
+"""The issue's targets, in its order: (figure key, the issue's wording)."""
+
+
+def _met(figure: Figure) -> str:
+    target = figure.target
+    if target is None or not figure.values:
+        return "not measured"
+    if not math.isfinite(figure.judged):
+        return "**no** (failed)"
+    met = "yes" if target.met(figure.judged) else "**no**"
+    return f"{met}, at {target.smaller}" if target.smaller else met
+
+
+def _spread(figure: Figure) -> str:
+    return f"{_number(figure.low, figure.unit)} - {_number(figure.high, figure.unit)}"
+
+
+def targets_table(results: list[BenchResult]) -> list[str]:
+    figures = {figure.key: figure for result in results for figure in result.figures}
+    lines = [
+        "| figure | target | reached | spread (min - max) | runs | met |",
+        "|---|---|---|---|---|---|",
+    ]
+    for key, wording in TARGETS:
+        figure = figures.get(key)
+        if figure is None or figure.target is None:
+            lines.append(f"| {wording} | | | | | not measured in this run |")
+            continue
+        judged = "worst" if figure.target.worst_case else "median"
+        lines.append(
+            f"| {wording} | {figure.target.text} | {_number(figure.judged, figure.unit)} ({judged})"
+            f" | {_spread(figure)} | {len(figure.values)} | {_met(figure)} |"
+        )
+    return lines
+
+
+def figures_table(results: list[BenchResult]) -> list[str]:
+    lines = ["| figure | median | spread (min - max) | runs |", "|---|---|---|---|"]
+    for result in results:
+        for figure in result.figures:
+            title = f"{figure.title} ({figure.note})" if figure.note else figure.title
+            lines.append(
+                f"| {title} | {_number(figure.median, figure.unit)} | {_spread(figure)}"
+                f" | {len(figure.values)} |"
+            )
+    return lines
+
+
+def _rate(run: dict[str, Any], name: str) -> str:
+    return f"{run[name]['events_per_second']:,.0f}" if name in run else ""
+
+
+def backlog_table(result: BenchResult) -> list[str]:
+    runs = result.details["runs"]
+    scaling = "two_workers" in runs[0]
+    lines = [
+        "| run | raw consumer | no-op Faust | worker | two workers | worker / no-op"
+        " | worker / raw | two / one | worker CPU | others' CPU |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for number, run in enumerate(runs, start=1):
+        worker = run["worker"]["events_per_second"]
+        two = f"{run['two_workers']['events_per_second'] / worker:.2f}x" if scaling else ""
+        lines.append(
+            f"| {number} | {_rate(run, 'raw')} | {_rate(run, 'noop')} | {_rate(run, 'worker')}"
+            f" | {_rate(run, 'two_workers')}"
+            f" | {worker / run['noop']['events_per_second']:.2f}x"
+            f" | {worker / run['raw']['events_per_second']:.3f}x | {two}"
+            f" | {run['worker']['cpu_percent'][0]:.0f}%"
+            f" | {run['worker']['others_cores']:.2f} cores |"
+        )
+    return lines
+
+
+def profile_section(title: str, profile: dict[str, Any]) -> list[str]:
+    return [
+        f"### {title}",
+        "",
+        f"{profile['caption']} Percentages are of the other (busy) samples. Own: the function"
+        " the sample was in. Total: the function anywhere on the sample's stack below the"
+        " asyncio dispatch (`Handle._run`), which is on every stack.",
+        "",
+        "```",
+        *profile["own_lines"],
+        "",
+        *profile["total_lines"],
+        "```",
+        "",
+    ]
+
+
+def _sizes(invocation: Invocation) -> str:
+    suite = invocation.suite
+    return (
+        f"backlog {suite.events:,} events (targets: {TARGET_EVENTS:,}); state {suite.tickets:,}"
+        f" tickets (targets: {TARGET_TICKETS:,}); freshness {suite.freshness_seconds:.0f} s per"
+        f" run; {suite.runs} run(s) of each; {suite.partitions} partitions per input topic"
+    )
+
+
+def _machine_lines(info: dict[str, Any]) -> list[str]:
+    packages = ", ".join(f"{name} {version}" for name, version in info["packages"].items())
+    start, end = (
+        " / ".join(f"{value:.2f}" for value in info[f"load_average_at_{when}"])
+        for when in ("start", "end")
+    )
+    return [
+        f"- CPU: {info['cpus']} x {info['cpu_model']} ({info['cpus_usable']} usable)",
+        f"- memory: {info['memory_gb']} GB; kernel {info['kernel']}",
+        f"- Python {info['python']}; {packages}",
+        f"- load average (1/5/15 min) at start {start}, at end {end}. The machine is shared:"
+        " each throughput run records the CPU used meanwhile by processes the benchmark did not"
+        " start (others' CPU).",
+    ]
+
+
+METHOD = [
+    "- **One broker per benchmark (per run for the backlog).** The embedded Tansu broker"
+    " (`stream.broker.EmbeddedBroker`, memory storage) on a free loopback port; every process"
+    " the suite starts is stopped by its pid, also on Ctrl-C or failure.",
+    "- **Records.** `stream.simulate.Traffic` over 27 days ending now (so 1h, 24h, 7d and 28d"
+    " differ), seed 7, 1% duplicates; generated once and cached under the cache directory keyed"
+    " by size, seed and the generators' source, and shifted to end now when loaded. Produced"
+    " with batching (aiokafka, linger 50 ms) to input topics created with 8 partitions, the"
+    " worker's default `CX_PARTITIONS` (two workers get four each).",
+    "- **Throughput** (events/s) is N records over the time from the sending of the first poll"
+    " that finds the process ready (the worker's `/health` answers 200 and lists input"
+    " partitions: assigned, tables restored, windows rebuilt; the no-op app's `/count` reports"
+    " assigned partitions) or with a record processed, to the answer of the"
+    " first poll that finds all N processed (sum of `cx_events_total`): start-up and the group"
+    " join are excluded, any doubt counts against the process. A /metrics scrape"
+    " costs the worker CPU, so progress is read every 5 s and whenever the processes' CPU use"
+    " (read from /proc) drops below 0.3 cores, which is how the end of a backlog looks; the end"
+    " is seen within about 0.3 s. The raw consumer is timed from its first fetched batch.",
+    "- **Baselines, same records, same broker, same run.** Raw: one aiokafka consumer without"
+    " a group, `orjson.loads` of every value (the client's limit). No-op: `bench/noop_app.py`, a"
+    " stock `faust.App` with the worker's Faust settings and one agent doing"
+    " `async for event in stream.events()` with nothing per event but a counter (the"
+    " framework's per-record floor). Each process has its own consumer group and topic prefix"
+    " per run, so each starts from offset 0 with fresh changelogs.",
+    "- **Two workers**: same records under a second topic prefix, two `cx-stream worker`"
+    " processes in one group started together, so both join the first generation.",
+    "- **Freshness**: see the note below for its resolution; probes are ticket-opened events"
+    " for team `probe`, all in partition 0 so the k-th is visible exactly when"
+    ' `cx_tickets_opened{window="1h",team="probe"}` has grown by k.',
+    "- **Restart**: ticket-heavy traffic: of the simulated traffic of the newest N tickets"
+    " (27 days), the events that can change a metric: every opening (N), resolution (90%) and"
+    " survey (a third of those), the two earliest public agent replies; about 3.8 events per"
+    " ticket instead of 6.3 (customer and bot replies, private notes, later agent replies and"
+    " duplicates left out: the same numbers, a slightly smaller state, since the worker keeps an"
+    " event-id digest per applied event). After SIGKILL a new process with the"
+    " same `CX_DATA_DIR` and group; timed from its start until both hold: a scrape whose 28d"
+    " numbers of every series and `cx_tickets_open` equal those before the kill, and `/health`"
+    " ready (polled every 0.5 s).",
+    "- **Memory**: VmRSS of the worker from /proc once settled after loading that state, and"
+    ' after each restart; the ticket count is `cx_state_entries{table="tickets"}`.',
+    "- **Scrape**: 8,000 records (one ticket per team x channel x priority, all answered,"
+    " resolved and surveyed in the last hour), `CX_MAX_SEGMENT_VALUES=50`; 50 back-to-back GETs"
+    " per run, each on a new connection, request to last byte.",
+    "- **Figures** are the median over runs, with min - max. Ratios are computed per run (same"
+    " records, minutes apart) and then their median taken. The targets are judged on the median,"
+    " except resident memory, a ceiling, judged on the largest reading.",
+]
+
+
+def _code_lines(results: list[BenchResult]) -> list[str]:
+    """Which worker code each benchmark measured: one line when it never changed."""
+    codes = {r.name: r.details.get("worker_code", "unknown") for r in results}
+    if len(set(codes.values())) <= 1:
+        return [f"Worker code: {next(iter(codes.values()), 'unknown')}.", ""]
+    return [
+        "**The checkout changed during the run**; worker code per benchmark (at its start"
+        " -> at its end):",
+        "",
+        *(f"- {name}: {code}" for name, code in codes.items()),
+        "",
+    ]
+
+
+def markdown(results: list[BenchResult], info: dict[str, Any], invocation: Invocation) -> str:
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Written by `{invocation.command}` on {invocation.started} UTC ({invocation.minutes:.0f}"
+        " min). Every raw value is in `benchmarks.json` beside this file. Sizes: "
+        + _sizes(invocation)
+        + ".",
+        "",
+        *_code_lines(results),
+    ]
+    if invocation.quick:
+        lines += ["**Quick run** (`--quick`): small sizes, indicative only.", ""]
+    lines += ["## Targets", "", *targets_table(results), ""]
+    lines += ["## All figures", "", *figures_table(results), ""]
+    backlog = next((r for r in results if r.name == "backlog"), None)
+    if backlog is not None:
+        lines += ["## Throughput per run", "", *backlog_table(backlog), ""]
+    profiles = [r.details["profile"] for r in results if "profile" in r.details]
+    if profiles:
+        lines += ["## Profiles", ""]
+        for profile in profiles:
+            lines += profile_section(profile["title"], profile)
+    notes = [note for result in results for note in result.notes]
+    if notes:
+        lines += ["## Notes from this run", "", *(f"- {note}" for note in notes), ""]
+    lines += ["## Machine", "", *_machine_lines(info), "", "## Method", "", *METHOD, ""]
+    lines += ["## Running it", "", *RUNNING, ""]
+    return "\n".join(lines)
+
+
+RUNNING = [
+    "```sh",
+    ".venv/bin/python -m bench                      # everything at the targets' sizes",
+    ".venv/bin/python -m bench --quick              # 20k events, 1 run: a smoke test",
+    ".venv/bin/python -m bench --only backlog,scrape --runs 5",
+    ".venv/bin/python -m bench --events 200000 --tickets 100000 --profile",
+    "```",
+    "",
+    "Benchmarks: `backlog` (raw consumer, no-op agent, one worker), `scaling` (adds two"
+    " workers to each backlog run), `freshness`, `restart` and `memory` (one run gives both),"
+    " `scrape`; `--profile` adds py-spy profiles of the worker (backlog replay and scrapes)."
+    " `--worker-env CX_NAME=value` passes a setting to every worker (e.g."
+    " `CX_SNAPSHOT_INTERVAL=1`). Progress lines go to stderr; `--keep` keeps the logs.",
+]
+
+
+def write(
+    results: list[BenchResult], invocation: Invocation, markdown_path: Path, json_path: Path
+) -> None:
+    info = machine()
+    info["load_average_at_start"] = list(invocation.load_at_start)
+    info["load_average_at_end"] = list(os.getloadavg())
+    markdown_path.parent.mkdir(parents=True, exist_ok=True)
+    markdown_path.write_text(markdown(results, info, invocation))
+    document = {
+        "command": invocation.command,
+        "started_utc": invocation.started,
+        "minutes": invocation.minutes,
+        "quick": invocation.quick,
+        "sizes": {
+            "events": invocation.suite.events,
+            "tickets": invocation.suite.tickets,
+            "freshness_seconds": invocation.suite.freshness_seconds,
+            "runs": invocation.suite.runs,
+            "partitions": invocation.suite.partitions,
+            "worker_env": invocation.suite.worker_env,
+        },
+        "machine": info,
+        "figures": {f.key: f.as_json() for r in results for f in r.figures},
+        "details": {r.name: r.details for r in results},
+        "notes": {r.name: r.notes for r in results if r.notes},
+        "python_executable": sys.executable,
+    }
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2, default=_json_default))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON: {type(value).__name__}")

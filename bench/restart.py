@@ -1,0 +1,231 @@
+"""Restart after SIGKILL, and resident memory, of a worker holding a month of ticket state.
+
+One worker (CX_DATA_DIR on local disk) processes the ticket-heavy traffic of `tickets`
+tickets spread over ~27 days (bench.records.ticket_heavy_records). Once its /metrics are
+settled, the 28d window of every exported series and the backlog gauge are the reference. Then,
+once per run: SIGKILL, start a new process with the same data directory and consumer group, and
+time from its start until its 28d numbers equal the reference exactly and it is ready. The 1h,
+24h and 7d windows are not compared: their lower edges move while the worker is down, so their
+numbers legitimately change; nothing in the data is near the 28d edge.
+
+Resident memory (VmRSS) is read when the first worker is settled, and after each restart.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from typing import Any
+
+from stream.broker import EmbeddedBroker, free_port
+
+from .context import TARGET_TICKETS, Suite, smaller
+from .cpu import rss_megabytes
+from .figures import BenchResult, Figure, Target
+from .processes import (
+    ChildFailed,
+    Samples,
+    ServiceProcess,
+    parse_samples,
+    running_broker,
+    wait_until_ready,
+    worker_process,
+)
+from .progress import say
+from .rates import processing_rate
+from .records import create_input_topics, produce, ticket_heavy_records
+
+RESTART_TIMEOUT = 300.0
+"""A restart not correct after this long is reported as failed (the target is 30 s)."""
+POLL_SECONDS = 0.5
+"""Scrapes during a restart: each costs the recovering worker some CPU; 0.5 s is the
+resolution of the restart time."""
+SETTLE_TIMEOUT = 120.0
+
+
+def reference(samples: Samples) -> Samples:
+    """What must be equal after a restart: the 28d window of every series, and the backlog."""
+    return {
+        key: value
+        for key, value in samples.items()
+        if ("window", "28d") in key[1] or key[0] == "cx_tickets_open"
+    }
+
+
+def _samples(worker: ServiceProcess) -> Samples | None:
+    try:
+        return parse_samples(worker.metrics_text())
+    except OSError:
+        return None
+
+
+def settled_reference(worker: ServiceProcess, tickets: int) -> Samples:
+    """Poll until two scrapes a few publish intervals apart agree and count every ticket."""
+    deadline = time.monotonic() + SETTLE_TIMEOUT
+    previous: Samples | None = None
+    while time.monotonic() < deadline:
+        worker.check_alive()
+        current = reference(_samples(worker) or {})
+        opened = _opened_28d(current)
+        if current and current == previous and opened == tickets:
+            return current
+        previous = current
+        time.sleep(5)
+    raise ChildFailed(
+        f"/metrics did not settle at {tickets} tickets opened in 28d within {SETTLE_TIMEOUT:.0f}s"
+        f" (last: {_opened_28d(previous or {})})"
+    )
+
+
+ALL_SEGMENTS = {("window", "28d"), ("team", "all"), ("channel", "all"), ("priority", "all")}
+
+
+def _opened_28d(samples: Samples) -> float | None:
+    """cx_tickets_opened over 28 days for the whole organisation."""
+    for (name, labels), value in samples.items():
+        if name == "cx_tickets_opened" and set(labels) == ALL_SEGMENTS:
+            return value
+    return None
+
+
+def state_entries(worker: ServiceProcess) -> float | None:
+    """cx_state_entries{table="tickets"} when the worker exports it."""
+    samples = _samples(worker) or {}
+    return samples.get(("cx_state_entries", (("table", "tickets"),)))
+
+
+def _successor(killed: ServiceProcess, number: int) -> ServiceProcess:
+    """The same command, data directory and consumer group; a fresh HTTP port."""
+    env = {**killed.env, "CX_WEB_PORT": str(free_port())}
+    name = f"{killed.name.split('@')[0]}@{number}"
+    return ServiceProcess(name, killed.command, env, killed.log_path.parent)
+
+
+def timed_restart(
+    killed: ServiceProcess, want: Samples, number: int
+) -> tuple[ServiceProcess, dict[str, float]]:
+    """SIGKILL `killed`, start its successor on the same disk, and time it back to service:
+    /metrics equal to the reference, and ready again (/health: 200 with its input partitions;
+    assigned, tables restored, windows rebuilt: processing). The merge stage restores its
+    series table on its own, so the numbers can be right before the worker processes anything;
+    both must hold."""
+    killed.kill()
+    successor = _successor(killed, number)
+    started = time.perf_counter()
+    successor.start()
+    phases = dict.fromkeys(("http_up_seconds", "ready_seconds", "correct_seconds"), math.nan)
+    while (elapsed := time.perf_counter() - started) < RESTART_TIMEOUT:
+        successor.check_alive()
+        if math.isnan(phases["ready_seconds"]) and successor.ready():
+            phases["ready_seconds"] = elapsed
+        if math.isnan(phases["correct_seconds"]):
+            samples = _samples(successor)
+            if samples is not None and math.isnan(phases["http_up_seconds"]):
+                phases["http_up_seconds"] = elapsed
+            if samples is not None and reference(samples) == want:
+                phases["correct_seconds"] = elapsed
+        if not any(math.isnan(seconds) for seconds in phases.values()):
+            rss = rss_megabytes(successor.pid)
+            say(
+                f"  restart {number}: back after {elapsed:.1f}s (HTTP up"
+                f" {phases['http_up_seconds']:.1f}s, numbers correct"
+                f" {phases['correct_seconds']:.1f}s, input partitions recovered"
+                f" {phases['ready_seconds']:.1f}s); RSS {rss:.0f} MB"
+            )
+            return successor, {"seconds": elapsed, **phases, "rss_mb": rss}
+        time.sleep(POLL_SECONDS)
+    say(f"  restart {number}: not back after {RESTART_TIMEOUT:.0f}s: {phases}")
+    return successor, {"seconds": math.inf, **phases, "rss_mb": math.nan}
+
+
+def _rss_when_ready(worker: ServiceProcess) -> float:
+    """RSS when the worker first reports ready: start-up, little or no state yet."""
+    wait_until_ready(worker)
+    return rss_megabytes(worker.pid)
+
+
+def load_and_restart(broker: EmbeddedBroker, suite: Suite, total: int) -> dict[str, Any]:
+    env = {"CX_APP_ID": "restart", "CX_TOPIC_PREFIX": "state-"}
+    worker = worker_process(broker, suite.workdir, "restart", suite.worker_env, **env)
+    worker.start()
+    try:
+        rss_empty = _rss_when_ready(worker)
+        assert broker.process is not None
+        load = processing_rate([worker], total, broker.process.pid)
+        say(f"  loaded {total:,} records at {load.per_second:,.0f} events/s")
+        want = settled_reference(worker, suite.tickets)
+        loaded = {"rss_mb": rss_megabytes(worker.pid), "state_entries": state_entries(worker)}
+        say(f"  settled: RSS {loaded['rss_mb']:.0f} MB (at start {rss_empty:.0f} MB)")
+        restarts = []
+        for number in range(1, suite.runs + 1):
+            worker, restart = timed_restart(worker, want, number)
+            restarts.append(restart)
+            if math.isinf(restart["seconds"]):
+                break  # its state is not what it was: the next restart would measure nothing
+    finally:
+        worker.stop()
+    return {
+        "records": total,
+        "load_events_per_second": load.per_second,
+        "rss_empty_mb": rss_empty,
+        "loaded": loaded,
+        "reference_samples": len(want),
+        "restarts": restarts,
+    }
+
+
+def run_restart(suite: Suite) -> BenchResult:
+    records = ticket_heavy_records(suite.tickets, suite.seed, suite.cache_dir)
+    say(f"restart and memory: {suite.tickets:,} tickets, {len(records):,} ticket-heavy events")
+    with running_broker(suite.workdir / "broker-restart.log") as broker:
+        create_input_topics(broker.bootstrap, "state-", suite.partitions)
+        produce(broker.bootstrap, "state-", records)
+        details = load_and_restart(broker, suite, len(records))
+    details["tickets"] = suite.tickets
+    return restart_result(details, suite.tickets)
+
+
+def restart_result(details: dict[str, Any], tickets: int) -> BenchResult:
+    size = smaller(tickets, TARGET_TICKETS, "tickets")
+    restarts = details["restarts"]
+    held = details["loaded"]["state_entries"] or tickets
+    rss = [details["loaded"]["rss_mb"], *(r["rss_mb"] for r in restarts)]
+    figures = [
+        Figure(
+            "restart.seconds",
+            f"restart after SIGKILL with {tickets:,} tickets: start to correct /metrics and"
+            " processing",
+            "s",
+            [r["seconds"] for r in restarts],
+            Target("at most 30 s", 30.0, at_most=True, smaller=size),
+        ),
+        Figure(
+            "memory.rss_mb",
+            f"resident memory with {held:,.0f} tickets of state (after load, after each restart)",
+            "MB",
+            rss,
+            Target("at most 400 MB", 400.0, at_most=True, worst_case=True, smaller=size),
+        ),
+    ]
+    empty = details["rss_empty_mb"]
+    details["rss_growth_mb_per_1000_tickets"] = (details["loaded"]["rss_mb"] - empty) * 1000 / held
+    notes = [
+        f"Restart phases (median from the new process's start): HTTP answering after"
+        f" {_median(restarts, 'http_up_seconds')}, 28d numbers correct after"
+        f" {_median(restarts, 'correct_seconds')}, ready (/health 200 with its input"
+        f" partitions) after {_median(restarts, 'ready_seconds')}; the figure is the later of"
+        " the last two. Loading the state ran at"
+        f" {details['load_events_per_second']:,.0f} events/s. RSS was {empty:.0f} MB when the"
+        f" first worker was ready, {details['loaded']['rss_mb']:.0f} MB with the state loaded.",
+    ]
+    return BenchResult("restart", figures, details, notes)
+
+
+def _median(restarts: list[dict[str, float]], name: str) -> str:
+    values = [r[name] for r in restarts if math.isfinite(r[name])]
+    return _seconds(statistics.median(values)) if values else "n/a"
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.1f} s" if math.isfinite(value) else "n/a"
