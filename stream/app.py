@@ -27,7 +27,6 @@ from prometheus_client import CollectorRegistry, Counter, disable_created_metric
 from .broker import client_options
 from .config import Settings
 from .events import TOPICS
-from .exporter import SeriesCollector
 from .health import (
     BrokerProbe,
     HealthCollector,
@@ -50,6 +49,9 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 TABLES = (*STATE_TABLES, "series")
 
+MAX_BATCH_RECORDS = 2000
+"""Records per fetch, and so per ingest batch."""
+
 STATUS_INTERVAL = 30.0
 """Seconds between the worker's status log lines."""
 
@@ -63,6 +65,8 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
         "web_port": settings.web_port,
         "web_bind": settings.web_host,
         "consumer_auto_offset_reset": "earliest",
+        # a fetch is ingested in one stretch: bound it, so pages and timers keep their turn
+        "broker_max_poll_records": MAX_BATCH_RECORDS,
         "table_standby_replicas": 0,
         "topic_replication_factor": settings.replication_factor,
         "autodiscover": False,
@@ -173,7 +177,6 @@ def create_app(settings: Settings) -> App:
         lambda: owned_partitions(partials.get_topic_name()),
         business_hours=settings.business_hours is not None,
     )
-    registry.register(SeriesCollector(series.rows))
 
     async def series_restored() -> None:
         series.changed()
@@ -231,9 +234,8 @@ def create_app(settings: Settings) -> App:
     @app.page("/metrics")
     async def metrics_page(view: Any, request: Any) -> Any:
         # aiohttp refuses a charset in content_type, so the exposition type goes in as a header
-        return view.bytes(
-            generate_latest(registry), content_type=None, headers={"Content-Type": CONTENT_TYPE}
-        )
+        body = series.exposition().encode() + generate_latest(registry)
+        return view.bytes(body, content_type=None, headers={"Content-Type": CONTENT_TYPE})
 
     def health() -> tuple[int, dict[str, Any]]:
         problems = readiness.problems()

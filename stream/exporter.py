@@ -6,13 +6,10 @@ Both read the same rows (`series_rows`), so the latest snapshot of a series equa
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
-
-from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
 
 from .stats import nps, nps_margin_of_error, ratio, wilson_interval
 from .windows import SegmentKey, Tally
@@ -199,39 +196,41 @@ def snapshot(row: SeriesRow, as_of: float) -> dict[str, Any]:
 QUANTILES = {"_p50": "0.5", "_p90": "0.9"}
 
 
-class SeriesCollector(Collector):
-    """Builds the cx_* gauge families at scrape time from the rows this worker exports."""
+def render_series(rows: Sequence[SeriesRow]) -> str:
+    """The cx_* gauges of `rows` in the Prometheus text format, as generate_latest() would
+    write GaugeMetricFamily objects of them, built directly: a scrape of 260 series is over
+    10,000 samples, and prometheus-client's per-sample objects and label checks cost 300 ms.
+    Absent values (None) are left out; families without samples too."""
+    families: dict[str, list[str]] = {}
+    backlog: dict[str, int] = {}
+    for row in rows:
+        segment = ",".join(f'{name}="{_escape(row.labels[name])}"' for name in LABELS[1:])
+        labels = f'window="{_escape(row.labels["window"])}",{segment}'
+        backlog[segment] = row.tickets_open
+        for name, value in row.metrics.items():
+            if value is None:
+                continue
+            quantile = QUANTILES.get(name[-4:])
+            if quantile is None:
+                family = f"cx_{name}"
+                sample = f"{family}{{{labels}}} {float(value)!r}"
+            else:
+                family = f"cx_{name[:-4]}"
+                sample = f'{family}{{{labels},quantile="{quantile}"}} {float(value)!r}'
+            families.setdefault(family, []).append(sample)
+    if backlog:
+        families["cx_tickets_open"] = [
+            f"cx_tickets_open{{{segment}}} {float(count)!r}" for segment, count in backlog.items()
+        ]
+    lines = []
+    for family, samples in families.items():
+        help_text = _HELP.get(family, family).replace("\\", "\\\\").replace("\n", "\\n")
+        lines += [f"# HELP {family} {help_text}", f"# TYPE {family} gauge", *samples]
+    return "".join(line + "\n" for line in lines)
 
-    def __init__(self, rows: Callable[[], list[SeriesRow]]) -> None:
-        self._rows = rows
 
-    def collect(self) -> Iterator[Metric]:
-        families: dict[str, GaugeMetricFamily] = {}
-
-        def family(name: str, extra: tuple[str, ...] = ()) -> GaugeMetricFamily:
-            if name not in families:
-                labels = [*LABELS, *extra] if name != "cx_tickets_open" else list(LABELS[1:])
-                families[name] = GaugeMetricFamily(name, _HELP.get(name, name), labels=labels)
-            return families[name]
-
-        rows = self._rows()
-        for row in rows:
-            labels = [row.labels[name] for name in LABELS]
-            for name, value in row.metrics.items():
-                suffix = name[-4:]
-                if suffix in QUANTILES:
-                    metric = family(f"cx_{name[:-4]}", ("quantile",))
-                    if value is not None:
-                        metric.add_metric([*labels, QUANTILES[suffix]], value)
-                    continue
-                metric = family(f"cx_{name}")
-                if value is not None:
-                    metric.add_metric(labels, value)
-        open_family = family("cx_tickets_open")
-        backlog = {tuple(row.labels[name] for name in LABELS[1:]): row.tickets_open for row in rows}
-        for labels_tuple, tickets_open in backlog.items():
-            open_family.add_metric(list(labels_tuple), tickets_open)
-        yield from (metric for metric in families.values() if metric.samples)
+def _escape(label_value: str) -> str:
+    return label_value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
 _HELP = {

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from .exporter import SeriesRow, merge_partials, series_rows, snapshot
+from .exporter import SeriesRow, merge_partials, render_series, series_rows, snapshot
 
 
 class Series:
@@ -32,6 +32,7 @@ class Series:
         self.version = 0
         """Bumped whenever the table changes: scrapes between changes reuse the rows."""
         self._rows: tuple[int, frozenset[int], list[SeriesRow]] | None = None
+        self._exposition: tuple[list[SeriesRow], str] | None = None
 
     def apply(self, partial: dict[str, Any], via: int) -> None:
         """Keep the latest partial of a (series, source partition), received on cx-partials
@@ -60,6 +61,13 @@ class Series:
             )
             self._rows = (self.version, owned, merged)
         return self._rows[2]
+
+    def exposition(self) -> str:
+        """The rows on /metrics, rendered again only when they changed."""
+        rows = self.rows()
+        if self._exposition is None or self._exposition[0] is not rows:
+            self._exposition = (rows, render_series(rows))
+        return self._exposition[1]
 
 
 class Snapshots:
