@@ -56,26 +56,17 @@ def backlog_round(
         rates["raw"] = raw_consumer_rate(broker.bootstrap, "one-", total, _pid(broker))
         _report("raw aiokafka consumer + orjson", rates["raw"])
         common = {"CX_TOPIC_PREFIX": "one-", "CX_PARTITIONS": str(suite.partitions)}
-        with noop_process(
-            broker,
-            suite.workdir,
-            f"noop-{number}",
-            suite.worker_env,
-            CX_APP_ID=f"noop-{number}",
-            **common,
-        ) as noop:
-            rates["noop"] = processing_rate([noop], total, _pid(broker))
-        _report("no-op Faust agent", rates["noop"])
-        with worker_process(
-            broker,
-            suite.workdir,
-            f"worker-{number}",
-            suite.worker_env,
-            CX_APP_ID=f"backlog-{number}",
-            **common,
-        ) as worker:
-            rates["worker"] = processing_rate([worker], total, _pid(broker))
-        _report("cx-stream worker", rates["worker"])
+        # the framework's floor, then the worker: each its own group, from offset 0
+        for rate, process, app_id, title in (
+            ("noop", noop_process, f"noop-{number}", "no-op Faust agent"),
+            ("worker", worker_process, f"backlog-{number}", "cx-stream worker"),
+        ):
+            name = f"{rate}-{number}"
+            with process(
+                broker, suite.workdir, name, suite.worker_env, CX_APP_ID=app_id, **common
+            ) as running:
+                rates[rate] = processing_rate([running], total, _pid(broker))
+            _report(title, rates[rate])
         split: list[int] = []
         if scaling:
             rates["two_workers"], split = two_workers_rate(number, broker, total, suite)
