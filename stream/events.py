@@ -8,7 +8,7 @@ from datetime import datetime
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import jsonschema_rs
 import orjson
@@ -27,9 +27,10 @@ FUTURE_TOLERANCE_SECONDS = 5 * 60
 SurveyKind = Literal["nps", "csat", "ces"]
 
 
-@dataclass(frozen=True, slots=True)
-class Segment:
-    """The dimensions a ticket or survey response is reported under."""
+class Segment(NamedTuple):
+    """The dimensions a ticket or survey response is reported under.
+
+    A tuple: it is a dict key on the hot path, where hashing and comparing run in C."""
 
     team: str = "unassigned"
     channel: str = "unknown"
@@ -105,14 +106,18 @@ def parse_timestamp(text: str) -> float:
     RFC 3339 allows a lowercase t and z and a leap second (:60), which Python's parser does
     not: the leap second is read as the last moment of its minute plus one second, as POSIX
     time counts it."""
-    normal = text.upper()
-    leap = _LEAP_SECOND.search(normal)
-    if leap:
-        normal = _LEAP_SECOND.sub(r"\g<1>59", normal, count=1)
     try:
-        moment = datetime.fromisoformat(normal)
+        moment = datetime.fromisoformat(text)  # the common spelling, parsed in C
+        leap = None
     except ValueError:
-        raise InvalidEvent(f"occurred_at {text!r} is not an RFC 3339 timestamp") from None
+        normal = text.upper()
+        leap = _LEAP_SECOND.search(normal)
+        if leap:
+            normal = _LEAP_SECOND.sub(r"\g<1>59", normal, count=1)
+        try:
+            moment = datetime.fromisoformat(normal)
+        except ValueError:
+            raise InvalidEvent(f"occurred_at {text!r} is not an RFC 3339 timestamp") from None
     if moment.tzinfo is None:
         raise InvalidEvent(f"occurred_at {text!r} has no UTC offset")
     return moment.timestamp() + (1 if leap else 0)

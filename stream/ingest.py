@@ -131,7 +131,8 @@ class Ingest:
     async def process(self, messages: Sequence[Message]) -> None:
         async with self.lock:
             now = time.time()
-            outcomes: Counter[tuple[str, str]] = Counter()
+            outcomes: dict[int, tuple[Message, str]] = {}
+            """By id(message): the message and its outcome."""
             dead_letters: list[DeadLetter] = []
             for message in messages:
                 # a record without a timestamp (-1) is judged by the clock that reads it
@@ -142,29 +143,37 @@ class Ingest:
                         message.partition,
                         message.value,
                         record_time,
-                        now,
+                        token=message,
                     )
                 except InvalidEvent as error:
                     outcome = "invalid"
                     dead_letters.append(await self._dead_letter(message, str(error)))
                 except Exception as error:  # a bug must cost one record, never the partition
-                    # where it failed, not the error's message: that may quote the record
-                    log.error(
-                        "failed to process a record; sent to the dead-letter topic",
-                        extra={
-                            **_source(message),
-                            "error": type(error).__name__,
-                            "stack": "".join(traceback.format_tb(error.__traceback__)),
-                        },
-                    )
                     outcome = "invalid"
-                    reason = f"internal error: {type(error).__name__}"
-                    dead_letters.append(await self._dead_letter(message, reason))
-                outcomes[(message.topic, outcome)] += 1
+                    dead_letters.append(await self._internal_error(message, error))
+                outcomes[id(message)] = (message, outcome)
+            for failure in self.pipeline.settle(now):
+                for token in failure.tokens:
+                    assert isinstance(token, Message)
+                    outcomes[id(token)] = (token, "invalid")
+                    dead_letters.append(await self._internal_error(token, failure.error))
             await self._write_back()
             await asyncio.gather(*(self._deliver(*letter) for letter in dead_letters))
-            for (topic, outcome), count in outcomes.items():
+            counted = Counter((message.topic, outcome) for message, outcome in outcomes.values())
+            for (topic, outcome), count in counted.items():
                 self.outcomes.labels(topic, outcome).inc(count)
+
+    async def _internal_error(self, message: Message, error: Exception) -> DeadLetter:
+        # where it failed, not the error's message: that may quote the record
+        log.error(
+            "failed to process a record; sent to the dead-letter topic",
+            extra={
+                **_source(message),
+                "error": type(error).__name__,
+                "stack": "".join(traceback.format_tb(error.__traceback__)),
+            },
+        )
+        return await self._dead_letter(message, f"internal error: {type(error).__name__}")
 
     async def forget_expired(self, partitions: Sequence[int], horizon: float) -> int:
         """Delete the states past the retention horizon, a chunk at a time; returns how many."""

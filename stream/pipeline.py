@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from .events import SurveyAnswered, decode
@@ -46,8 +47,33 @@ class States(Protocol):
     def items(self, table: TableName, partition: int) -> Iterator[tuple[str, StoredState]]: ...
 
 
+@dataclass(slots=True)
+class _Touched:
+    """A state the current batch reached: as it was before the batch, as it is now."""
+
+    stored: StoredState | None
+    original: TicketState | SurveyResponse | None
+    current: TicketState | SurveyResponse | None
+    tokens: list[object] = field(default_factory=list)
+    """One per record that changed it: what the caller passed along (the worker: messages)."""
+
+
+@dataclass(slots=True)
+class Failure:
+    """A state whose new observations could not be worked out (a bug): it is left as it was
+    before the batch, and the records that changed it are reported through their tokens."""
+
+    tokens: list[object]
+    error: Exception
+
+
 class Pipeline:
-    """The processing of the input topics, for every partition a worker owns."""
+    """The processing of the input topics, for every partition a worker owns.
+
+    Records are processed one at a time (`process`: decode, duplicate check, state update), and
+    their effect on the windows is settled once per batch (`settle`): a ticket touched by ten
+    events of a batch is written once and retracted and re-added in the windows once.
+    """
 
     def __init__(self, specs: Sequence[WindowSpec], rules: TicketRules, states: States) -> None:
         self.specs = tuple(specs)
@@ -56,6 +82,7 @@ class Pipeline:
         self.partitions: dict[int, PartitionWindows] = {}
         self.entries: Counter[tuple[TableName, int]] = Counter()
         """How many states each (table, partition) keeps."""
+        self._touched: dict[tuple[TableName, int, str], _Touched] = {}
 
     def windows(self, partition: int, now: float) -> PartitionWindows:
         windows = self.partitions.get(partition)
@@ -64,39 +91,75 @@ class Pipeline:
         return windows
 
     def process(
-        self, topic: str, partition: int, value: bytes | None, record_time: float, now: float
+        self,
+        topic: str,
+        partition: int,
+        value: bytes | None,
+        record_time: float,
+        token: object = None,
     ) -> Outcome:
         """Apply one record of input topic `topic` (named without prefix), with its Kafka
-        timestamp `record_time`, at wall-clock time `now`.
+        timestamp `record_time`, to the state; `settle` folds the batch into the windows.
 
         Raises events.InvalidEvent for a record that belongs in the dead-letter topic.
         """
         event = decode(topic, value, record_time)
         if isinstance(event, SurveyAnswered):
-            slot = survey_slot(event)
-            stored = self.states.get("surveys", partition, slot)
-            response = None if stored is None else SurveyResponse.from_json(stored)
+            touched = self._reach("surveys", partition, survey_slot(event))
+            response = touched.current
+            assert not isinstance(response, TicketState)
             if response is not None and response.holds(event.event_id):
                 return "duplicate"
-            updated = apply_survey_event(response, event, partition)
-            self._store("surveys", partition, slot, stored, updated.to_json())
-            if response is None or updated.stamp != response.stamp:
-                old = [] if response is None else survey_observations(response)
-                self._fold(partition, old, survey_observations(updated), now)
+            touched.current = apply_survey_event(response, event, partition)
+            touched.tokens.append(token)
             return "accepted"
-        stored = self.states.get("tickets", partition, event.ticket_id)
-        state = TicketState(partition) if stored is None else TicketState.from_json(stored)
+        touched = self._reach("tickets", partition, event.ticket_id)
+        state = touched.current
+        if state is None:
+            state = TicketState(partition)
+        assert isinstance(state, TicketState)
         if state.holds(event.event_id):
             return "duplicate"
-        updated_state = apply_ticket_event(state, event)
-        self._store("tickets", partition, event.ticket_id, stored, updated_state.to_json())
-        self._fold(
-            partition,
-            ticket_observations(state, self.rules),
-            ticket_observations(updated_state, self.rules),
-            now,
-        )
-        return "anomaly" if anomalies(updated_state) > anomalies(state) else "accepted"
+        touched.current = updated = apply_ticket_event(state, event)
+        touched.tokens.append(token)
+        return "anomaly" if anomalies(updated) > anomalies(state) else "accepted"
+
+    def _reach(self, table: TableName, partition: int, key: str) -> _Touched:
+        """The batch's view of a state, read from the tables when the batch first reaches it."""
+        touched = self._touched.get((table, partition, key))
+        if touched is None:
+            stored = self.states.get(table, partition, key)
+            original = None if stored is None else _decoded(stored)
+            touched = self._touched[(table, partition, key)] = _Touched(stored, original, original)
+        return touched
+
+    def settle(self, now: float) -> list[Failure]:
+        """Write each state the batch changed and fold its change into the windows, at
+        wall-clock time `now`; returns the states that failed (and were left unchanged)."""
+        failures: list[Failure] = []
+        for (table, partition, key), touched in self._touched.items():
+            current = touched.current
+            if not touched.tokens or current is None:
+                continue  # reached by duplicates only
+            try:
+                before = self._observations_of(touched.original)
+                after = self._observations_of(current)
+            except Exception as error:  # a bug must cost the records involved, no more
+                failures.append(Failure(touched.tokens, error))
+                continue
+            self._store(table, partition, key, touched.stored, current.to_json())
+            self._fold(partition, before, after, now)
+        self._touched = {}
+        for windows in self.partitions.values():
+            windows.flush()
+        return failures
+
+    def _observations_of(self, state: TicketState | SurveyResponse | None) -> list[Observation]:
+        if state is None:
+            return []
+        if isinstance(state, TicketState):
+            return ticket_observations(state, self.rules)
+        return survey_observations(state)
 
     def _store(
         self,
@@ -113,8 +176,7 @@ class Pipeline:
         self, partition: int, old: list[Observation], new: list[Observation], now: float
     ) -> None:
         windows = self.windows(partition, now)
-        # as multisets (two reopens may share a time); adds first, so a series that keeps a
-        # reference is never dropped and re-created
+        # as multisets (two reopens may share a time)
         retracted = list(old)
         for observation in new:
             if observation in retracted:
@@ -142,8 +204,9 @@ class Pipeline:
             if stored is None or not is_forgettable(stored, horizon):
                 continue
             self._store(table, partition, key, stored, None)
-            self._fold(partition, self._observations(stored), [], now)
+            self._fold(partition, self._observations_of(_decoded(stored)), [], now)
             forgotten += 1
+        self.windows(partition, now).flush()
         return forgotten
 
     def rebuild(self, partitions: Iterable[int], now: float) -> Iterator[int]:
@@ -162,12 +225,14 @@ class Pipeline:
             for table in STATE_TABLES:
                 for _, stored in self.states.items(table, partition):
                     self.entries[(table, partition)] += 1
-                    for observation in self._observations(stored):
-                        windows.observe(observation, 1, totals=False)
+                    for observation in self._observations_of(_decoded(stored)):
+                        windows.observe(observation, 1)
                     done += 1
                     if done % REBUILD_STEP == 0:
                         yield done
+            windows.flush(totals=False)
             windows.sum_buckets()
+            windows.pack(idle_only=False)  # before the next partition: a lower peak
             self.partitions[partition] = windows  # published only once complete
         yield done
 
@@ -177,8 +242,9 @@ class Pipeline:
         for table in STATE_TABLES:
             self.entries.pop((table, partition), None)
 
-    def _observations(self, stored: StoredState) -> list[Observation]:
-        """Observations of a stored ticket state or survey response (surveys have a score)."""
-        if "score" in stored:
-            return survey_observations(SurveyResponse.from_json(stored))
-        return ticket_observations(TicketState.from_json(stored), self.rules)
+
+def _decoded(stored: StoredState) -> TicketState | SurveyResponse:
+    """A stored ticket state or survey response (surveys have a score)."""
+    if "score" in stored:
+        return SurveyResponse.from_json(stored)
+    return TicketState.from_json(stored)

@@ -16,11 +16,11 @@ pipeline retracts the old observations and adds the new ones.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import lru_cache
 from hashlib import blake2b
 from itertools import pairwise
-from typing import Any, Literal, cast
+from typing import Any, Literal, NamedTuple, cast
 
 from .business_hours import Schedule, Schedules
 from .events import (
@@ -52,14 +52,15 @@ Kind = Literal[
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class Observation:
+class Observation(NamedTuple):
     """One contribution of a state to the metrics, at event time `at`, under `segment`.
 
     `value` is a duration in seconds (first_response, resolution, full_resolution) or a survey
     score; `flag` is the SLA breach (first_response, resolution) or one-touch (resolved);
     `business` the duration in business seconds (with a schedule); `reopened` whether a ticket
     first resolved at `at` was reopened since (resolved).
+
+    Tuples, like the states below: every event makes and compares a few of them.
     """
 
     kind: Kind
@@ -127,8 +128,7 @@ def event_digest(event_id: str) -> int:
     return int.from_bytes(blake2b(event_id.encode(), digest_size=8).digest(), "big", signed=True)
 
 
-@dataclass(frozen=True, slots=True)
-class TicketState:
+class TicketState(NamedTuple):
     partition: int
     opened: Stamp | None = None
     segment: Segment | None = None
@@ -145,7 +145,10 @@ class TicketState:
 
     @property
     def first_resolution(self) -> float | None:
-        return next((at for at, _, kind in self.status if kind == "resolved"), None)
+        for at, _, kind in self.status:
+            if kind == "resolved":
+                return at
+        return None
 
     @property
     def is_resolved(self) -> bool:
@@ -188,8 +191,7 @@ class TicketState:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class SurveyResponse:
+class SurveyResponse(NamedTuple):
     """The response that counts for one survey slot, and the responses the slot has seen."""
 
     partition: int
@@ -234,24 +236,22 @@ TicketEvent = TicketOpened | TicketReplied | TicketResolved | TicketReopened
 
 def apply_ticket_event(state: TicketState, event: TicketEvent) -> TicketState:
     """The state after an event it does not hold yet (the pipeline checks `holds` first)."""
-    state = replace(
-        state,
-        seen=state.seen | {event_digest(event.event_id)},
-        latest=max(state.latest, event.occurred_at),
-    )
+    seen = state.seen | {event_digest(event.event_id)}
+    latest = max(state.latest, event.occurred_at)
     stamp = (event.occurred_at, event.event_id)
+    opened, segment = state.opened, state.segment
+    status, agent_replies = state.status, state.agent_replies
     if isinstance(event, TicketOpened):
-        if state.opened is not None and state.opened <= stamp:
-            return state
-        return replace(state, opened=stamp, segment=event.segment)
-    if isinstance(event, TicketResolved | TicketReopened):
+        if opened is None or stamp < opened:
+            opened, segment = stamp, event.segment
+    elif isinstance(event, TicketResolved | TicketReopened):
         kind: Literal["resolved", "reopened"] = (
             "resolved" if isinstance(event, TicketResolved) else "reopened"
         )
-        return replace(state, status=tuple(sorted((*state.status, (*stamp, kind)))))
-    if event.author != "agent" or not event.public:
-        return state
-    return replace(state, agent_replies=tuple(sorted((*state.agent_replies, stamp))[:2]))
+        status = tuple(sorted((*status, (*stamp, kind))))
+    elif event.author == "agent" and event.public:
+        agent_replies = tuple(sorted((*agent_replies, stamp))[:2])
+    return TicketState(state.partition, opened, segment, agent_replies, status, seen, latest)
 
 
 def survey_slot(event: SurveyAnswered) -> str:
@@ -269,7 +269,7 @@ def apply_survey_event(
     seen = frozenset({event_digest(event.event_id)})
     stamp = (event.occurred_at, event.event_id)
     if current is not None and current.stamp >= stamp:
-        return replace(current, seen=current.seen | seen)
+        return current._replace(seen=current.seen | seen)
     earlier = frozenset() if current is None else current.seen
     return SurveyResponse(
         partition, stamp, event.survey, event.score, event.segment, earlier | seen
@@ -337,11 +337,13 @@ def anomalies(state: TicketState) -> int:
     if state.opened is None:
         return 0
     opened_at = state.opened[0]
-    first_reply = state.agent_replies[0][0] if state.agent_replies else None
-    times = [first_reply, state.first_resolution]
-    if state.is_resolved:
-        times.append(state.status[-1][0])
-    return sum(1 for at in times if at is not None and at < opened_at)
+    first_resolution = state.first_resolution
+    status = state.status
+    return (
+        (bool(state.agent_replies) and state.agent_replies[0][0] < opened_at)
+        + (first_resolution is not None and first_resolution < opened_at)
+        + (bool(status) and status[-1][2] == "resolved" and status[-1][0] < opened_at)
+    )
 
 
 def survey_observations(response: SurveyResponse) -> list[Observation]:

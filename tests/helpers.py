@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import zlib
 from collections.abc import Iterator
 from typing import Any
@@ -62,10 +63,17 @@ def states_of(pipeline: Pipeline) -> MemoryStates:
 
 
 def feed(pipeline: Pipeline, events: list[Event], now: float) -> list[Outcome]:
-    return [
-        pipeline.process(topic, partition_of(fields), orjson.dumps(fields), now, now)
-        for topic, fields in events
-    ]
+    """Process the events in batches of 1 to 300 records, as the worker does."""
+    sizes = random.Random(len(events))
+    outcomes: list[Outcome] = []
+    while len(outcomes) < len(events):
+        batch = events[len(outcomes) : len(outcomes) + sizes.choice([1, 2, 5, 40, 300])]
+        outcomes += [
+            pipeline.process(topic, partition_of(fields), orjson.dumps(fields), now)
+            for topic, fields in batch
+        ]
+        assert pipeline.settle(now) == []
+    return outcomes
 
 
 def exported(

@@ -18,7 +18,7 @@ from stream.broker import EmbeddedBroker
 from stream.ingest import DEAD_LETTER_RETRY_DELAYS, BatchStates, Headers, Ingest
 from stream.pipeline import Pipeline
 from tests.conftest import WorkerFactory
-from tests.helpers import new_pipeline
+from tests.helpers import new_pipeline, states_of
 from tests.kafka import (
     Record,
     assert_dead_lettered,
@@ -124,7 +124,7 @@ def test_an_internal_error_is_dead_lettered_and_logged_without_the_record(
     secret = "a customer's words"
     pipeline = new_pipeline()
 
-    def bug(*args: Any) -> str:
+    def bug(*args: Any, **kwargs: Any) -> str:
         raise KeyError(secret)  # an error's message may quote the record
 
     monkeypatch.setattr(pipeline, "process", bug)
@@ -138,6 +138,28 @@ def test_an_internal_error_is_dead_lettered_and_logged_without_the_record(
     assert (fields["topic"], fields["partition"], fields["offset"]) == ("ticket-opened", 2, 17)
     assert "raise KeyError(secret)" in fields["stack"]  # where, not what
     assert secret not in str(fields) and report.exc_info is None
+
+
+def test_a_state_that_fails_to_settle_costs_its_records_and_changes_nothing(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batch's states are folded into the windows after its records were read: a bug
+    there dead-letters the records that changed that state, which keeps its old value."""
+    pipeline = new_pipeline()
+
+    def bug(*args: Any) -> list[Any]:
+        raise ZeroDivisionError
+
+    monkeypatch.setattr("stream.pipeline.ticket_observations", bug)
+    fields = {"event_id": "E1", "occurred_at": rfc3339(time.time() - 60), "ticket_id": "T1"}
+    valid = Message("ticket-opened", 2, 17, time.time(), 0, None, b"T1", orjson.dumps(fields), None)
+    producer = FlakyProducer(failures=0)
+    registry = run_ingest(producer, valid, pipeline)
+    [(topic, _, value, headers)] = producer.delivered
+    assert topic == "cx-dead-letter" and value == valid.value
+    assert headers is not None and ("cx-error", b"internal error: ZeroDivisionError") in headers
+    assert counts(registry, "ticket-opened") == (1, None)
+    assert states_of(pipeline).tables == {} and pipeline.partitions == {}
 
 
 def rfc3339(moment: float) -> str:

@@ -50,15 +50,18 @@ def test_future_events_wait_and_old_ones_expire() -> None:
     assert windows.segments[("all", "all")].windows[0].buckets == {}
     # the retraction of an expired observation finds nothing and changes nothing
     windows.observe(Observation("opened", NOW + 120, Segment()), -1)
+    windows.flush()
     assert windows.segments == {}
 
 
 def test_retraction_removes_a_series_nobody_refers_to() -> None:
     windows = PartitionWindows(HOUR, NOW)
     windows.observe(Observation("csat", NOW - 60, Segment(team="billing"), 5.0), 1)
+    windows.flush()
     assert ("team", "billing") in windows.segments
     windows.changed.clear()
     windows.observe(Observation("csat", NOW - 60, Segment(team="billing"), 5.0), -1)
+    windows.flush()
     assert ("team", "billing") not in windows.segments
     assert ("team", "billing") in windows.changed and windows.partial(("team", "billing")) is None
 
@@ -77,3 +80,33 @@ def test_durations() -> None:
         604800,
         1209600,
     ]
+
+
+@given(
+    steps=st.lists(
+        st.tuples(
+            st.sampled_from(["first_response", "csat", "opened"]),
+            st.floats(0, 7200),
+            st.sampled_from(["billing", "sales"]),
+            st.sampled_from([1, -1]),
+        ),
+        max_size=40,
+    )
+)
+def test_packed_buckets_add_up_like_unpacked_ones(
+    steps: list[tuple[str, float, str, int]],
+) -> None:
+    """Packing a bucket (and unpacking it when it is written again) changes no number."""
+    packed, plain = PartitionWindows(HOUR, NOW), PartitionWindows(HOUR, NOW)
+    for kind, age, team, sign in steps:
+        observation = Observation(kind, NOW - age, Segment(team=team), age / 10)  # type: ignore[arg-type]
+        for windows in (packed, plain):
+            windows.observe(Observation("opened", NOW - age, Segment(team=team)), 1)
+            windows.observe(observation, 1)
+            windows.observe(observation, sign)  # a retraction, or the same again
+            windows.flush()
+        packed.pack(idle_only=False)
+    packed.advance(NOW + 1800)
+    plain.advance(NOW + 1800)
+    for key in set(plain.segments) | set(packed.segments):
+        assert packed.partial(key) == plain.partial(key)
