@@ -179,7 +179,7 @@ def create_app(settings: Settings) -> App:
     )
 
     async def series_restored() -> None:
-        series.changed()
+        series.restored()
 
     registry.register(
         HealthCollector(

@@ -28,9 +28,18 @@ class MergedSeries:
     windows: dict[str, Tally] = field(default_factory=dict)
 
     def add(self, partial: dict[str, Any]) -> None:
-        self.tickets_open += partial["tickets_open"]
-        for name, tally_json in partial["windows"].items():
-            self.windows.setdefault(name, Tally()).merge(Tally.from_json(tally_json))
+        self.merge(MergedSeries.of(partial))
+
+    def merge(self, other: MergedSeries) -> None:
+        self.tickets_open += other.tickets_open
+        for name, tally in other.windows.items():
+            self.windows.setdefault(name, Tally()).merge(tally)
+
+    @classmethod
+    def of(cls, partial: dict[str, Any]) -> MergedSeries:
+        """One partial, decoded."""
+        windows = {name: Tally.from_json(data) for name, data in partial["windows"].items()}
+        return cls(partial["tickets_open"], windows)
 
 
 def folded_values(values: Iterable[str], cap: int) -> dict[str, str]:
@@ -46,8 +55,8 @@ def folded_values(values: Iterable[str], cap: int) -> dict[str, str]:
     return labels | dict.fromkeys(set(values) & RESERVED, OTHER)
 
 
-def merge_partials(entries: Iterable[dict[str, Any]], cap: int) -> dict[SegmentKey, MergedSeries]:
-    """Sum the per-partition partials of each series, after folding values over the cap."""
+def series_keys(entries: Iterable[dict[str, Any]], cap: int) -> list[SegmentKey]:
+    """The series each partial counts in, after folding values over the cap."""
     entries = list(entries)
     values_by_dimension: dict[str, set[str]] = {}
     for entry in entries:
@@ -56,10 +65,14 @@ def merge_partials(entries: Iterable[dict[str, Any]], cap: int) -> dict[SegmentK
         dimension: folded_values(values, cap) if dimension != "all" else {"all": "all"}
         for dimension, values in values_by_dimension.items()
     }
+    return [(entry["dimension"], labels[entry["dimension"]][entry["value"]]) for entry in entries]
+
+
+def merge_partials(entries: Iterable[dict[str, Any]], cap: int) -> dict[SegmentKey, MergedSeries]:
+    """Sum the per-partition partials of each series, after folding values over the cap."""
+    entries = list(entries)
     merged: dict[SegmentKey, MergedSeries] = {}
-    for entry in entries:
-        dimension = entry["dimension"]
-        key = (dimension, labels[dimension][entry["value"]])
+    for key, entry in zip(series_keys(entries, cap), entries, strict=True):
         merged.setdefault(key, MergedSeries()).add(entry)
     return merged
 

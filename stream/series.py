@@ -12,7 +12,15 @@ from typing import Any
 
 import orjson
 
-from .exporter import SeriesRow, merge_partials, render_series, series_rows, snapshot
+from .exporter import (
+    MergedSeries,
+    SeriesRow,
+    render_series,
+    series_keys,
+    series_rows,
+    snapshot,
+)
+from .windows import SegmentKey
 
 
 class Series:
@@ -33,6 +41,17 @@ class Series:
         """Bumped whenever the table changes: scrapes between changes reuse the rows."""
         self._rows: tuple[int, frozenset[int], list[SeriesRow]] | None = None
         self._exposition: tuple[list[SeriesRow], str] | None = None
+        self._entries: dict[str, dict[str, Any]] | None = None
+        """The table's entries, decoded: read from the table once after each restore, then
+        kept in step by `apply`. Decoding every entry from the store for each changed scrape
+        took a third of a worker's time at 500 events/s, polled every 0.1 s."""
+        self._decoded_partials: dict[str, tuple[int, MergedSeries]] = {}
+        """Each entry's partial decoded, with its stamp: decoded once, merged at every change."""
+        self._stamps: dict[str, int] = {}
+        """The version at which each entry last changed."""
+        self._merged: dict[SegmentKey, tuple[tuple[tuple[str, int], ...], list[SeriesRow]]] = {}
+        """Each exported series' rows, with the entries (and their stamps) they were merged
+        from: a series is merged again only when one of its entries changed."""
 
     def apply(self, partial: dict[str, Any], via: int) -> None:
         """Keep the latest partial of a (series, source partition), received on cx-partials
@@ -40,27 +59,60 @@ class Series:
         key = orjson.dumps(
             [partial["dimension"], partial["value"], partial["source_partition"]]
         ).decode()
+        entries = self._decoded()
+        self.version += 1
         if partial["removed"]:
             if key in self.table:
                 del self.table[key]
+            entries.pop(key, None)
         else:
-            self.table[key] = {**partial, "via": via}
-        self.changed()
+            entries[key] = self.table[key] = {**partial, "via": via}
+        self._stamps[key] = self.version
 
-    def changed(self) -> None:
-        """Note a change of the table (a partial applied, or the table restored)."""
+    def restored(self) -> None:
+        """Note that the table was restored (recovery): its entries are read again."""
+        self._entries = None
+        self._merged = {}
+        self._decoded_partials = {}
         self.version += 1
+
+    def _decoded(self) -> dict[str, dict[str, Any]]:
+        if self._entries is None:
+            self._entries = dict(self.table.items())
+        return self._entries
 
     def rows(self) -> list[SeriesRow]:
         """The series this worker exports: those whose cx-partials partition it owns."""
         owned = frozenset(self.owned_partitions())
         if self._rows is None or self._rows[:2] != (self.version, owned):
-            entries = [entry for entry in self.table.values() if entry["via"] in owned]
-            merged = series_rows(
-                merge_partials(entries, self.cap), self.window_names, self.business_hours
-            )
-            self._rows = (self.version, owned, merged)
+            self._rows = (self.version, owned, self._merged_rows(owned))
         return self._rows[2]
+
+    def _merged_rows(self, owned: frozenset[int]) -> list[SeriesRow]:
+        entries = {key: entry for key, entry in self._decoded().items() if entry["via"] in owned}
+        sources: dict[SegmentKey, list[str]] = {}
+        for series, key in zip(series_keys(entries.values(), self.cap), entries, strict=True):
+            sources.setdefault(series, []).append(key)
+        merged: dict[SegmentKey, tuple[tuple[tuple[str, int], ...], list[SeriesRow]]] = {}
+        for series, keys in sources.items():
+            stamps = tuple(sorted((key, self._stamps.get(key, 0)) for key in keys))
+            cached = self._merged.get(series)
+            if cached is None or cached[0] != stamps:
+                total = MergedSeries()
+                for key in keys:
+                    total.merge(self._partial(key, entries[key]))
+                rows = series_rows({series: total}, self.window_names, self.business_hours)
+                cached = (stamps, rows)
+            merged[series] = cached
+        self._merged = merged
+        return [row for series in sorted(merged) for row in merged[series][1]]
+
+    def _partial(self, key: str, entry: dict[str, Any]) -> MergedSeries:
+        stamp = self._stamps.get(key, 0)
+        decoded = self._decoded_partials.get(key)
+        if decoded is None or decoded[0] != stamp:
+            decoded = self._decoded_partials[key] = (stamp, MergedSeries.of(entry))
+        return decoded[1]
 
     def exposition(self) -> str:
         """The rows on /metrics, rendered again only when they changed."""
