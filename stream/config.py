@@ -74,7 +74,7 @@ class Settings:
     def publish_interval(self) -> float:
         """How often partitions send their window totals to the merging worker: this sets how
         soon an event shows on /metrics (changed series only, so an idle worker sends none)."""
-        return max(0.2, min(0.5, self.snapshot_interval / 5))
+        return max(0.2, min(0.25, self.snapshot_interval / 5))
 
     def with_overrides(self, **overrides: Any) -> Settings:
         return replace(

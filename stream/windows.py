@@ -25,8 +25,8 @@ from .tickets import Observation
 
 BUCKETS_PER_WINDOW = 120
 
-PACK_AFTER_TICKS = 10
-"""Calls of `advance` (the partials timer: every 0.5 s at most) a bucket stays unpacked after
+PACK_AFTER_TICKS = 20
+"""Calls of `advance` (the partials timer, every 0.25 s: so about 5 s) a bucket stays unpacked after
 it was last written. A replayed backlog writes the same buckets batch after batch; packing them
 after one idle tick cost 12% of its time in packing and unpacking."""
 
