@@ -51,6 +51,9 @@ class QuantileSketch:
     def merge(self, other: QuantileSketch, sign: int = 1) -> None:
         """Add (sign=1) or subtract (sign=-1) every value of `other`."""
         self.zeros += sign * other.zeros
+        if not self.bins and sign == 1:
+            self.bins.update(other.bins)  # in C: merging into a new sketch is the common case
+            return
         for key, weight in other.bins.items():
             count = self.bins.get(key, 0) + sign * weight
             if count:

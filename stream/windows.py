@@ -188,8 +188,11 @@ class Tally:
     def merge(self, other: Tally, sign: int = 1) -> None:
         self.observations += sign * other.observations
         counts = self.counts
-        for name, amount in other.counts.items():
-            counts[name] = counts.get(name, 0) + sign * amount
+        if not counts and sign == 1:
+            counts.update(other.counts)
+        else:
+            for name, amount in other.counts.items():
+                counts[name] = counts.get(name, 0) + sign * amount
         for name, sketch in other.sketches.items():
             mine = self.sketches.get(name)
             if mine is None:
