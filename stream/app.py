@@ -21,7 +21,6 @@ import time
 from typing import Any
 
 import faust
-import orjson
 from prometheus_client import CollectorRegistry, Counter, disable_created_metrics, generate_latest
 
 from .broker import client_options
@@ -36,7 +35,7 @@ from .health import (
     state_entries,
 )
 from .ingest import DEAD_LETTER_MAX_BYTES, BatchStates, Ingest
-from .partials import PartialsPublisher
+from .partials import PartialsPublisher, partials_of
 from .pipeline import STATE_TABLES, Pipeline, TableName
 from .series import Series, Snapshots
 from .store import ROCKSDB_OPTIONS, STORE_URL
@@ -201,7 +200,8 @@ def create_app(settings: Settings) -> App:
     @app.agent(partials, name="merge-partials")
     async def merge_partials(stream: Any) -> None:
         async for event in stream.events():
-            series.apply(orjson.loads(event.message.value), event.message.partition)
+            for partial in partials_of(event.message.value):
+                series.apply(partial, event.message.partition)
 
     partials_publisher = PartialsPublisher(pipeline, partials)
     snapshots = Snapshots(series, metrics)

@@ -1,0 +1,69 @@
+"""The merge stage in-process: partials as the publisher sends them, through the series table,
+must give the rows a direct merge of every partition's windows gives."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import zlib
+from typing import Any
+
+import orjson
+import pytest
+
+from stream.exporter import SeriesRow
+from stream.partials import PartialsPublisher, partial, partials_of
+from stream.series import Series
+from tests.helpers import WINDOW_NAMES, exported, feed, new_pipeline
+from tests.scenario import delivery, scenario
+
+NOW = time.time()
+CX_PARTIALS_PARTITIONS = 3
+
+
+class RecordingTopic:
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes, bytes]] = []
+
+    async def send(self, key: bytes, value: bytes) -> None:
+        self.sent.append((key, value))
+
+
+def assert_same_rows(rows: list[SeriesRow], wanted: list[SeriesRow]) -> None:
+    assert [row.labels for row in rows] == [row.labels for row in wanted]
+    for row, want in zip(rows, wanted, strict=True):
+        assert row.tickets_open == want.tickets_open
+        assert row.metrics.keys() == want.metrics.keys()
+        for name, value in row.metrics.items():  # sums may be added up in another order
+            expected = want.metrics[name]
+            assert value == expected or value == pytest.approx(expected, rel=1e-12), name
+
+
+def test_grouped_partials_through_the_series_table_give_the_merged_rows() -> None:
+    records = delivery(scenario(5, NOW, tickets=80), 5)
+    pipeline = new_pipeline()
+    topic = RecordingTopic()
+    publisher = PartialsPublisher(pipeline, topic)
+    table: dict[str, Any] = {}
+    series = Series(table, 50, WINDOW_NAMES, lambda: set(range(CX_PARTIALS_PARTITIONS)))
+    for start in range(0, len(records), len(records) // 3):
+        feed(pipeline, records[start : start + len(records) // 3], NOW)
+        asyncio.run(publisher.publish(NOW))
+        for key, value in topic.sent:
+            carried = list(partials_of(value))
+            assert {item["dimension"].encode() for item in carried} == {key}
+            assert len({item["source_partition"] for item in carried}) == 1
+            for item in carried:
+                series.apply(item, zlib.crc32(key) % CX_PARTIALS_PARTITIONS)
+        topic.sent.clear()
+        assert_same_rows(series.rows(), exported(pipeline, NOW))
+    series.restored()  # read back from the table, as after a recovery
+    assert_same_rows(series.rows(), exported(pipeline, NOW))
+
+
+def test_a_partial_written_before_grouping_is_still_read() -> None:
+    pipeline = new_pipeline()
+    feed(pipeline, delivery(scenario(6, NOW, tickets=10), 6), NOW)
+    partition, windows = next(iter(pipeline.partitions.items()))
+    single = partial(windows, ("all", "all"), partition)
+    assert list(partials_of(orjson.dumps(single))) == [orjson.loads(orjson.dumps(single))]
