@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from time import monotonic
 from typing import Any
 
 import faust
@@ -78,6 +79,14 @@ class Consumer(faust_aiokafka.Consumer):
             await asyncio.shield(self._handle(self.app.batch_handler, batch))
 
     async def _handle(self, handler: BatchHandler, batch: list[Message]) -> None:
+        monitor = self.app.monitor
+        if monitor is not None:
+            # what Faust's streams note per record: without it, its stall check (after
+            # stream_processing_timeout) logs an error every few seconds for every input
+            # partition of a backlog that takes longer than that
+            started = monotonic()
+            for tp in {message.tp for message in batch}:
+                monitor.stream_inbound_time[tp] = started
         await handler(batch)
         for message in batch:
             self._read_offset[message.tp] = message.offset
