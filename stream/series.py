@@ -1,8 +1,8 @@
 """Stage 2: merge the partials of every source partition, export them, publish snapshots.
 
 The worker that owns a dimension's cx-partials partition keeps the latest partial of every
-source partition in the changelogged `series` table; it alone exports those series, on
-/metrics and as cx-metrics snapshots.
+source partition in the changelogged `series` table (as JSON); it alone exports those series,
+on /metrics and as cx-metrics snapshots.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from .windows import SegmentKey
 class Series:
     def __init__(
         self,
-        table: MutableMapping[str, Any],
+        table: MutableMapping[str, bytes],
         cap: int,
         window_names: Sequence[str],
         owned_partitions: Callable[[], set[int]],
@@ -66,7 +66,8 @@ class Series:
                 del self.table[key]
             entries.pop(key, None)
         else:
-            entries[key] = self.table[key] = {**partial, "via": via}
+            entries[key] = {**partial, "via": via}
+            self.table[key] = orjson.dumps(entries[key])
         self._stamps[key] = self.version
 
     def restored(self) -> None:
@@ -78,7 +79,7 @@ class Series:
 
     def _decoded(self) -> dict[str, dict[str, Any]]:
         if self._entries is None:
-            self._entries = dict(self.table.items())
+            self._entries = {key: orjson.loads(value) for key, value in self.table.items()}
         return self._entries
 
     def rows(self) -> list[SeriesRow]:

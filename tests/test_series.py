@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import time
 import zlib
-from typing import Any
 
 import orjson
 import pytest
@@ -44,7 +43,7 @@ def test_grouped_partials_through_the_series_table_give_the_merged_rows() -> Non
     pipeline = new_pipeline()
     topic = RecordingTopic()
     publisher = PartialsPublisher(pipeline, topic)
-    table: dict[str, Any] = {}
+    table: dict[str, bytes] = {}
     series = Series(table, 50, WINDOW_NAMES, lambda: set(range(CX_PARTIALS_PARTITIONS)))
     for start in range(0, len(records), len(records) // 3):
         feed(pipeline, records[start : start + len(records) // 3], NOW)
