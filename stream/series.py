@@ -45,8 +45,8 @@ class Series:
         """The table's entries, decoded: read from the table once after each restore, then
         kept in step by `apply`. Decoding every entry from the store for each changed scrape
         took a third of a worker's time at 500 events/s, polled every 0.1 s."""
-        self._decoded_partials: dict[str, tuple[int, MergedSeries]] = {}
-        """Each entry's partial decoded, with its stamp: decoded once, merged at every change."""
+        self._decoded_partials: dict[str, MergedSeries] = {}
+        """Each entry's partial decoded (when first merged), dropped when the entry changes."""
         self._stamps: dict[str, int] = {}
         """The version at which each entry last changed."""
         self._merged: dict[SegmentKey, tuple[tuple[tuple[str, int], ...], list[SeriesRow]]] = {}
@@ -69,6 +69,7 @@ class Series:
             entries[key] = {**partial, "via": via}
             self.table[key] = orjson.dumps(entries[key])
         self._stamps[key] = self.version
+        self._decoded_partials.pop(key, None)
 
     def restored(self) -> None:
         """Note that the table was restored (recovery): its entries are read again."""
@@ -109,11 +110,10 @@ class Series:
         return [row for series in sorted(merged) for row in merged[series][1]]
 
     def _partial(self, key: str, entry: dict[str, Any]) -> MergedSeries:
-        stamp = self._stamps.get(key, 0)
         decoded = self._decoded_partials.get(key)
-        if decoded is None or decoded[0] != stamp:
-            decoded = self._decoded_partials[key] = (stamp, MergedSeries.of(entry))
-        return decoded[1]
+        if decoded is None:
+            decoded = self._decoded_partials[key] = MergedSeries.of(entry)
+        return decoded
 
     def exposition(self) -> str:
         """The rows on /metrics, rendered again only when they changed."""
