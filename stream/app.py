@@ -100,8 +100,8 @@ def create_app(settings: Settings) -> App:
 
     # ingest reads and writes the state tables' bytes itself (JSON values, UTF-8 keys)
     raw_state: dict[str, Any] = {"key_type": bytes, "value_type": bytes}
-    # once Faust restored the tables (start, crash, rebalance), derive the windows from them
-    tickets = table("tickets", on_recover=lambda: rebuild_windows(), **raw_state)
+    # once Faust restored the tables (start, crash, rebalance), restore the windows
+    tickets = table("tickets", on_recover=lambda: restore_windows(), **raw_state)
     surveys = table("surveys", **raw_state)
     # the series table holds JSON too (written with orjson: Faust's JSON codec cost the merging
     # stage a millisecond per partial, and it fell minutes behind a large backlog)
@@ -157,15 +157,16 @@ def create_app(settings: Settings) -> App:
     async def probe_brokers() -> None:
         await probe.run()
 
-    async def rebuild_windows() -> None:
+    async def restore_windows() -> None:
         started = time.monotonic()
         partitions = owned_partitions(*topic_kinds)
         async with ingest.lock:
-            for _ in pipeline.rebuild(partitions, time.time()):
+            for _ in pipeline.restore(partitions, time.time()):
                 await asyncio.sleep(0)
-            readiness.windows_rebuilt = True
+            ingest.checkpoint_all()
+            readiness.windows_restored = True
         log.info(
-            "windows rebuilt from tables",
+            "windows restored",
             extra={
                 "partitions": sorted(partitions),
                 **state_entries(pipeline),
@@ -196,10 +197,11 @@ def create_app(settings: Settings) -> App:
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def forget_revoked(sender: Any, revoked: set[Any], **kwargs: Any) -> None:
         async with ingest.lock:  # a batch in flight finishes first
-            readiness.windows_rebuilt = False
+            readiness.windows_restored = False
             for tp in revoked:
                 if tp.topic in topic_kinds:
                     pipeline.drop(tp.partition)
+                    states.drop(tp.partition)
 
     @app.agent(partials, name="merge-partials")
     async def merge_partials(stream: Any) -> None:

@@ -165,13 +165,13 @@ class BrokerProbe:
 
 class Readiness:
     """Whether the worker's numbers can be trusted now (GET /health/ready): the brokers answer,
-    no rebalance is under way, and the tables are restored and the windows rebuilt from them."""
+    no rebalance is under way, and the tables and then the windows are restored."""
 
     def __init__(self, app: Any, probe: BrokerProbe) -> None:
         self.app = app
         self.probe = probe
-        self.windows_rebuilt = False
-        """Cleared when partitions are revoked, set once the windows are rebuilt after it."""
+        self.windows_restored = False
+        """Cleared when partitions are revoked, set once the windows are restored after it."""
 
     def problems(self) -> list[str]:
         """What keeps the worker from being ready; none when it is."""
@@ -182,6 +182,6 @@ class Readiness:
             problems.append("the consumer group is rebalancing")
         if not self.app.tables.recovery.completed.is_set():
             problems.append("the tables are being restored from their changelogs")
-        elif not self.windows_rebuilt:
-            problems.append("the windows are being rebuilt from the tables")
+        elif not self.windows_restored:
+            problems.append("the windows are being restored")
         return problems

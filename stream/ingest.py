@@ -3,7 +3,8 @@
 Per batch, and in this order, so that a crash at any moment loses nothing:
 1. every record goes through the pure pipeline against an overlay of the state tables;
 2. each state key the batch changed is sent to its changelog once, with the dead letters;
-3. once Kafka has them all, the changes go to the local RocksDB in one write per partition;
+3. once Kafka has them all, the changes go to the local RocksDB in one write per partition,
+   with what keeps the windows' checkpoint in step (store.py: an undo log, or a checkpoint);
 4. the consumer then acknowledges the records, so their offsets are committed after all this.
 A crash before 3 leaves the local store behind the changelog and the records uncommitted:
 they are read again and reapplied. The store is never ahead of its changelog, which matters
@@ -18,7 +19,7 @@ import logging
 import time
 import traceback
 from collections import Counter
-from collections.abc import Awaitable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 import orjson
@@ -26,8 +27,8 @@ from faust.types import Message
 from prometheus_client import Counter as PrometheusCounter
 
 from .events import InvalidEvent
-from .pipeline import STATE_TABLES, Pipeline, StoredState, TableName
-from .store import Store
+from .pipeline import STATE_TABLES, Checkpoint, Entries, Pipeline, StoredState, TableName
+from .store import UNDO_TAG, Store
 from .tickets import is_forgettable
 
 log = logging.getLogger("cx_stream")
@@ -48,6 +49,11 @@ partition of the worker, waits for them: a record that still fails is reported a
 
 SWEEP_CHUNK = 2000
 """Keys examined per step of the retention sweep, between which batches get their turn."""
+
+CHECKPOINT_AFTER = 2000
+"""States of a (table, partition) changed since its windows' last checkpoint before the next
+one. A restart re-folds at most this many per (table, partition); a checkpoint writes every
+window bucket changed since the last one, so a larger figure writes less during a backlog."""
 
 
 Headers = list[tuple[str, bytes]]
@@ -75,6 +81,8 @@ class BatchStates:
     def __init__(self, stores: Mapping[TableName, Store]) -> None:
         self.stores = stores
         self.pending: dict[tuple[TableName, int], dict[str, StoredState | None]] = {}
+        self.logged: dict[tuple[TableName, int], set[bytes]] = {}
+        """The keys in each (table, partition)'s undo log: changed since its checkpoint."""
 
     def get(self, table: TableName, partition: int, key: str) -> StoredState | None:
         pending = self.pending.get((table, partition))
@@ -90,17 +98,58 @@ class BatchStates:
         for key, raw in self.stores[table].partition_items(partition):
             yield key.decode(), orjson.loads(raw)
 
-    def take(self) -> dict[tuple[TableName, int], dict[bytes, bytes | None]]:
-        """The batch's changes, encoded, and an empty overlay for the next batch."""
-        changes = {
-            name: {
+    def checkpoint(self, table: TableName, partition: int) -> Checkpoint:
+        checkpoint = Checkpoint([], {})
+        logged = self.logged[(table, partition)] = set()
+        for key, value in self.stores[table].windows_entries(partition):
+            if key.startswith(UNDO_TAG):
+                logged.add(key[1:])
+                checkpoint.changed_since[key[1:].decode()] = orjson.loads(value) if value else None
+            else:
+                checkpoint.windows.append((key, value))
+        return checkpoint
+
+    def checkpointed(self, table: TableName, partition: int, windows: Entries) -> Entries:
+        """A checkpoint's entries, with the undo log it makes obsolete deleted."""
+        logged = self.logged.pop((table, partition), set())
+        return {**{UNDO_TAG + key: None for key in logged}, **windows}
+
+    def take(
+        self, checkpoint: Callable[[TableName, int], Entries]
+    ) -> dict[tuple[TableName, int], tuple[Entries, Entries]]:
+        """The batch's changes, encoded, per (table, partition): the states, and the windows'
+        entries to write with them (`checkpoint` gives a new one when the undo log is full);
+        and an empty overlay for the next batch."""
+        changes = {}
+        for (table, partition), entries in self.pending.items():
+            states = {
                 key.encode(): None if value is None else orjson.dumps(value)
                 for key, value in entries.items()
             }
-            for name, entries in self.pending.items()
-        }
+            changes[(table, partition)] = (states, self._undo(table, partition, states, checkpoint))
         self.pending = {}
         return changes
+
+    def _undo(
+        self,
+        table: TableName,
+        partition: int,
+        states: Entries,
+        checkpoint: Callable[[TableName, int], Entries],
+    ) -> Entries:
+        logged = self.logged.setdefault((table, partition), set())
+        new = [key for key in states if key not in logged]
+        if len(logged) + len(new) >= CHECKPOINT_AFTER:
+            return self.checkpointed(table, partition, checkpoint(table, partition))
+        logged.update(new)
+        # read before this batch is written: the value at the checkpoint
+        store = self.stores[table]
+        return {UNDO_TAG + key: store.read(partition, key) or b"" for key in new}
+
+    def drop(self, partition: int) -> None:
+        """Forget the undo log keys of a partition this worker no longer owns."""
+        for table in STATE_TABLES:
+            self.logged.pop((table, partition), None)
 
 
 class Ingest:
@@ -240,19 +289,27 @@ class Ingest:
             self.dead_letter_failures.labels(message.topic).inc()
 
     async def _write_back(self) -> None:
-        changes = self.states.take()
+        changes = self.states.take(self.pipeline.checkpoint)
         deliveries = {
             name: [
                 await self.producer.send(self.changelogs[name[0]], key, value, name[1], None, None)
-                for key, value in entries.items()
+                for key, value in states.items()
             ]
-            for name, entries in changes.items()
+            for name, (states, _) in changes.items()
         }
         # a changelog that cannot be written must stop the worker before offsets move on
-        for (table, partition), entries in changes.items():
+        for (table, partition), (states, windows) in changes.items():
             delivered = await asyncio.gather(*deliveries[(table, partition)])
             last_offset = max(metadata.offset for metadata in delivered)
-            self.states.stores[table].write(partition, entries, last_offset)
+            self.states.stores[table].write(partition, states, last_offset, windows)
+
+    def checkpoint_all(self) -> None:
+        """Checkpoint the windows of every (table, partition): after they were restored."""
+        for partition in self.pipeline.partitions:
+            for table in STATE_TABLES:
+                windows = self.pipeline.checkpoint(table, partition)
+                entries = self.states.checkpointed(table, partition, windows)
+                self.states.stores[table].write(partition, {}, None, entries)
 
 
 def _source(message: Message) -> dict[str, Any]:

@@ -15,13 +15,13 @@ from typing import Any
 import orjson
 
 from .pipeline import Pipeline
-from .windows import PartitionWindows, SegmentKey
+from .windows import CombinedWindows, SegmentKey
 
 FULL_REPUBLISH_EVERY = 60
 """Every this many cycles (15 s) a partition re-sends all its series, not just changed ones."""
 
 
-def partial(windows: PartitionWindows, key: SegmentKey, partition: int) -> dict[str, Any]:
+def partial(windows: CombinedWindows, key: SegmentKey, partition: int) -> dict[str, Any]:
     """The partial of one series of one input partition (removed: no state left)."""
     dimension, value = key
     totals = windows.partial(key)
@@ -52,10 +52,9 @@ class PartialsPublisher:
         self.cycle += 1
         for partition, windows in list(self.pipeline.partitions.items()):
             windows.advance(now)
-            keys = windows.changed
+            keys = windows.take_changed()
             if self.cycle % FULL_REPUBLISH_EVERY == 0:
-                keys = keys | windows.segments.keys()
-            windows.changed = set()
+                keys |= windows.series_keys()
             for dimension, group in groupby(sorted(keys), key=lambda key: key[0]):
                 if self.pipeline.partitions.get(partition) is not windows:
                     break  # revoked while we were sending

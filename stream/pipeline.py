@@ -25,7 +25,7 @@ from .tickets import (
     survey_slot,
     ticket_observations,
 )
-from .windows import PartitionWindows, WindowSpec
+from .windows import CombinedWindows, PartitionWindows, WindowSpec
 
 Outcome = Literal["accepted", "duplicate", "anomaly"]
 TableName = Literal["tickets", "surveys"]
@@ -34,9 +34,22 @@ StoredState = dict[str, Any]
 
 REBUILD_STEP = 5000
 
+Entries = dict[bytes, bytes | None]
+"""Store entries to write; None deletes."""
+
+
+@dataclass(slots=True)
+class Checkpoint:
+    """The windows of one (table, partition) as last checkpointed with its states, and the
+    states changed since: each as it was at the checkpoint (None: it did not exist)."""
+
+    windows: list[tuple[bytes, bytes]]
+    changed_since: dict[str, StoredState | None]
+
 
 class States(Protocol):
-    """Ticket states and survey slots by (table, partition, key); None deletes."""
+    """Ticket states and survey slots by (table, partition, key); None deletes. Each
+    (table, partition) also keeps its windows' checkpoint."""
 
     def get(self, table: TableName, partition: int, key: str) -> StoredState | None: ...
 
@@ -45,6 +58,8 @@ class States(Protocol):
     ) -> None: ...
 
     def items(self, table: TableName, partition: int) -> Iterator[tuple[str, StoredState]]: ...
+
+    def checkpoint(self, table: TableName, partition: int) -> Checkpoint: ...
 
 
 @dataclass(slots=True)
@@ -73,22 +88,30 @@ class Pipeline:
     Records are processed one at a time (`process`: decode, duplicate check, state update), and
     their effect on the windows is settled once per batch (`settle`): a ticket touched by ten
     events of a batch is written once and retracted and re-added in the windows once.
+
+    The windows of each (table, partition) are what its states add up to; `checkpoint` gives
+    what to store with the states so that `restore` can load them instead of deriving them.
     """
 
     def __init__(self, specs: Sequence[WindowSpec], rules: TicketRules, states: States) -> None:
         self.specs = tuple(specs)
         self.rules = rules
         self.states = states
-        self.partitions: dict[int, PartitionWindows] = {}
+        self.partitions: dict[int, CombinedWindows] = {}
         self.entries: Counter[tuple[TableName, int]] = Counter()
         """How many states each (table, partition) keeps."""
         self._touched: dict[tuple[TableName, int, str], _Touched] = {}
+        self._derived_with = repr((self.specs, rules))
+        """What the windows depend on besides the states: a checkpoint made with other
+        windows or ticket rules is not loaded."""
 
-    def windows(self, partition: int, now: float) -> PartitionWindows:
-        windows = self.partitions.get(partition)
-        if windows is None:
-            windows = self.partitions[partition] = PartitionWindows(self.specs, now)
-        return windows
+    def windows(self, table: TableName, partition: int, now: float) -> PartitionWindows:
+        combined = self.partitions.get(partition)
+        if combined is None:
+            combined = self.partitions[partition] = CombinedWindows(
+                self.specs, {name: PartitionWindows(self.specs, now) for name in STATE_TABLES}
+            )
+        return combined.parts[table]
 
     def process(
         self,
@@ -148,10 +171,11 @@ class Pipeline:
                 failures.append(Failure(touched.tokens, error))
                 continue
             self._store(table, partition, key, touched.stored, current.to_json())
-            self._fold(partition, before, after, now)
+            self._fold(self.windows(table, partition, now), before, after)
         self._touched = {}
-        for windows in self.partitions.values():
-            windows.flush()
+        for combined in self.partitions.values():
+            for windows in combined.parts.values():
+                windows.flush()
         return failures
 
     def _observations_of(self, state: TicketState | SurveyResponse | None) -> list[Observation]:
@@ -172,10 +196,8 @@ class Pipeline:
         self.states.put(table, partition, key, new)
         self.entries[(table, partition)] += (new is not None) - (old is not None)
 
-    def _fold(
-        self, partition: int, old: list[Observation], new: list[Observation], now: float
-    ) -> None:
-        windows = self.windows(partition, now)
+    @staticmethod
+    def _fold(windows: PartitionWindows, old: list[Observation], new: list[Observation]) -> None:
         # as multisets (two reopens may share a time)
         retracted = list(old)
         for observation in new:
@@ -204,36 +226,65 @@ class Pipeline:
             if stored is None or not is_forgettable(stored, horizon):
                 continue
             self._store(table, partition, key, stored, None)
-            self._fold(partition, self._observations_of(_decoded(stored)), [], now)
+            windows = self.windows(table, partition, now)
+            self._fold(windows, self._observations_of(_decoded(stored)), [])
+            windows.flush()
             forgotten += 1
-        self.windows(partition, now).flush()
         return forgotten
 
-    def rebuild(self, partitions: Iterable[int], now: float) -> Iterator[int]:
-        """Derive the windows and entry counts of `partitions` from the state, dropping others.
+    def checkpoint(self, table: TableName, partition: int) -> Entries:
+        """The entries that bring the stored checkpoint of the (table, partition)'s windows
+        up to date; to be written with its states, as they are now."""
+        windows = self.partitions[partition].parts[table]
+        meta = {"derived_with": self._derived_with, "entries": self.entries[(table, partition)]}
+        return windows.checkpoint(meta)
+
+    def restore(self, partitions: Iterable[int], now: float) -> Iterator[int]:
+        """Load the windows and entry counts of `partitions` from their checkpoints, or derive
+        them from the states where there is none (a new disk, other windows or rules);
+        partitions not named are dropped.
 
         Called after Faust restored the tables (start-up, crash recovery, rebalance): the
-        tables are the truth, windows are a cache of what they add up to. A generator, to be
-        run to its end: it yields the states read so far every REBUILD_STEP states, so that a
-        worker rebuilding a large state can still answer heartbeats and scrapes.
+        tables are the truth, windows are what they add up to. Afterwards every (table,
+        partition) is to be checkpointed. A generator, to be run to its end: it yields the
+        states read so far every REBUILD_STEP states, so that a worker deriving a large state
+        can still answer heartbeats and scrapes.
         """
         self.partitions = {}
         self.entries.clear()
         done = 0
         for partition in partitions:
-            windows = PartitionWindows(self.specs, now)
+            parts: dict[str, PartitionWindows] = {}
             for table in STATE_TABLES:
-                for _, stored in self.states.items(table, partition):
-                    self.entries[(table, partition)] += 1
-                    for observation in self._observations_of(_decoded(stored)):
-                        windows.observe(observation, 1)
-                    done += 1
-                    if done % REBUILD_STEP == 0:
-                        yield done
-            windows.flush(totals=False)
-            windows.sum_buckets()
-            windows.pack(idle_only=False)  # before the next partition: a lower peak
-            self.partitions[partition] = windows  # published only once complete
+                checkpoint = self.states.checkpoint(table, partition)
+                loaded = PartitionWindows.restore(self.specs, now, checkpoint.windows)
+                if loaded is not None and loaded[1].get("derived_with") == self._derived_with:
+                    windows, meta = loaded
+                    self.entries[(table, partition)] = meta["entries"]
+                    for key, old in checkpoint.changed_since.items():
+                        new = self.states.get(table, partition, key)
+                        before, after = (None if v is None else _decoded(v) for v in (old, new))
+                        self._fold(
+                            windows, self._observations_of(before), self._observations_of(after)
+                        )
+                        self.entries[(table, partition)] += (new is not None) - (old is not None)
+                    windows.flush()
+                else:
+                    windows = PartitionWindows(self.specs, now)
+                    windows.supersede(checkpoint.windows)
+                    for _, stored in self.states.items(table, partition):
+                        self.entries[(table, partition)] += 1
+                        for observation in self._observations_of(_decoded(stored)):
+                            windows.observe(observation, 1)
+                        done += 1
+                        if done % REBUILD_STEP == 0:
+                            yield done
+                    windows.flush(totals=False)
+                    windows.sum_buckets()
+                    windows.pack(idle_only=False)  # before the next partition: a lower peak
+                parts[table] = windows
+            # published only once complete
+            self.partitions[partition] = CombinedWindows(self.specs, parts)
         yield done
 
     def drop(self, partition: int) -> None:

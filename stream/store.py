@@ -6,22 +6,36 @@ batch of records at a time with no current event, and a year of tickets must not
 index in RAM, so it uses the few methods below: reads by (partition, key), and one atomic
 RocksDB write batch per partition and input batch. Recovery, rebalancing, the persisted
 changelog offsets and everything else stay Faust's.
+
+Each partition's database also holds, in a column family of its own (so Faust's iteration and
+its changelog never see them), the checkpoint of the windows its states add up to and an undo
+log: for each state changed since that checkpoint, its value at the checkpoint. Both are written
+in the same write batch as the states, so after any crash the two still agree, and a restart
+loads the checkpoint and re-folds only the logged states (`pipeline.Pipeline.restore`).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import rocksdict
 from faust.stores import STORES
 from faust.stores import rocksdb as faust_rocksdb
-from faust.types import TP
+from faust.types import TP, EventT
+
+from .windows import META_KEY
 
 log = logging.getLogger("cx_stream")
 
 STORE_URL = "cxrocksdict://"
+
+WINDOWS_FAMILY = "cx-windows"
+"""The column family of the windows' checkpoint and the undo log."""
+
+UNDO_TAG = b"u"
+"""Undo log entries: UNDO_TAG + state key -> the state's value at the checkpoint (b"": none)."""
 
 ROCKSDB_OPTIONS: dict[str, Any] = {"driver": "rocksdict", "write_buffer_size": 8 * 1024**2}
 
@@ -90,18 +104,89 @@ class Store(faust_rocksdb.Store):
         return value
 
     def write(
-        self, partition: int, changes: Mapping[bytes, bytes | None], changelog_offset: int
+        self,
+        partition: int,
+        changes: Mapping[bytes, bytes | None],
+        changelog_offset: int | None,
+        windows: Mapping[bytes, bytes | None],
     ) -> None:
-        """Apply puts (and deletes, for None) to one partition atomically, together with the
-        offset of the last of them in the changelog: where recovery will resume reading."""
+        """Apply puts (and deletes, for None) to one partition atomically: state changes, with
+        the offset of the last of them in the changelog (where recovery will resume reading),
+        and the windows' checkpoint and undo log entries."""
+        db = self._db_for_partition(partition)
+        family = self._windows_family(db)
         batch = rocksdict.WriteBatch(raw_mode=True)
         for key, value in changes.items():
             if value is None:
                 batch.delete(key)
             else:
                 batch.put(key, value)
-        batch.put(self.offset_key, str(changelog_offset).encode())
-        self._db_for_partition(partition).write(batch)
+        for key, value in windows.items():
+            if value is None:
+                batch.delete(key, family)
+            else:
+                batch.put(key, value, family)
+        if changelog_offset is not None:
+            batch.put(self.offset_key, str(changelog_offset).encode())
+        db.write(batch)
+
+    def windows_entries(self, partition: int) -> Iterator[tuple[bytes, bytes]]:
+        """The windows' checkpoint and undo log entries of one partition."""
+        db = self._db_for_partition(partition)
+        yield from db.get_column_family(WINDOWS_FAMILY).items() if self._has_family(db) else ()
+
+    def apply_changelog_batch(
+        self,
+        batch: Iterable[EventT[Any]],
+        to_key: Callable[[Any], Any],
+        to_value: Callable[[Any], Any],
+    ) -> None:
+        """Faust's recovery: changelog records into the local copy. Where a windows checkpoint
+        exists, each state's value at the checkpoint is logged first, in the same write."""
+        batches: dict[int, Any] = {}
+        logged: dict[int, set[bytes]] = {}
+        offsets: dict[TP, int] = {}
+        for event in batch:
+            message = event.message
+            key = message.key
+            assert key is not None  # a changelog record always has one
+            offsets[message.tp] = max(message.offset, offsets.get(message.tp, -1))
+            writes = batches.get(message.partition)
+            if writes is None:
+                writes = batches[message.partition] = rocksdict.WriteBatch(raw_mode=True)
+                logged[message.partition] = set()
+            db = self._db_for_partition(message.partition)
+            self._log_undo(db, key, writes, logged[message.partition])
+            if message.value is None:
+                writes.delete(key)
+            else:
+                writes.put(key, message.value)
+        for partition, writes in batches.items():
+            self._db_for_partition(partition).write(writes)
+        for tp, offset in offsets.items():
+            self.set_persisted_offset(tp, offset)
+
+    def _log_undo(self, db: Any, key: bytes, writes: Any, logged: set[bytes]) -> None:
+        if key in logged or not self._has_family(db):
+            return
+        logged.add(key)
+        family = db.get_column_family(WINDOWS_FAMILY)
+        if family.get(META_KEY) is None or family.get(UNDO_TAG + key) is not None:
+            return  # no checkpoint, or the value at the checkpoint is logged already
+        writes.put(UNDO_TAG + key, db.get(key) or b"", self._windows_family(db))
+
+    @staticmethod
+    def _has_family(db: Any) -> bool:
+        try:
+            db.get_column_family_handle(WINDOWS_FAMILY)
+        except Exception:  # rocksdict raises a plain Exception for a missing family
+            return False
+        return True
+
+    def _windows_family(self, db: Any) -> Any:
+        if not self._has_family(db):
+            db.create_column_family(WINDOWS_FAMILY, self.rocksdb_options.as_options())
+        return db.get_column_family_handle(WINDOWS_FAMILY)
 
     def discard_partition(self, partition: int) -> None:
         """Delete the local copy of one partition; recovery restores it from the changelog."""

@@ -13,7 +13,7 @@ import math
 import re
 import zlib
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -232,6 +232,10 @@ def _pack(tally: Tally) -> bytes:
     return zlib.compress(orjson.dumps([tally.observations, tally.to_json()]), 1)
 
 
+def _packed(bucket: Bucket) -> bytes:
+    return bucket if isinstance(bucket, bytes) else _pack(bucket)
+
+
 def _unpacked(bucket: Bucket) -> Tally:
     if isinstance(bucket, Tally):
         return bucket
@@ -261,6 +265,13 @@ _REFERENCING_KINDS = frozenset({"opened", "nps", "csat", "ces"})
 StagedKey = tuple[Segment, int, int]
 """(segment, window position, bucket index) of observations not yet in the series."""
 
+BucketPlace = tuple[SegmentKey, int, int]
+"""(series, window position, bucket index) of a bucket."""
+
+META_KEY = b"m"
+"""The key of a checkpoint's series counts and waiting observations; see `checkpoint`."""
+_BUCKET_TAG, _TOTAL_TAG = b"b", b"t"
+
 
 class PartitionWindows:
     """All series of one input partition, kept current as observations come and go.
@@ -283,8 +294,12 @@ class PartitionWindows:
         self._staged: dict[StagedKey, Tally] = {}
         self._staged_counts: dict[Segment, list[int]] = {}
         """Per segment: [references, tickets_open] added since the last flush."""
-        self._unpacked: dict[tuple[SegmentKey, int, int], int] = {}
+        self._unpacked: dict[BucketPlace, int] = {}
         """Buckets held as tallies, with the clock tick (`advance`) they were last written in."""
+        self._dirty: set[BucketPlace] = set()
+        """Buckets changed (or gone) since the last `checkpoint`."""
+        self._superseded: set[bytes] = set()
+        """Stored entries of an earlier checkpoint that the next one deletes."""
         self._tick = 0
         # observations stamped after `now` (clock skew, up to five minutes): not in any
         # window yet, kept exactly until the clock reaches them
@@ -350,18 +365,22 @@ class PartitionWindows:
                     bucket = Tally()
                 else:
                     bucket = _unpacked(packed)
+                place = (key, position, index)
                 window.buckets[index] = bucket
-                self._unpacked[(key, position, index)] = self._tick
+                self._unpacked[place] = self._tick
+                self._dirty.add(place)
                 bucket.merge(tally)
                 if totals:
                     window.total.merge(tally)
                 if not bucket.observations:
                     del window.buckets[index]
-                    del self._unpacked[(key, position, index)]
+                    del self._unpacked[place]
                 touched.add(key)
         for key in touched:
             series = self.segments[key]
             if series.references <= 0 and series.tickets_open <= 0:
+                for position, window in enumerate(series.windows):
+                    self._dirty.update((key, position, index) for index in window.buckets)
                 del self.segments[key]
         self.changed |= touched
 
@@ -381,19 +400,27 @@ class PartitionWindows:
         self.now = now
         for position, spec in enumerate(self.specs):
             lowest = self._lowest_bucket(spec, now)
-            if lowest == self._lowest[position]:
-                continue
-            self._lowest[position] = lowest
-            for key, series in self.segments.items():
-                window = series.windows[position]
-                for index in [index for index in window.buckets if index < lowest]:
-                    window.total.merge(_unpacked(window.buckets.pop(index)), -1)
-                    self._unpacked.pop((key, position, index), None)
-                    self.changed.add(key)
-        due = [observation for observation in self._pending if observation.at <= now]
+            if lowest != self._lowest[position]:
+                self._lowest[position] = lowest
+                self._expire(position)
+        self._stage_due()
+        self.flush()
+
+    def _expire(self, position: int) -> None:
+        """Drop the buckets of one window that are older than its lowest bucket."""
+        lowest = self._lowest[position]
+        for key, series in self.segments.items():
+            window = series.windows[position]
+            for index in [index for index in window.buckets if index < lowest]:
+                window.total.merge(_unpacked(window.buckets.pop(index)), -1)
+                self._unpacked.pop((key, position, index), None)
+                self._dirty.add((key, position, index))
+                self.changed.add(key)
+
+    def _stage_due(self) -> None:
+        due = [observation for observation in self._pending if observation.at <= self.now]
         for observation in due:
             self._stage(observation, self._pending.pop(observation))
-        self.flush()
 
     def sum_buckets(self) -> None:
         """Set every window's running total to the sum of its buckets."""
@@ -424,12 +451,129 @@ class PartitionWindows:
         """The series' current totals as JSON, or None when no state refers to it any more."""
         self.flush()
         series = self.segments.get(key)
-        if series is None:
+        return None if series is None else series_partial(self.specs, [series])
+
+    def checkpoint(self, meta: Mapping[str, Any]) -> dict[bytes, bytes | None]:
+        """What changed since the last checkpoint, as store entries (None: delete), with
+        `meta` (which must say what the windows were derived with) stored alongside.
+
+        Written in the same store write as the states they add up, a checkpoint lets a
+        restart load the windows (`restore`) instead of deriving them from every state. The
+        buckets go as they are held (packed or not), and each window's running total with
+        them, so that loading unpacks nothing but the totals."""
+        self.flush()
+        entries: dict[bytes, bytes | None] = dict.fromkeys(self._superseded)
+        self._superseded = set()
+        totals: set[tuple[SegmentKey, int]] = set()
+        for key, position, index in self._dirty:
+            series = self.segments.get(key)
+            bucket = None if series is None else series.windows[position].buckets.get(index)
+            entries[_BUCKET_TAG + orjson.dumps([*key, position, index])] = (
+                None if bucket is None else _packed(bucket)
+            )
+            totals.add((key, position))
+        for key, position in totals:
+            series = self.segments.get(key)
+            entries[_TOTAL_TAG + orjson.dumps([*key, position])] = (
+                None if series is None else _pack(series.windows[position].total)
+            )
+        self._dirty = set()
+        entries[META_KEY] = orjson.dumps(
+            {
+                **meta,
+                "series": [
+                    [*key, series.references, series.tickets_open]
+                    for key, series in self.segments.items()
+                ],
+                "pending": [
+                    [observation.kind, observation.at, [*observation.segment], *observation[3:], n]
+                    for observation, n in self._pending.items()
+                ],
+            }
+        )
+        return entries
+
+    def supersede(self, stored: Iterable[tuple[bytes, bytes]]) -> None:
+        """Have the next checkpoint replace the stored one (entries of `restore`) entirely."""
+        self._superseded.update(key for key, _ in stored)
+
+    @classmethod
+    def restore(
+        cls, specs: Sequence[WindowSpec], now: float, entries: Iterable[tuple[bytes, bytes]]
+    ) -> tuple[PartitionWindows, dict[str, Any]] | None:
+        """The windows a checkpoint's entries hold, moved to `now`, and its meta; None
+        without a checkpoint."""
+        windows = cls(specs, now)
+        meta: dict[str, Any] | None = None
+        for key, value in entries:
+            tag, place = key[:1], key[1:]
+            if key == META_KEY:
+                meta = orjson.loads(value)
+            elif tag == _BUCKET_TAG:
+                dimension, name, position, index = orjson.loads(place)
+                windows._series((dimension, name)).windows[position].buckets[index] = value
+            elif tag == _TOTAL_TAG:
+                dimension, name, position = orjson.loads(place)
+                windows._series((dimension, name)).windows[position].total = _unpacked(value)
+        if meta is None:
             return None
-        return {
-            "tickets_open": series.tickets_open,
-            "windows": {
-                spec.name: window.total.to_json()
-                for spec, window in zip(self.specs, series.windows, strict=True)
-            },
-        }
+        for dimension, name, references, tickets_open in meta["series"]:
+            series = windows._series((dimension, name))
+            series.references, series.tickets_open = references, tickets_open
+        for kind, at, (team, channel, priority), *rest, count in meta["pending"]:
+            observation = Observation(kind, at, Segment(team, channel, priority), *rest)
+            windows._pending[observation] = count
+        for position in range(len(windows.specs)):
+            windows._expire(position)
+        windows._stage_due()
+        windows.flush()
+        windows.changed = set(windows.segments)
+        return windows, meta
+
+
+def series_partial(specs: Sequence[WindowSpec], parts: Sequence[SegmentWindows]) -> dict[str, Any]:
+    """The totals of a series held in parts (by state table) as one partial's JSON."""
+    windows: dict[str, Any] = {}
+    for position, spec in enumerate(specs):
+        totals = [part.windows[position].total for part in parts]
+        if len(totals) > 1:
+            merged = Tally()
+            for total in totals:
+                merged.merge(total)
+            totals = [merged]
+        windows[spec.name] = totals[0].to_json()
+    return {"tickets_open": sum(part.tickets_open for part in parts), "windows": windows}
+
+
+class CombinedWindows:
+    """The windows of one input partition, kept per state table (each is checkpointed with
+    its table's states) and read as one."""
+
+    def __init__(self, specs: Sequence[WindowSpec], parts: Mapping[str, PartitionWindows]) -> None:
+        self.specs = tuple(specs)
+        self.parts = dict(parts)
+
+    def advance(self, now: float) -> None:
+        for windows in self.parts.values():
+            windows.advance(now)
+
+    def take_changed(self) -> set[SegmentKey]:
+        """The series changed since the last call."""
+        changed: set[SegmentKey] = set()
+        for windows in self.parts.values():
+            changed |= windows.changed
+            windows.changed = set()
+        return changed
+
+    def series_keys(self) -> set[SegmentKey]:
+        return {key for windows in self.parts.values() for key in windows.segments}
+
+    def partial(self, key: SegmentKey) -> dict[str, Any] | None:
+        """The series' current totals as JSON, or None when no state refers to it any more."""
+        found = []
+        for windows in self.parts.values():
+            windows.flush()
+            series = windows.segments.get(key)
+            if series is not None:
+                found.append(series)
+        return series_partial(self.specs, found) if found else None

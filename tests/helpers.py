@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 
 from stream.exporter import SeriesRow, merge_partials, series_rows
-from stream.pipeline import Outcome, Pipeline, StoredState, TableName
+from stream.pipeline import STATE_TABLES, Checkpoint, Outcome, Pipeline, StoredState, TableName
 from stream.tickets import TicketRules
 from stream.windows import parse_windows
 from tests.oracle import Event, Expected, assert_matches
@@ -26,11 +26,16 @@ def partition_of(fields: dict[str, Any]) -> int:
 
 
 class MemoryStates:
-    """The pipeline's state as plain dicts: {(table, partition): {key: state}}."""
+    """The pipeline's state as plain dicts: {(table, partition): {key: state}}, with each
+    (table, partition)'s windows checkpoint and an undo log like the worker's store keeps."""
 
     def __init__(self) -> None:
         self.tables: dict[tuple[TableName, int], dict[str, StoredState]] = {}
         self.writes = 0
+        self.checkpoints: dict[tuple[TableName, int], dict[bytes, bytes]] = {}
+        self.undo: dict[tuple[TableName, int], dict[str, StoredState | None]] = {}
+        self.scans = 0
+        """How many times every state of a (table, partition) was read."""
 
     def get(self, table: TableName, partition: int, key: str) -> StoredState | None:
         return self.tables.get((table, partition), {}).get(key)
@@ -38,17 +43,37 @@ class MemoryStates:
     def put(self, table: TableName, partition: int, key: str, value: StoredState | None) -> None:
         self.writes += 1
         entries = self.tables.setdefault((table, partition), {})
+        self.undo.setdefault((table, partition), {}).setdefault(key, entries.get(key))
         if value is None:
             del entries[key]
         else:
             entries[key] = value
 
     def items(self, table: TableName, partition: int) -> Iterator[tuple[str, StoredState]]:
+        self.scans += 1
         yield from list(self.tables.get((table, partition), {}).items())
+
+    def checkpoint(self, table: TableName, partition: int) -> Checkpoint:
+        stored = self.checkpoints.get((table, partition), {})
+        return Checkpoint(sorted(stored.items()), dict(self.undo.get((table, partition), {})))
+
+    def save_checkpoints(self, pipeline: Pipeline) -> None:
+        """Store every (table, partition)'s checkpoint, as the worker does with its states."""
+        for partition in pipeline.partitions:
+            for table in STATE_TABLES:
+                stored = self.checkpoints.setdefault((table, partition), {})
+                for key, value in pipeline.checkpoint(table, partition).items():
+                    if value is None:
+                        stored.pop(key, None)
+                    else:
+                        stored[key] = value
+                self.undo.pop((table, partition), None)
 
     def copy(self) -> MemoryStates:
         copied = MemoryStates()
         copied.tables = {name: dict(entries) for name, entries in self.tables.items()}
+        copied.checkpoints = {name: dict(entries) for name, entries in self.checkpoints.items()}
+        copied.undo = {name: dict(entries) for name, entries in self.undo.items()}
         return copied
 
 
@@ -76,6 +101,12 @@ def feed(pipeline: Pipeline, events: list[Event], now: float) -> list[Outcome]:
     return outcomes
 
 
+def restore(pipeline: Pipeline, now: float) -> None:
+    """Restore the windows of every partition, as the worker does after recovery."""
+    for _ in pipeline.restore(range(PARTITIONS), now):
+        pass
+
+
 def exported(
     pipeline: Pipeline, now: float, cap: int = 50, business_hours: bool = False
 ) -> list[SeriesRow]:
@@ -83,7 +114,7 @@ def exported(
     entries = []
     for windows in pipeline.partitions.values():
         windows.advance(now)
-        for dimension, value in windows.segments:
+        for dimension, value in windows.series_keys():
             partial = windows.partial((dimension, value))
             assert partial is not None
             entries.append({"dimension": dimension, "value": value, **partial})

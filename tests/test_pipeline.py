@@ -10,8 +10,18 @@ from hypothesis import strategies as st
 
 from stream.business_hours import parse_schedules
 from stream.exporter import SeriesRow
+from stream.pipeline import Pipeline
 from stream.tickets import DEFAULT_SLA, SlaClock, TicketRules
-from tests.helpers import assert_rows_match, exported, feed, new_pipeline, states_of
+from stream.windows import parse_windows
+from tests.helpers import (
+    MemoryStates,
+    assert_rows_match,
+    exported,
+    feed,
+    new_pipeline,
+    restore,
+    states_of,
+)
 from tests.oracle import expected, settled_before
 from tests.scenario import delivery, opening_hours, scenario
 
@@ -58,9 +68,59 @@ def test_rebuilding_windows_from_the_tables_changes_nothing() -> None:
     pipeline = new_pipeline()
     feed(pipeline, delivery(events, 7), NOW)
     before = comparable(exported(pipeline, NOW))
-    for _ in pipeline.rebuild(range(4), NOW):
-        pass
+    restore(pipeline, NOW)
     assert comparable(exported(pipeline, NOW)) == before
+
+
+@settings(max_examples=12, deadline=None)
+@given(
+    seed=st.integers(0, 100_000),
+    # the clock moves on (clear of the scenario's window edges): nothing, past 1h, past 28d
+    later=st.sampled_from([0.0, 2 * 3600.0, 30 * 86400.0]),
+)
+def test_a_restart_loads_the_checkpoint_and_refolds_only_what_changed_since(
+    seed: int, later: float
+) -> None:
+    """The worker's restart: the windows loaded from the last checkpoint, the states changed
+    since folded in again, the clock moved on meanwhile (buckets expired, future events due)."""
+    events = delivery(scenario(seed, NOW, tickets=80), seed)
+    fed_at = NOW - 120  # the youngest events are a minute in the future: waiting, unbucketed
+    running = new_pipeline()
+    first, second = sorted(random.Random(seed).sample(range(len(events)), 2))
+    feed(running, events[:first], fed_at)
+    states_of(running).save_checkpoints(running)
+    feed(running, events[first:second], fed_at)
+    states_of(running).save_checkpoints(running)
+    feed(running, events[second:], fed_at)  # changed since: in the undo log
+    assert any(states_of(running).undo.values())
+
+    restarted = new_pipeline(states_of(running).copy())
+    restore(restarted, NOW + later)
+    assert states_of(restarted).scans == 0, "derived from every state, not loaded"
+    assert restarted.entries == running.entries
+    assert_rows_match(exported(restarted, NOW + later), expected(events, NOW + later))
+
+
+def test_a_checkpoint_of_other_windows_is_replaced_not_loaded() -> None:
+    events = scenario(5, NOW, tickets=60)
+    other = Pipeline(parse_windows("1h,24h"), TicketRules(), MemoryStates())
+    feed(other, events, NOW)
+    states_of(other).save_checkpoints(other)
+
+    restarted = new_pipeline(states_of(other).copy())
+    restore(restarted, NOW)
+    assert states_of(restarted).scans > 0
+    assert_rows_match(exported(restarted, NOW), expected(events, NOW))
+    states_of(restarted).save_checkpoints(restarted)
+    # nothing of the other checkpoint is left behind
+    fresh = new_pipeline(MemoryStates())
+    states_of(fresh).tables = states_of(other).copy().tables
+    restore(fresh, NOW)
+    states_of(fresh).save_checkpoints(fresh)
+    stored = states_of(restarted).checkpoints
+    assert {name: set(entries) for name, entries in stored.items()} == {
+        name: set(entries) for name, entries in states_of(fresh).checkpoints.items()
+    }
 
 
 def test_replay_after_a_crash_is_exact() -> None:
@@ -69,8 +129,7 @@ def test_replay_after_a_crash_is_exact() -> None:
     crashed = new_pipeline()
     feed(crashed, events[:500], NOW)
     restarted = new_pipeline(states_of(crashed).copy())
-    for _ in restarted.rebuild(range(4), NOW):
-        pass
+    restore(restarted, NOW)
     feed(restarted, events[random.Random(1).randint(0, 500) :], NOW)  # from the last commit
     assert_rows_match(exported(restarted, NOW), expected(events, NOW))
 
@@ -117,8 +176,7 @@ def test_forgetting_old_state_changes_no_number_and_keeps_open_tickets() -> None
     # the same numbers, long-open tickets still in the backlog, and a rebuild agrees
     assert comparable(exported(pipeline, NOW)) == before
     assert_rows_match(exported(pipeline, NOW), expected(events, NOW))
-    for _ in pipeline.rebuild(range(4), NOW):
-        pass
+    restore(pipeline, NOW)
     assert comparable(exported(pipeline, NOW)) == before
 
 
