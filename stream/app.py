@@ -169,6 +169,7 @@ def create_app(settings: Settings) -> App:
             "windows restored",
             extra={
                 "partitions": sorted(partitions),
+                **pipeline.restored,
                 **state_entries(pipeline),
                 "seconds": round(time.monotonic() - started, 3),
             },

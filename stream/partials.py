@@ -8,6 +8,7 @@ per-record cost once for them, not once per series.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from itertools import groupby
 from typing import Any
@@ -19,6 +20,11 @@ from .windows import CombinedWindows, SegmentKey
 
 FULL_REPUBLISH_EVERY = 60
 """Every this many cycles (15 s) a partition re-sends all its series, not just changed ones."""
+
+PUBLISH_SHARE = 0.2
+"""The most of the worker's time that building partials may take. At a steady rate a cycle
+takes milliseconds; under a backlog every series changes every cycle, and cycles are then
+skipped (the merging stage gets fewer partials too) rather than slowing the ingest."""
 
 
 def partial(windows: CombinedWindows, key: SegmentKey, partition: int) -> dict[str, Any]:
@@ -46,11 +52,17 @@ class PartialsPublisher:
         self.pipeline = pipeline
         self.topic = topic
         self.cycle = 0
+        self.resume_at = 0.0
+        """Wall-clock time before which a cycle is skipped (see PUBLISH_SHARE)."""
 
     async def publish(self, now: float) -> None:
         """Move every partition's windows to `now` and send the series that changed."""
+        if now < self.resume_at:
+            return
         self.cycle += 1
+        busy = 0.0  # seconds spent computing, not waiting for the producer
         for partition, windows in list(self.pipeline.partitions.items()):
+            started = time.perf_counter()
             windows.advance(now)
             keys = windows.take_changed()
             if self.cycle % FULL_REPUBLISH_EVERY == 0:
@@ -61,4 +73,8 @@ class PartialsPublisher:
                 value = orjson.dumps(
                     {"partials": [partial(windows, key, partition) for key in group]}
                 )
+                busy += time.perf_counter() - started
                 await self.topic.send(key=dimension.encode(), value=value)
+                started = time.perf_counter()
+            busy += time.perf_counter() - started
+        self.resume_at = now + busy * (1 / PUBLISH_SHARE - 1)

@@ -101,6 +101,8 @@ class Pipeline:
         self.entries: Counter[tuple[TableName, int]] = Counter()
         """How many states each (table, partition) keeps."""
         self._touched: dict[tuple[TableName, int, str], _Touched] = {}
+        self.restored: Counter[str] = Counter()
+        """What the last `restore` did: checkpoints loaded, states refolded, states read."""
         self._derived_with = repr((self.specs, rules))
         """What the windows depend on besides the states: a checkpoint made with other
         windows or ticket rules is not loaded."""
@@ -252,6 +254,7 @@ class Pipeline:
         """
         self.partitions = {}
         self.entries.clear()
+        self.restored.clear()
         done = 0
         for partition in partitions:
             parts: dict[str, PartitionWindows] = {}
@@ -261,6 +264,8 @@ class Pipeline:
                 if loaded is not None and loaded[1].get("derived_with") == self._derived_with:
                     windows, meta = loaded
                     self.entries[(table, partition)] = meta["entries"]
+                    self.restored["checkpoints_loaded"] += 1
+                    self.restored["states_refolded"] += len(checkpoint.changed_since)
                     for key, old in checkpoint.changed_since.items():
                         new = self.states.get(table, partition, key)
                         before, after = (None if v is None else _decoded(v) for v in (old, new))
@@ -274,6 +279,7 @@ class Pipeline:
                     windows.supersede(checkpoint.windows)
                     for _, stored in self.states.items(table, partition):
                         self.entries[(table, partition)] += 1
+                        self.restored["states_read"] += 1
                         for observation in self._observations_of(_decoded(stored)):
                             windows.observe(observation, 1)
                         done += 1

@@ -4,6 +4,7 @@ must give the rows a direct merge of every partition's windows gives."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 import zlib
 
@@ -11,7 +12,7 @@ import orjson
 import pytest
 
 from stream.exporter import SeriesRow
-from stream.partials import PartialsPublisher, partial, partials_of
+from stream.partials import PUBLISH_SHARE, PartialsPublisher, partial, partials_of
 from stream.series import Series
 from tests.helpers import WINDOW_NAMES, exported, feed, new_pipeline
 from tests.scenario import delivery, scenario
@@ -45,9 +46,10 @@ def test_grouped_partials_through_the_series_table_give_the_merged_rows() -> Non
     publisher = PartialsPublisher(pipeline, topic)
     table: dict[str, bytes] = {}
     series = Series(table, 50, WINDOW_NAMES, lambda: set(range(CX_PARTIALS_PARTITIONS)))
-    for start in range(0, len(records), len(records) // 3):
+    for step, start in enumerate(range(0, len(records), len(records) // 3)):
         feed(pipeline, records[start : start + len(records) // 3], NOW)
-        asyncio.run(publisher.publish(NOW))
+        # a minute apart: a cycle right after another may be skipped (PUBLISH_SHARE)
+        asyncio.run(publisher.publish(NOW + 60 * step))
         for key, value in topic.sent:
             carried = list(partials_of(value))
             assert {item["dimension"].encode() for item in carried} == {key}
@@ -55,9 +57,34 @@ def test_grouped_partials_through_the_series_table_give_the_merged_rows() -> Non
             for item in carried:
                 series.apply(item, zlib.crc32(key) % CX_PARTIALS_PARTITIONS)
         topic.sent.clear()
-        assert_same_rows(series.rows(), exported(pipeline, NOW))
+        assert_same_rows(series.rows(), exported(pipeline, NOW + 60 * step))
     series.restored()  # read back from the table, as after a recovery
-    assert_same_rows(series.rows(), exported(pipeline, NOW))
+    assert_same_rows(series.rows(), exported(pipeline, NOW + 60 * step))
+
+
+def test_cycles_are_skipped_so_that_partials_take_at_most_a_fifth_of_the_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    records = delivery(scenario(8, NOW, tickets=40), 8)
+    pipeline = new_pipeline()
+    topic = RecordingTopic()
+    publisher = PartialsPublisher(pipeline, topic)
+    ticks = itertools.count()
+    # every reading of the clock finds another 10 ms of computing
+    monkeypatch.setattr("stream.partials.time.perf_counter", lambda: next(ticks) * 0.01)
+    feed(pipeline, records[:100], NOW)
+    asyncio.run(publisher.publish(NOW))
+    sent, topic.sent = topic.sent, []
+    readings = next(ticks)  # two per stretch of computing: at its start and its end
+    busy = 0.01 * readings / 2  # every other stretch: from a send to the next one is waiting
+    skipped = publisher.resume_at - NOW
+    assert sent and skipped == pytest.approx(busy * (1 / PUBLISH_SHARE - 1), abs=1e-4)
+
+    feed(pipeline, records[100:], NOW)
+    asyncio.run(publisher.publish(publisher.resume_at - 0.01))
+    assert topic.sent == []  # skipped: the changes wait for the next cycle
+    asyncio.run(publisher.publish(publisher.resume_at))
+    assert topic.sent
 
 
 def test_a_partial_written_before_grouping_is_still_read() -> None:
