@@ -72,18 +72,20 @@ def _samples(worker: ServiceProcess) -> Samples | None:
 def settled_reference(worker: ServiceProcess, tickets: int) -> Samples:
     """Poll until two scrapes a few publish intervals apart agree and count every ticket."""
     deadline = time.monotonic() + SETTLE_TIMEOUT
-    previous: Samples | None = None
+    previous: Samples = {}
+    current: Samples = {}
     while time.monotonic() < deadline:
         worker.check_alive()
-        current = reference(_samples(worker) or {})
-        opened = _opened_28d(current)
-        if current and current == previous and opened == tickets:
+        previous, current = current, reference(_samples(worker) or {})
+        if current and current == previous and _opened_28d(current) == tickets:
             return current
-        previous = current
         time.sleep(5)
+    moving = sorted(
+        key for key in current.keys() | previous.keys() if current.get(key) != previous.get(key)
+    )
     raise ChildFailed(
         f"/metrics did not settle at {tickets} tickets opened in 28d within {SETTLE_TIMEOUT:.0f}s"
-        f" (last: {_opened_28d(previous or {})})"
+        f" (last: {_opened_28d(current)}; {len(moving)} samples still moving, e.g. {moving[:3]})"
     )
 
 

@@ -66,7 +66,9 @@ def open_stores(datadir: Path) -> dict[TableName, Store]:
         )
         for name in STATE_TABLES
     }
-    return {name: table.data for name, table in tables.items()}
+    stores = {name: table.data for name, table in tables.items()}
+    assert all(isinstance(store, Store) for store in stores.values())
+    return stores  # type: ignore[return-value]
 
 
 def close(stores: dict[TableName, Store]) -> None:
