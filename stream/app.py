@@ -35,7 +35,8 @@ from .health import (
     state_entries,
 )
 from .ingest import DEAD_LETTER_MAX_BYTES, BatchStates, Ingest
-from .partials import PartialsPublisher, partials_of
+from .memory import limit_heap_growth, release_free_memory
+from .partials import PartialsPublisher, newest_partials
 from .pipeline import STATE_TABLES, Pipeline, TableName
 from .series import Series, Snapshots
 from .store import ROCKSDB_OPTIONS, STORE_URL
@@ -50,6 +51,11 @@ TABLES = (*STATE_TABLES, "series")
 
 MAX_BATCH_RECORDS = 2000
 """Records per fetch, and so per ingest batch."""
+
+MERGE_BATCH = 500
+MERGE_WAIT = 0.01
+"""The merging stage takes up to MERGE_BATCH cx-partials messages, or what came within
+MERGE_WAIT seconds, at a time, and applies only the newest partial of each series among them."""
 
 STATUS_INTERVAL = 30.0
 """Seconds between the worker's status log lines."""
@@ -165,6 +171,7 @@ def create_app(settings: Settings) -> App:
                 await asyncio.sleep(0)
             ingest.checkpoint_all()
             readiness.windows_restored = True
+        release_free_memory()  # what reading the state left behind
         log.info(
             "windows restored",
             extra={
@@ -206,9 +213,13 @@ def create_app(settings: Settings) -> App:
 
     @app.agent(partials, name="merge-partials")
     async def merge_partials(stream: Any) -> None:
-        async for event in stream.events():
-            for partial in partials_of(event.message.value):
-                series.apply(partial, event.message.partition)
+        async for events in stream.take_events(MERGE_BATCH, within=MERGE_WAIT):
+            carried = newest_partials([event.message.value for event in events])
+            for event, newest in zip(events, carried, strict=True):
+                # the series table writes its changelog to the partition of the current event
+                stream._set_current_event(event)
+                for partial in newest:
+                    series.apply(partial, event.message.partition)
 
     partials_publisher = PartialsPublisher(pipeline, partials)
     snapshots = Snapshots(series, metrics)
@@ -230,6 +241,7 @@ def create_app(settings: Settings) -> App:
 
     @app.timer(STATUS_INTERVAL)
     async def log_status() -> None:
+        release_free_memory()  # freed by batches since: a backlog's churn is not kept resident
         status.line(
             {
                 "input_partitions": sorted(pipeline.partitions),
@@ -328,6 +340,7 @@ def run_worker(settings: Settings) -> None:
     from .broker import BrokerUnreachable
     from .logs import logging_config
 
+    limit_heap_growth()  # before Faust and RocksDB start their threads
     try:
         settings = prepare_topics(settings)
     except (BrokerUnreachable, KafkaError, ValueError) as error:

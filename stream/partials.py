@@ -9,7 +9,7 @@ per-record cost once for them, not once per series.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from itertools import groupby
 from typing import Any
 
@@ -45,6 +45,23 @@ def partials_of(message: bytes) -> Iterator[dict[str, Any]]:
     they were grouped, and still in the topic after an upgrade) a single partial."""
     payload = orjson.loads(message)
     yield from payload.get("partials", [payload])
+
+
+def newest_partials(messages: Sequence[bytes]) -> list[list[dict[str, Any]]]:
+    """The partials each of a run of cx-partials messages carries, less those a later message of
+    the run carries again: a partial is a series' whole totals, so only the newest counts. A
+    merging stage that fell behind catches up by applying a fraction of what it was sent."""
+    carried = [list(partials_of(message)) for message in messages]
+    seen: set[tuple[str, str, int]] = set()
+    for partials in reversed(carried):
+        newest = []
+        for item in partials:
+            series = (item["dimension"], item["value"], item["source_partition"])
+            if series not in seen:
+                seen.add(series)
+                newest.append(item)
+        partials[:] = newest
+    return carried
 
 
 class PartialsPublisher:

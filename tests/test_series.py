@@ -12,7 +12,13 @@ import orjson
 import pytest
 
 from stream.exporter import SeriesRow
-from stream.partials import PUBLISH_SHARE, PartialsPublisher, partial, partials_of
+from stream.partials import (
+    PUBLISH_SHARE,
+    PartialsPublisher,
+    newest_partials,
+    partial,
+    partials_of,
+)
 from stream.series import Series
 from tests.helpers import WINDOW_NAMES, exported, feed, new_pipeline
 from tests.scenario import delivery, scenario
@@ -93,3 +99,26 @@ def test_a_partial_written_before_grouping_is_still_read() -> None:
     partition, windows = next(iter(pipeline.partitions.items()))
     single = partial(windows, ("all", "all"), partition)
     assert list(partials_of(orjson.dumps(single))) == [orjson.loads(orjson.dumps(single))]
+
+
+def test_a_merging_stage_behind_applies_only_the_newest_partial_of_each_series() -> None:
+    records = delivery(scenario(9, NOW, tickets=60), 9)
+    pipeline = new_pipeline()
+    topic = RecordingTopic()
+    publisher = PartialsPublisher(pipeline, topic)
+    for step in range(4):  # four cycles' messages waiting in cx-partials
+        feed(pipeline, records[step * len(records) // 4 : (step + 1) * len(records) // 4], NOW)
+        asyncio.run(publisher.publish(NOW + 60 * step))
+    one_by_one = Series({}, 50, WINDOW_NAMES, lambda: {0})
+    for _, value in topic.sent:
+        for item in partials_of(value):
+            one_by_one.apply(item, 0)
+    caught_up = Series({}, 50, WINDOW_NAMES, lambda: {0})
+    carried = newest_partials([value for _, value in topic.sent])
+    for newest in carried:
+        for item in newest:
+            caught_up.apply(item, 0)
+    assert_same_rows(caught_up.rows(), one_by_one.rows())
+    assert_same_rows(caught_up.rows(), exported(pipeline, NOW + 180))
+    sent = sum(len(list(partials_of(value))) for _, value in topic.sent)
+    assert sum(map(len, carried)) < sent / 2

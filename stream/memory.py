@@ -1,0 +1,52 @@
+"""Keeping the worker's resident memory close to what it holds (glibc's allocator).
+
+Python objects over 512 bytes (states, their JSON, packed window buckets), aiokafka's fetch
+buffers and RocksDB all come from glibc's malloc. Left to its defaults, glibc keeps freed
+memory for reuse: it raises its mmap threshold after each large free (so later fetch buffers of
+megabytes land in the heap, where one live chunk pins the pages around it), gives each thread
+an arena of its own, and returns heap pages to the system only from the top. A worker that
+loaded a month of history then held tens of MB more than it used. Elsewhere (musl, macOS)
+these are no-ops.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+
+log = logging.getLogger("cx_stream")
+
+_M_MMAP_THRESHOLD = -3
+_M_ARENA_MAX = -8
+MMAP_THRESHOLD = 256 * 1024
+"""Allocations from this size on are mapped on their own and unmapped when freed."""
+ARENA_MAX = 2
+"""malloc arenas of the whole process (glibc's default: eight per core)."""
+
+
+def _glibc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return None
+    libc = ctypes.CDLL(name)
+    return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
+
+
+_libc = _glibc()
+
+
+def limit_heap_growth() -> bool:
+    """Fix the mmap threshold and the number of arenas; to be called before threads start.
+    Returns whether the allocator is glibc's (and took the settings)."""
+    if _libc is None:
+        return False
+    return bool(
+        _libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) and _libc.mallopt(_M_ARENA_MAX, ARENA_MAX)
+    )
+
+
+def release_free_memory() -> bool:
+    """Give the free pages of every malloc arena back to the system, not only the heap's top.
+    Returns whether any memory was released."""
+    return _libc is not None and bool(_libc.malloc_trim(0))
