@@ -18,9 +18,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from typing import Any
 
 import faust
+from faust import streams as faust_streams
 from prometheus_client import CollectorRegistry, Counter, disable_created_metrics, generate_latest
 
 from .broker import client_options
@@ -167,9 +169,16 @@ def create_app(settings: Settings) -> App:
         started = time.monotonic()
         partitions = owned_partitions(*topic_kinds)
         async with ingest.lock:
-            for _ in pipeline.restore(partitions, time.time()):
-                await asyncio.sleep(0)
-            ingest.checkpoint_all()
+            try:
+                for _ in pipeline.restore(partitions, time.time()):
+                    await asyncio.sleep(0)
+                ingest.checkpoint_all()
+            except Exception as error:
+                # Faust ignores what a recovery callback raises: a worker without its windows
+                # must stop, not process and checkpoint on top of them
+                log.exception("could not restore the windows; stopping")
+                await app.crash(error)
+                return
             readiness.windows_restored = True
         release_free_memory()  # what reading the state left behind
         log.info(
@@ -216,8 +225,11 @@ def create_app(settings: Settings) -> App:
         async for events in stream.take_events(MERGE_BATCH, within=MERGE_WAIT):
             carried = newest_partials([event.message.value for event in events])
             for event, newest in zip(events, carried, strict=True):
-                # the series table writes its changelog to the partition of the current event
-                stream._set_current_event(event)
+                # The series table writes its changelog to the partition of Faust's current
+                # event, which within a run is the run's last: each message's own is set here.
+                # (Faust's private context variable, as of faust-streaming 0.15.3; this loop
+                # must not await, or take_events' buffering would see it.)
+                faust_streams._current_event.set(weakref.ref(event))
                 for partial in newest:
                     series.apply(partial, event.message.partition)
 

@@ -52,8 +52,9 @@ SWEEP_CHUNK = 2000
 
 CHECKPOINT_AFTER = 2000
 """States of a (table, partition) changed since its windows' last checkpoint before the next
-one. A restart re-folds at most this many per (table, partition); a checkpoint writes every
-window bucket changed since the last one, so a larger figure writes less during a backlog."""
+one. A restart re-folds that many per (table, partition) at most, plus what Faust's recovery
+read from the changelog; a checkpoint writes every window bucket changed since the last one,
+so a larger figure writes less during a backlog."""
 
 
 Headers = list[tuple[str, bytes]]
@@ -98,7 +99,8 @@ class BatchStates:
         for key, raw in self.stores[table].partition_items(partition):
             yield key.decode(), orjson.loads(raw)
 
-    def checkpoint(self, table: TableName, partition: int) -> Checkpoint:
+    def load_checkpoint(self, table: TableName, partition: int) -> Checkpoint:
+        """The stored checkpoint and undo log (whose keys are then the ones known as logged)."""
         checkpoint = Checkpoint([], {})
         logged = self.logged[(table, partition)] = set()
         for key, value in self.stores[table].windows_entries(partition):
@@ -109,24 +111,26 @@ class BatchStates:
                 checkpoint.windows.append((key, value))
         return checkpoint
 
-    def checkpointed(self, table: TableName, partition: int, windows: Entries) -> Entries:
+    def replacing_undo_log(self, table: TableName, partition: int, windows: Entries) -> Entries:
         """A checkpoint's entries, with the undo log it makes obsolete deleted."""
         logged = self.logged.pop((table, partition), set())
         return {**{UNDO_TAG + key: None for key in logged}, **windows}
 
     def take(
-        self, checkpoint: Callable[[TableName, int], Entries]
+        self, new_checkpoint: Callable[[TableName, int], Entries]
     ) -> dict[tuple[TableName, int], tuple[Entries, Entries]]:
         """The batch's changes, encoded, per (table, partition): the states, and the windows'
-        entries to write with them (`checkpoint` gives a new one when the undo log is full);
-        and an empty overlay for the next batch."""
+        entries to write with them (`new_checkpoint` gives a checkpoint's when the undo log is
+        full); and an empty overlay for the next batch. The caller writes them all or stops
+        the worker: the overlay and the undo log keys are not kept for a second attempt."""
         changes = {}
         for (table, partition), entries in self.pending.items():
             states = {
                 key.encode(): None if value is None else orjson.dumps(value)
                 for key, value in entries.items()
             }
-            changes[(table, partition)] = (states, self._undo(table, partition, states, checkpoint))
+            undo = self._undo(table, partition, states, new_checkpoint)
+            changes[(table, partition)] = (states, undo)
         self.pending = {}
         return changes
 
@@ -135,12 +139,12 @@ class BatchStates:
         table: TableName,
         partition: int,
         states: Entries,
-        checkpoint: Callable[[TableName, int], Entries],
+        new_checkpoint: Callable[[TableName, int], Entries],
     ) -> Entries:
         logged = self.logged.setdefault((table, partition), set())
         new = [key for key in states if key not in logged]
         if len(logged) + len(new) >= CHECKPOINT_AFTER:
-            return self.checkpointed(table, partition, checkpoint(table, partition))
+            return self.replacing_undo_log(table, partition, new_checkpoint(table, partition))
         logged.update(new)
         # read before this batch is written: the value at the checkpoint
         store = self.stores[table]
@@ -289,7 +293,7 @@ class Ingest:
             self.dead_letter_failures.labels(message.topic).inc()
 
     async def _write_back(self) -> None:
-        changes = self.states.take(self.pipeline.checkpoint)
+        changes = self.states.take(self.pipeline.checkpoint_entries)
         deliveries = {
             name: [
                 await self.producer.send(self.changelogs[name[0]], key, value, name[1], None, None)
@@ -307,8 +311,8 @@ class Ingest:
         """Checkpoint the windows of every (table, partition): after they were restored."""
         for partition in self.pipeline.partitions:
             for table in STATE_TABLES:
-                windows = self.pipeline.checkpoint(table, partition)
-                entries = self.states.checkpointed(table, partition, windows)
+                windows = self.pipeline.checkpoint_entries(table, partition)
+                entries = self.states.replacing_undo_log(table, partition, windows)
                 self.states.stores[table].write(partition, {}, None, entries)
 
 

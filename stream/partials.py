@@ -8,8 +8,9 @@ per-record cost once for them, not once per series.
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from itertools import groupby
 from typing import Any
 
@@ -19,7 +20,8 @@ from .pipeline import Pipeline
 from .windows import CombinedWindows, SegmentKey
 
 FULL_REPUBLISH_EVERY = 60
-"""Every this many cycles (15 s) a partition re-sends all its series, not just changed ones."""
+"""Every this many cycles (15 s, unless cycles are skipped) a partition re-sends all its series,
+not just changed ones."""
 
 PUBLISH_SHARE = 0.2
 """The most of the worker's time that building partials may take. At a steady rate a cycle
@@ -65,21 +67,26 @@ def newest_partials(messages: Sequence[bytes]) -> list[list[dict[str, Any]]]:
 
 
 class PartialsPublisher:
-    def __init__(self, pipeline: Pipeline, topic: Any) -> None:
+    def __init__(
+        self, pipeline: Pipeline, topic: Any, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.pipeline = pipeline
         self.topic = topic
         self.cycle = 0
-        self.resume_at = 0.0
-        """Wall-clock time before which a cycle is skipped (see PUBLISH_SHARE)."""
+        self.clock = clock
+        """Measures the time spent, and when to resume (not wall-clock: it may step back)."""
+        self.resume_at = -math.inf
+        """`clock` time before which a cycle is skipped (see PUBLISH_SHARE)."""
 
     async def publish(self, now: float) -> None:
-        """Move every partition's windows to `now` and send the series that changed."""
-        if now < self.resume_at:
+        """Move every partition's windows to wall-clock `now` and send the series that
+        changed."""
+        if self.clock() < self.resume_at:
             return
         self.cycle += 1
         busy = 0.0  # seconds spent computing, not waiting for the producer
         for partition, windows in list(self.pipeline.partitions.items()):
-            started = time.perf_counter()
+            started = self.clock()
             windows.advance(now)
             keys = windows.take_changed()
             if self.cycle % FULL_REPUBLISH_EVERY == 0:
@@ -90,8 +97,8 @@ class PartialsPublisher:
                 value = orjson.dumps(
                     {"partials": [partial(windows, key, partition) for key in group]}
                 )
-                busy += time.perf_counter() - started
+                busy += self.clock() - started
                 await self.topic.send(key=dimension.encode(), value=value)
-                started = time.perf_counter()
-            busy += time.perf_counter() - started
-        self.resume_at = now + busy * (1 / PUBLISH_SHARE - 1)
+                started = self.clock()
+            busy += self.clock() - started
+        self.resume_at = self.clock() + busy * (1 / PUBLISH_SHARE - 1)

@@ -32,7 +32,7 @@ TableName = Literal["tickets", "surveys"]
 STATE_TABLES: tuple[TableName, ...] = ("tickets", "surveys")
 StoredState = dict[str, Any]
 
-REBUILD_STEP = 5000
+RESTORE_STEP = 5000
 
 Entries = dict[bytes, bytes | None]
 """Store entries to write; None deletes."""
@@ -59,7 +59,7 @@ class States(Protocol):
 
     def items(self, table: TableName, partition: int) -> Iterator[tuple[str, StoredState]]: ...
 
-    def checkpoint(self, table: TableName, partition: int) -> Checkpoint: ...
+    def load_checkpoint(self, table: TableName, partition: int) -> Checkpoint: ...
 
 
 @dataclass(slots=True)
@@ -89,7 +89,7 @@ class Pipeline:
     their effect on the windows is settled once per batch (`settle`): a ticket touched by ten
     events of a batch is written once and retracted and re-added in the windows once.
 
-    The windows of each (table, partition) are what its states add up to; `checkpoint` gives
+    The windows of each (table, partition) are what its states add up to; `checkpoint_entries` gives
     what to store with the states so that `restore` can load them instead of deriving them.
     """
 
@@ -234,12 +234,12 @@ class Pipeline:
             forgotten += 1
         return forgotten
 
-    def checkpoint(self, table: TableName, partition: int) -> Entries:
+    def checkpoint_entries(self, table: TableName, partition: int) -> Entries:
         """The entries that bring the stored checkpoint of the (table, partition)'s windows
         up to date; to be written with its states, as they are now."""
         windows = self.partitions[partition].parts[table]
         meta = {"derived_with": self._derived_with, "entries": self.entries[(table, partition)]}
-        return windows.checkpoint(meta)
+        return windows.checkpoint_entries(meta)
 
     def restore(self, partitions: Iterable[int], now: float) -> Iterator[int]:
         """Load the windows and entry counts of `partitions` from their checkpoints, or derive
@@ -249,8 +249,8 @@ class Pipeline:
         Called after Faust restored the tables (start-up, crash recovery, rebalance): the
         tables are the truth, windows are what they add up to. Afterwards every (table,
         partition) is to be checkpointed. A generator, to be run to its end: it yields the
-        states read so far every REBUILD_STEP states, so that a worker deriving a large state
-        can still answer heartbeats and scrapes.
+        states read so far every RESTORE_STEP states, so that a worker deriving a large state
+        (or re-folding a long undo log) can still answer heartbeats and scrapes.
         """
         self.partitions = {}
         self.entries.clear()
@@ -259,9 +259,11 @@ class Pipeline:
         for partition in partitions:
             parts: dict[str, PartitionWindows] = {}
             for table in STATE_TABLES:
-                checkpoint = self.states.checkpoint(table, partition)
-                loaded = PartitionWindows.restore(self.specs, now, checkpoint.windows)
-                if loaded is not None and loaded[1].get("derived_with") == self._derived_with:
+                checkpoint = self.states.load_checkpoint(table, partition)
+                loaded = PartitionWindows.restore(
+                    self.specs, now, checkpoint.windows, self._derived_with
+                )
+                if loaded is not None:
                     windows, meta = loaded
                     self.entries[(table, partition)] = meta["entries"]
                     self.restored["checkpoints_loaded"] += 1
@@ -273,6 +275,9 @@ class Pipeline:
                             windows, self._observations_of(before), self._observations_of(after)
                         )
                         self.entries[(table, partition)] += (new is not None) - (old is not None)
+                        done += 1
+                        if done % RESTORE_STEP == 0:
+                            yield done
                     windows.flush()
                 else:
                     windows = PartitionWindows(self.specs, now)
@@ -283,7 +288,7 @@ class Pipeline:
                         for observation in self._observations_of(_decoded(stored)):
                             windows.observe(observation, 1)
                         done += 1
-                        if done % REBUILD_STEP == 0:
+                        if done % RESTORE_STEP == 0:
                             yield done
                     windows.flush(totals=False)
                     windows.sum_buckets()

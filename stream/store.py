@@ -145,6 +145,7 @@ class Store(faust_rocksdb.Store):
         exists, each state's value at the checkpoint is logged first, in the same write."""
         batches: dict[int, Any] = {}
         logged: dict[int, set[bytes]] = {}
+        """Per partition with a checkpoint: the keys whose value at it is logged already."""
         offsets: dict[TP, int] = {}
         for event in batch:
             message = event.message
@@ -154,9 +155,11 @@ class Store(faust_rocksdb.Store):
             writes = batches.get(message.partition)
             if writes is None:
                 writes = batches[message.partition] = rocksdict.WriteBatch(raw_mode=True)
-                logged[message.partition] = set()
-            db = self._db_for_partition(message.partition)
-            self._log_undo(db, key, writes, logged[message.partition])
+                db = self._db_for_partition(message.partition)
+                if self._has_family(db) and db.get_column_family(WINDOWS_FAMILY).get(META_KEY):
+                    logged[message.partition] = set()
+            if message.partition in logged:
+                self._log_undo(message.partition, key, writes, logged[message.partition])
             if message.value is None:
                 writes.delete(key)
             else:
@@ -166,20 +169,20 @@ class Store(faust_rocksdb.Store):
         for tp, offset in offsets.items():
             self.set_persisted_offset(tp, offset)
 
-    def _log_undo(self, db: Any, key: bytes, writes: Any, logged: set[bytes]) -> None:
-        if key in logged or not self._has_family(db):
+    def _log_undo(self, partition: int, key: bytes, writes: Any, logged: set[bytes]) -> None:
+        """Log the state's value at the checkpoint, unless it is logged already."""
+        if key in logged:
             return
         logged.add(key)
-        family = db.get_column_family(WINDOWS_FAMILY)
-        if family.get(META_KEY) is None or family.get(UNDO_TAG + key) is not None:
-            return  # no checkpoint, or the value at the checkpoint is logged already
-        writes.put(UNDO_TAG + key, db.get(key) or b"", self._windows_family(db))
+        db = self._db_for_partition(partition)
+        if db.get_column_family(WINDOWS_FAMILY).get(UNDO_TAG + key) is None:
+            writes.put(UNDO_TAG + key, db.get(key) or b"", self._windows_family(db))
 
     @staticmethod
     def _has_family(db: Any) -> bool:
         try:
             db.get_column_family_handle(WINDOWS_FAMILY)
-        except Exception:  # rocksdict raises a plain Exception for a missing family
+        except Exception:  # rocksdict raises nothing more specific for a missing family
             return False
         return True
 

@@ -269,7 +269,11 @@ BucketPlace = tuple[SegmentKey, int, int]
 """(series, window position, bucket index) of a bucket."""
 
 META_KEY = b"m"
-"""The key of a checkpoint's series counts and waiting observations; see `checkpoint`."""
+"""The key of a checkpoint's series counts and waiting observations; see `checkpoint_entries`."""
+
+CHECKPOINT_FORMAT = 1
+"""The layout of a checkpoint and how observations are tallied: a release that changes either
+raises it, and its first start derives the windows from the states again."""
 _BUCKET_TAG, _TOTAL_TAG = b"b", b"t"
 
 
@@ -297,9 +301,11 @@ class PartitionWindows:
         self._unpacked: dict[BucketPlace, int] = {}
         """Buckets held as tallies, with the clock tick (`advance`) they were last written in."""
         self._dirty: set[BucketPlace] = set()
-        """Buckets changed (or gone) since the last `checkpoint`."""
+        """Buckets changed (or gone) since the last `checkpoint_entries`."""
         self._superseded: set[bytes] = set()
         """Stored entries of an earlier checkpoint that the next one deletes."""
+        self._gone: set[SegmentKey] = set()
+        """Series removed since the last checkpoint: their totals are deleted with it."""
         self._tick = 0
         # observations stamped after `now` (clock skew, up to five minutes): not in any
         # window yet, kept exactly until the clock reaches them
@@ -381,6 +387,7 @@ class PartitionWindows:
             if series.references <= 0 and series.tickets_open <= 0:
                 for position, window in enumerate(series.windows):
                     self._dirty.update((key, position, index) for index in window.buckets)
+                self._gone.add(key)
                 del self.segments[key]
         self.changed |= touched
 
@@ -453,18 +460,17 @@ class PartitionWindows:
         series = self.segments.get(key)
         return None if series is None else series_partial(self.specs, [series])
 
-    def checkpoint(self, meta: Mapping[str, Any]) -> dict[bytes, bytes | None]:
+    def checkpoint_entries(self, meta: Mapping[str, Any]) -> dict[bytes, bytes | None]:
         """What changed since the last checkpoint, as store entries (None: delete), with
         `meta` (which must say what the windows were derived with) stored alongside.
 
         Written in the same store write as the states they add up, a checkpoint lets a
         restart load the windows (`restore`) instead of deriving them from every state. The
-        buckets go as they are held (packed or not), and each window's running total with
-        them, so that loading unpacks nothing but the totals."""
+        buckets go packed, and each window's running total with them, so that loading unpacks
+        nothing but the totals."""
         self.flush()
         entries: dict[bytes, bytes | None] = dict.fromkeys(self._superseded)
-        self._superseded = set()
-        totals: set[tuple[SegmentKey, int]] = set()
+        totals = {(key, position) for key in self._gone for position in range(len(self.specs))}
         for key, position, index in self._dirty:
             series = self.segments.get(key)
             bucket = None if series is None else series.windows[position].buckets.get(index)
@@ -477,10 +483,13 @@ class PartitionWindows:
             entries[_TOTAL_TAG + orjson.dumps([*key, position])] = (
                 None if series is None else _pack(series.windows[position].total)
             )
-        self._dirty = set()
+        # the caller writes these entries or stops the worker: either way they are not needed
+        self._superseded, self._dirty, self._gone = set(), set(), set()
         entries[META_KEY] = orjson.dumps(
             {
                 **meta,
+                "format": CHECKPOINT_FORMAT,
+                "now": self.now,
                 "series": [
                     [*key, series.references, series.tickets_open]
                     for key, series in self.segments.items()
@@ -499,27 +508,54 @@ class PartitionWindows:
 
     @classmethod
     def restore(
-        cls, specs: Sequence[WindowSpec], now: float, entries: Iterable[tuple[bytes, bytes]]
+        cls,
+        specs: Sequence[WindowSpec],
+        now: float,
+        entries: Iterable[tuple[bytes, bytes]],
+        derived_with: str,
     ) -> tuple[PartitionWindows, dict[str, Any]] | None:
-        """The windows a checkpoint's entries hold, moved to `now`, and its meta; None
-        without a checkpoint."""
-        windows = cls(specs, now)
-        meta: dict[str, Any] | None = None
-        for key, value in entries:
-            tag, place = key[:1], key[1:]
-            if key == META_KEY:
-                meta = orjson.loads(value)
-            elif tag == _BUCKET_TAG:
-                dimension, name, position, index = orjson.loads(place)
-                windows._series((dimension, name)).windows[position].buckets[index] = value
-            elif tag == _TOTAL_TAG:
-                dimension, name, position = orjson.loads(place)
-                windows._series((dimension, name)).windows[position].total = _unpacked(value)
-        if meta is None:
+        """The windows a checkpoint's entries hold, moved to `now`, and its meta. None when
+        there is no checkpoint to trust: none at all, one of another format or derived with
+        other settings (`derived_with`), one made at a later time (the clock went back), or
+        one that cannot be read."""
+        entries = list(entries)
+        try:
+            meta = next((orjson.loads(value) for key, value in entries if key == META_KEY), None)
+            if (
+                meta is None
+                or meta.get("format") != CHECKPOINT_FORMAT
+                or meta.get("derived_with") != derived_with
+                or meta["now"] > now
+            ):
+                return None
+            return cls._loaded(specs, now, entries, meta), meta
+        except (ValueError, KeyError, IndexError, TypeError, zlib.error):  # unreadable
             return None
+
+    @classmethod
+    def _loaded(
+        cls,
+        specs: Sequence[WindowSpec],
+        now: float,
+        entries: list[tuple[bytes, bytes]],
+        meta: dict[str, Any],
+    ) -> PartitionWindows:
+        windows = cls(specs, now)
         for dimension, name, references, tickets_open in meta["series"]:
             series = windows._series((dimension, name))
             series.references, series.tickets_open = references, tickets_open
+        for key, value in entries:
+            tag = key[:1]
+            if tag not in (_BUCKET_TAG, _TOTAL_TAG):
+                continue
+            dimension, name, position, *index = orjson.loads(key[1:])
+            held = windows.segments.get((dimension, name))
+            if held is None:  # of a series gone before the checkpoint: delete it
+                windows._superseded.add(key)
+            elif tag == _BUCKET_TAG:
+                held.windows[position].buckets[index[0]] = value
+            else:
+                held.windows[position].total = _unpacked(value)
         for kind, at, (team, channel, priority), *rest, count in meta["pending"]:
             observation = Observation(kind, at, Segment(team, channel, priority), *rest)
             windows._pending[observation] = count
@@ -528,7 +564,7 @@ class PartitionWindows:
         windows._stage_due()
         windows.flush()
         windows.changed = set(windows.segments)
-        return windows, meta
+        return windows
 
 
 def series_partial(specs: Sequence[WindowSpec], parts: Sequence[SegmentWindows]) -> dict[str, Any]:

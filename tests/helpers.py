@@ -53,7 +53,7 @@ class MemoryStates:
         self.scans += 1
         yield from list(self.tables.get((table, partition), {}).items())
 
-    def checkpoint(self, table: TableName, partition: int) -> Checkpoint:
+    def load_checkpoint(self, table: TableName, partition: int) -> Checkpoint:
         stored = self.checkpoints.get((table, partition), {})
         return Checkpoint(sorted(stored.items()), dict(self.undo.get((table, partition), {})))
 
@@ -62,7 +62,7 @@ class MemoryStates:
         for partition in pipeline.partitions:
             for table in STATE_TABLES:
                 stored = self.checkpoints.setdefault((table, partition), {})
-                for key, value in pipeline.checkpoint(table, partition).items():
+                for key, value in pipeline.checkpoint_entries(table, partition).items():
                     if value is None:
                         stored.pop(key, None)
                     else:

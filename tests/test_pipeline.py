@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import time
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -101,9 +102,10 @@ def test_a_restart_loads_the_checkpoint_and_refolds_only_what_changed_since(
     assert_rows_match(exported(restarted, NOW + later), expected(events, NOW + later))
 
 
-def test_a_checkpoint_of_other_windows_is_replaced_not_loaded() -> None:
+@pytest.mark.parametrize("other_windows", ["1h,24h", "1h,24h,7d,28d,90d"])
+def test_a_checkpoint_of_other_windows_is_replaced_not_loaded(other_windows: str) -> None:
     events = scenario(5, NOW, tickets=60)
-    other = Pipeline(parse_windows("1h,24h"), TicketRules(), MemoryStates())
+    other = Pipeline(parse_windows(other_windows), TicketRules(), MemoryStates())
     feed(other, events, NOW)
     states_of(other).save_checkpoints(other)
 

@@ -4,7 +4,6 @@ must give the rows a direct merge of every partition's windows gives."""
 from __future__ import annotations
 
 import asyncio
-import itertools
 import time
 import zlib
 
@@ -49,12 +48,11 @@ def test_grouped_partials_through_the_series_table_give_the_merged_rows() -> Non
     records = delivery(scenario(5, NOW, tickets=80), 5)
     pipeline = new_pipeline()
     topic = RecordingTopic()
-    publisher = PartialsPublisher(pipeline, topic)
+    publisher = PartialsPublisher(pipeline, topic, clock=lambda: 0.0)  # never skips
     table: dict[str, bytes] = {}
     series = Series(table, 50, WINDOW_NAMES, lambda: set(range(CX_PARTIALS_PARTITIONS)))
     for step, start in enumerate(range(0, len(records), len(records) // 3)):
         feed(pipeline, records[start : start + len(records) // 3], NOW)
-        # a minute apart: a cycle right after another may be skipped (PUBLISH_SHARE)
         asyncio.run(publisher.publish(NOW + 60 * step))
         for key, value in topic.sent:
             carried = list(partials_of(value))
@@ -68,28 +66,37 @@ def test_grouped_partials_through_the_series_table_give_the_merged_rows() -> Non
     assert_same_rows(series.rows(), exported(pipeline, NOW + 60 * step))
 
 
-def test_cycles_are_skipped_so_that_partials_take_at_most_a_fifth_of_the_time(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+class TickingClock:
+    """Every reading finds another second of computing."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        self.now += 1
+        return self.now
+
+
+def test_cycles_are_skipped_so_that_partials_take_at_most_a_fifth_of_the_time() -> None:
     records = delivery(scenario(8, NOW, tickets=40), 8)
     pipeline = new_pipeline()
     topic = RecordingTopic()
-    publisher = PartialsPublisher(pipeline, topic)
-    ticks = itertools.count()
-    # every reading of the clock finds another 10 ms of computing
-    monkeypatch.setattr("stream.partials.time.perf_counter", lambda: next(ticks) * 0.01)
+    clock = TickingClock()
+    publisher = PartialsPublisher(pipeline, topic, clock)
     feed(pipeline, records[:100], NOW)
     asyncio.run(publisher.publish(NOW))
-    sent, topic.sent = topic.sent, []
-    readings = next(ticks)  # two per stretch of computing: at its start and its end
-    busy = 0.01 * readings / 2  # every other stretch: from a send to the next one is waiting
-    skipped = publisher.resume_at - NOW
-    assert sent and skipped == pytest.approx(busy * (1 / PUBLISH_SHARE - 1), abs=1e-4)
+    # readings: the skip check, then the start and end of each stretch of computing (the
+    # sends between them are not counted), then the one that sets resume_at
+    busy = (clock.now - 2) / 2
+    assert topic.sent and publisher.resume_at - clock.now == busy * (1 / PUBLISH_SHARE - 1)
 
+    topic.sent.clear()
     feed(pipeline, records[100:], NOW)
-    asyncio.run(publisher.publish(publisher.resume_at - 0.01))
+    clock.now = publisher.resume_at - 2
+    asyncio.run(publisher.publish(NOW + 1))
     assert topic.sent == []  # skipped: the changes wait for the next cycle
-    asyncio.run(publisher.publish(publisher.resume_at))
+    clock.now = publisher.resume_at - 1
+    asyncio.run(publisher.publish(NOW + 1))
     assert topic.sent
 
 
@@ -105,7 +112,7 @@ def test_a_merging_stage_behind_applies_only_the_newest_partial_of_each_series()
     records = delivery(scenario(9, NOW, tickets=60), 9)
     pipeline = new_pipeline()
     topic = RecordingTopic()
-    publisher = PartialsPublisher(pipeline, topic)
+    publisher = PartialsPublisher(pipeline, topic, clock=lambda: 0.0)  # never skips
     for step in range(4):  # four cycles' messages waiting in cx-partials
         feed(pipeline, records[step * len(records) // 4 : (step + 1) * len(records) // 4], NOW)
         asyncio.run(publisher.publish(NOW + 60 * step))

@@ -110,3 +110,45 @@ def test_packed_buckets_add_up_like_unpacked_ones(
     plain.advance(NOW + 1800)
     for key in set(plain.segments) | set(packed.segments):
         assert packed.partial(key) == plain.partial(key)
+
+
+def checkpointed(windows: PartitionWindows, stored: dict[bytes, bytes]) -> dict[bytes, bytes]:
+    """The stored checkpoint after writing the windows' entries, as the store does."""
+    for key, value in windows.checkpoint_entries({"derived_with": "test"}).items():
+        if value is None:
+            stored.pop(key, None)
+        else:
+            stored[key] = value
+    return stored
+
+
+def restored(stored: dict[bytes, bytes], now: float) -> PartitionWindows | None:
+    loaded = PartitionWindows.restore(HOUR, now, sorted(stored.items()), "test")
+    return None if loaded is None else loaded[0]
+
+
+def test_a_series_gone_leaves_nothing_in_the_checkpoint() -> None:
+    windows = PartitionWindows(HOUR, NOW)
+    response = Observation("csat", NOW - 60, Segment(team="billing"), 5.0)
+    windows.observe(response, 1)
+    stored = checkpointed(windows, {})
+    windows.advance(NOW + 7200)  # its bucket expires, then its state is forgotten
+    stored = checkpointed(windows, stored)
+    windows.observe(response, -1)
+    windows.flush()
+    stored = checkpointed(windows, stored)
+    assert not [key for key in stored if b"billing" in key]
+    again = restored(stored, NOW + 7200)
+    assert again is not None and ("team", "billing") not in again.segments
+
+
+def test_a_checkpoint_from_a_later_clock_or_unreadable_is_not_loaded() -> None:
+    windows = PartitionWindows(HOUR, NOW)
+    windows.observe(Observation("opened", NOW - 60, Segment()), 1)
+    stored = checkpointed(windows, {})
+    loaded = restored(stored, NOW)
+    assert loaded is not None and opened_in_window(loaded) == 1
+    assert restored(stored, NOW - 1) is None  # the clock went back since
+    total = next(key for key in stored if key.startswith(b"t"))  # read as it is loaded
+    stored[total] = b"\x00" + stored[total][1:]
+    assert restored(stored, NOW + 60) is None
