@@ -200,12 +200,12 @@ class ServiceProcess:
         return status, answer
 
     def input_partitions(self) -> list[int]:
-        """The input partitions /health lists (those whose windows the worker rebuilt)."""
+        """The input partitions /health lists (those whose windows the worker restored)."""
         partitions: list[int] = self.health()[1].get("input_partitions") or []
         return partitions
 
     def ready(self) -> bool:
-        """Assigned, tables restored, windows rebuilt: /health answers 200 (the worker's
+        """Assigned, tables restored, windows restored: /health answers 200 (the worker's
         readiness) and lists input partitions."""
         status, answer = self.health()
         return status == 200 and bool(answer.get("input_partitions"))

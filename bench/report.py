@@ -229,7 +229,7 @@ METHOD = [
     " worker's default `CX_PARTITIONS` (two workers get four each).",
     "- **Throughput** (events/s) is N records over the time from the sending of the first poll"
     " that finds the process ready (the worker's `/health` answers 200 and lists input"
-    " partitions: assigned, tables restored, windows rebuilt; the no-op app's `/count` reports"
+    " partitions: assigned, tables restored, windows restored; the no-op app's `/count` reports"
     " assigned partitions) or with a record processed, to the answer of the"
     " first poll that finds all N processed (sum of `cx_events_total`): start-up and the group"
     " join are excluded, any doubt counts against the process. A /metrics scrape"

@@ -55,7 +55,7 @@ def reference(samples: Samples) -> Samples:
 
 def same_numbers(got: Samples, want: Samples) -> bool:
     """Every series and value of `want`, counts exactly, sums and what is derived from them to
-    a relative 1e-9 (the tests' tolerance): a rebuilt window adds the same durations in another
+    a relative 1e-9 (the tests' tolerance): a derived window adds the same durations in another
     order than the running totals did, which moves the last bits of a float sum."""
     return got.keys() == want.keys() and all(
         math.isclose(got[key], value, rel_tol=1e-9, abs_tol=1e-9) for key, value in want.items()
@@ -118,7 +118,7 @@ def timed_restart(
 ) -> tuple[ServiceProcess, dict[str, float]]:
     """SIGKILL `killed`, start its successor on the same disk, and time it back to service:
     /metrics equal to the reference, and ready again (/health: 200 with its input partitions;
-    assigned, tables restored, windows rebuilt: processing). The merge stage restores its
+    assigned, tables restored, windows restored: processing). The merge stage restores its
     series table on its own, so the numbers can be right before the worker processes anything;
     both must hold."""
     killed.kill()
