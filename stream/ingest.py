@@ -84,12 +84,16 @@ class BatchStates:
         self.pending: dict[tuple[TableName, int], dict[str, StoredState | None]] = {}
         self.logged: dict[tuple[TableName, int], set[bytes]] = {}
         """The keys in each (table, partition)'s undo log: changed since its checkpoint."""
+        self.read: dict[tuple[TableName, int, bytes], bytes | None] = {}
+        """The values the batch read from the store, by (table, partition, key)."""
 
     def get(self, table: TableName, partition: int, key: str) -> StoredState | None:
         pending = self.pending.get((table, partition))
         if pending is not None and key in pending:
             return pending[key]
-        raw = self.stores[table].read(partition, key.encode())
+        encoded = key.encode()
+        raw = self.stores[table].read(partition, encoded)
+        self.read[(table, partition, encoded)] = raw  # what an undo log entry would hold
         return None if raw is None else dict(orjson.loads(raw))
 
     def put(self, table: TableName, partition: int, key: str, value: StoredState | None) -> None:
@@ -131,7 +135,7 @@ class BatchStates:
             }
             undo = self._undo(table, partition, states, new_checkpoint)
             changes[(table, partition)] = (states, undo)
-        self.pending = {}
+        self.pending, self.read = {}, {}
         return changes
 
     def _undo(
@@ -146,9 +150,17 @@ class BatchStates:
         if len(logged) + len(new) >= CHECKPOINT_AFTER:
             return self.replacing_undo_log(table, partition, new_checkpoint(table, partition))
         logged.update(new)
-        # read before this batch is written: the value at the checkpoint
-        store = self.stores[table]
-        return {UNDO_TAG + key: store.read(partition, key) or b"" for key in new}
+        # as read before this batch is written: the value at the checkpoint
+        store, read = self.stores[table], self.read
+        return {
+            UNDO_TAG + key: (
+                read[(table, partition, key)]
+                if (table, partition, key) in read
+                else store.read(partition, key)
+            )
+            or b""
+            for key in new
+        }
 
     def drop(self, partition: int) -> None:
         """Forget the undo log keys of a partition this worker no longer owns."""
