@@ -77,7 +77,7 @@ class TickingClock:
         return self.now
 
 
-def test_cycles_are_skipped_so_that_partials_take_at_most_a_fifth_of_the_time() -> None:
+def test_cycles_are_skipped_so_that_partials_take_at_most_their_share_of_the_time() -> None:
     records = delivery(scenario(8, NOW, tickets=40), 8)
     pipeline = new_pipeline()
     topic = RecordingTopic()
