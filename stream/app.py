@@ -59,6 +59,9 @@ MERGE_WAIT = 0.01
 """The merging stage takes up to MERGE_BATCH cx-partials messages, or what came within
 MERGE_WAIT seconds, at a time, and applies only the newest partial of each series among them."""
 
+MEMORY_TRIM_INTERVAL = 30.0
+"""Seconds between handing the allocator's free pages back to the system."""
+
 STATUS_INTERVAL = 30.0
 """Seconds between the worker's status log lines."""
 
@@ -251,9 +254,12 @@ def create_app(settings: Settings) -> App:
         forgotten = await ingest.forget_expired(sorted(pipeline.partitions), horizon)
         log.info("retention sweep", extra={"forgotten": forgotten, **state_entries(pipeline)})
 
+    @app.timer(MEMORY_TRIM_INTERVAL)
+    async def trim_memory() -> None:
+        release_free_memory()  # freed by batches since: a backlog's churn is not kept resident
+
     @app.timer(STATUS_INTERVAL)
     async def log_status() -> None:
-        release_free_memory()  # freed by batches since: a backlog's churn is not kept resident
         status.line(
             {
                 "input_partitions": sorted(pipeline.partitions),

@@ -150,17 +150,9 @@ class BatchStates:
         if len(logged) + len(new) >= CHECKPOINT_AFTER:
             return self.replacing_undo_log(table, partition, new_checkpoint(table, partition))
         logged.update(new)
-        # as read before this batch is written: the value at the checkpoint
-        store, read = self.stores[table], self.read
-        return {
-            UNDO_TAG + key: (
-                read[(table, partition, key)]
-                if (table, partition, key) in read
-                else store.read(partition, key)
-            )
-            or b""
-            for key in new
-        }
+        # the pipeline reads every state before it changes it: as read before this batch,
+        # a key not logged yet holds its value at the checkpoint
+        return {UNDO_TAG + key: self.read[(table, partition, key)] or b"" for key in new}
 
     def drop(self, partition: int) -> None:
         """Forget the undo log keys of a partition this worker no longer owns."""
