@@ -37,7 +37,7 @@ from .health import (
     state_entries,
 )
 from .ingest import DEAD_LETTER_MAX_BYTES, BatchStates, Ingest
-from .memory import limit_heap_growth, release_free_memory
+from .memory import collect_garbage_less_often, limit_heap_growth, release_free_memory
 from .partials import PartialsPublisher, newest_partials
 from .pipeline import STATE_TABLES, Pipeline, TableName
 from .series import Series, Snapshots
@@ -359,6 +359,7 @@ def run_worker(settings: Settings) -> None:
     from .logs import logging_config
 
     limit_heap_growth()  # before Faust and RocksDB start their threads
+    collect_garbage_less_often()
     try:
         settings = prepare_topics(settings)
     except (BrokerUnreachable, KafkaError, ValueError) as error:

@@ -1,4 +1,5 @@
-"""Keeping the worker's resident memory close to what it holds (glibc's allocator).
+"""Keeping the worker's memory close to what it holds, and its upkeep cheap: glibc's
+allocator and Python's cyclic garbage collector.
 
 Python objects over 512 bytes (states, their JSON, packed window buckets), aiokafka's fetch
 buffers and RocksDB all come from glibc's malloc. Left to its defaults, glibc keeps freed
@@ -7,12 +8,20 @@ megabytes land in the heap, where one live chunk pins the pages around it), give
 an arena of its own, and returns heap pages to the system only from the top. A worker that
 loaded a month of history then held tens of MB more than it used. Elsewhere (musl, macOS)
 these are no-ops.
+
+Python's cyclic garbage collector runs a young collection every 700 new container objects
+(tuples, dicts, states) and so, under a backlog, every 60 events or so, and every hundred of
+those a full one over every object the worker holds (its windows, caches and Faust's own).
+Replaying a month of history in-process, 27% of the ingest's time went to collections, most of
+it to 23 full ones of over a second each. The worker makes very little cyclic garbage, so it
+collects less often.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
 import logging
 
 log = logging.getLogger("cx_stream")
@@ -23,6 +32,13 @@ MMAP_THRESHOLD = 256 * 1024
 """Allocations from this size on are mapped on their own and unmapped when freed."""
 ARENA_MAX = 2
 """malloc arenas of the whole process (glibc's default: eight per core)."""
+
+
+GC_THRESHOLDS = (50_000, 20, 100)
+"""New container objects between young collections, and how many of each generation's
+collections before the next generation's (Python's defaults: 700, 10, 10). Replaying a million
+events in-process (the ingest with RocksDB, no broker), it went from 7,400 to 11,300 events/s:
+collections took 2 s of 89 s instead of 37 s of 136 s."""
 
 
 def _glibc() -> ctypes.CDLL | None:
@@ -50,3 +66,9 @@ def release_free_memory() -> bool:
     """Give the free pages of every malloc arena back to the system, not only the heap's top.
     Returns whether any memory was released."""
     return _libc is not None and bool(_libc.malloc_trim(0))
+
+
+def collect_garbage_less_often() -> None:
+    """Raise the cyclic garbage collector's thresholds to GC_THRESHOLDS: it still collects
+    cycles, a young generation about 70 times less often and the whole heap rarely."""
+    gc.set_threshold(*GC_THRESHOLDS)

@@ -1,4 +1,5 @@
-"""The allocator settings that keep a worker's resident memory close to what it holds."""
+"""The allocator and garbage collector settings of a worker: resident memory close to what
+it holds, collections that still happen."""
 
 from __future__ import annotations
 
@@ -31,3 +32,30 @@ def test_freed_memory_goes_back_to_the_system_past_a_live_allocation() -> None:
     before, freed, released = map(int, result.stdout.split())
     assert freed - before > 150, "glibc kept the freed 200 MB (the case to mend)"
     assert released - before < 30
+
+
+CYCLIC_GARBAGE = """
+import gc
+from stream.memory import GC_THRESHOLDS, collect_garbage_less_often
+
+collect_garbage_less_often()
+assert gc.get_threshold() == GC_THRESHOLDS
+gc.collect()
+baseline = len(gc.get_objects())
+peak = 0
+for made in range(500_000):  # like a long backlog: ten young collections' worth of cycles
+    cycle = {}
+    cycle["self"] = cycle
+    if made % 10_000 == 0:
+        peak = max(peak, len(gc.get_objects()) - baseline)
+print(GC_THRESHOLDS[0], peak, sum(stats["collected"] for stats in gc.get_stats()))
+"""
+
+
+def test_the_worker_s_garbage_collector_still_collects_cycles() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", CYCLIC_GARBAGE], capture_output=True, text=True, check=True
+    )
+    young, peak, collected = map(int, result.stdout.split())
+    assert collected >= 400_000, "cycles were left to pile up"
+    assert peak <= 2 * young, "no more than a young generation's worth is ever waiting"
