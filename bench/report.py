@@ -238,7 +238,8 @@ METHOD = [
     " is seen within about 0.3 s. The raw consumer is timed from its first fetched batch.",
     "- **Baselines, same records, same broker, same run.** Raw: one aiokafka consumer without"
     " a group, `orjson.loads` of every value (the client's limit). No-op: `bench/noop_app.py`, a"
-    " stock `faust.App` with the worker's Faust settings and one agent doing"
+    " stock `faust.App` with the worker's Faust settings and process settings (allocator,"
+    " garbage collector thresholds) and one agent doing"
     " `async for event in stream.events()` with nothing per event but a counter (the"
     " framework's per-record floor). Each process has its own consumer group and topic prefix"
     " per run, so each starts from offset 0 with fresh changelogs.",
