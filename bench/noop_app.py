@@ -4,8 +4,8 @@
 
 Stock faust.App with the worker's Faust settings (stream.app.faust_settings: broker, group
 timeouts of the embedded broker, consumer defaults) and its process settings (stream.memory:
-the allocator's, and the garbage collector thresholds that made the worker's ingest half as
-fast again), the same input topics, and Faust's own per-record path:
+the allocator's, and the garbage collector thresholds that made the worker a third faster),
+the same input topics, and Faust's own per-record path:
 `async for event in stream.events()`. The only per-event work is adding one to a counter.
 GET /count answers {"events": n, "assigned": partitions}, so the benchmark knows when it is
 ready (partitions assigned) and when it is done. The worker's own transport is not used: it

@@ -16,6 +16,7 @@ and the cx-partials partition of a dimension decides the one worker that merges 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 import weakref
@@ -176,6 +177,9 @@ def create_app(settings: Settings) -> App:
                 for _ in pipeline.restore(partitions, time.time()):
                     await asyncio.sleep(0)
                 ingest.checkpoint_all()
+                # the collector runs rarely (memory.GC_THRESHOLDS): free what restoring left in
+                # cycles now, before the worker counts as ready and its free pages go back
+                gc.collect()
             except Exception as error:
                 # Faust ignores what a recovery callback raises: a worker without its windows
                 # must stop, not process and checkpoint on top of them

@@ -43,7 +43,7 @@ assert gc.get_threshold() == GC_THRESHOLDS
 gc.collect()
 baseline = len(gc.get_objects())
 peak = 0
-for made in range(500_000):  # like a long backlog: ten young collections' worth of cycles
+for made in range(10 * GC_THRESHOLDS[0]):  # like a long backlog: ten young collections' worth
     cycle = {}
     cycle["self"] = cycle
     if made % 10_000 == 0:
@@ -57,5 +57,6 @@ def test_the_worker_s_garbage_collector_still_collects_cycles() -> None:
         [sys.executable, "-c", CYCLIC_GARBAGE], capture_output=True, text=True, check=True
     )
     young, peak, collected = map(int, result.stdout.split())
-    assert collected >= 400_000, "cycles were left to pile up"
-    assert peak <= 2 * young, "no more than a young generation's worth is ever waiting"
+    assert collected >= 8 * young, "cycles were left to pile up"
+    # a young collection's worth, and what the last middle collection promoted
+    assert peak <= 2 * young, "cycles are waiting beyond their young collection"
