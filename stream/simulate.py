@@ -227,7 +227,8 @@ async def run_simulation(
     traffic.backfill(started - backfill_seconds, started, history_events_per_second)
     sent = 0
     try:
-        while duration is None or time.time() - started < duration:
+        # the history goes out whatever the duration: scheduling a long one may take longer
+        while True:
             for topic, key, value in traffic.due(time.time()):
                 await producer.send(topic_prefix + topic, key=key, value=value)
                 sent += 1
@@ -235,6 +236,8 @@ async def run_simulation(
                     await asyncio.sleep(0)  # let the progress display breathe during a backfill
             if on_progress:
                 on_progress(sent)
+            if duration is not None and time.time() - started >= duration:
+                break
             await asyncio.sleep(0.2)
         await producer.flush()
     finally:
