@@ -19,7 +19,7 @@ from stream.config import from_env
 from tests.kafka import WorkerProcess, processed, wait_for
 from tests.secure import CLIENT_NAME, KEY_PASSWORD, Certificates, SecureProxy
 from tests.test_cli import assert_one_line_error, run
-from tests.test_demo import children
+from tests.test_demo import kill_demo
 
 pytestmark = pytest.mark.broker
 
@@ -145,10 +145,7 @@ def test_demo_against_a_secured_broker(
         assert demo.wait(timeout=60) == 0
     finally:
         if demo.poll() is None:
-            for pid in children(demo.pid):  # the worker, in a session of its own
-                os.kill(pid, signal.SIGKILL)
-            os.killpg(demo.pid, signal.SIGKILL)
-            demo.wait()
+            kill_demo(demo)
     assert proxy.refused == []
     assert set(proxy.client_names) == {CLIENT_NAME}
     assert len(proxy.logins) == len(proxy.client_names) >= 4
