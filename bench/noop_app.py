@@ -21,7 +21,7 @@ import faust
 from stream.app import faust_settings
 from stream.config import Settings, from_env
 from stream.events import TOPICS
-from stream.memory import collect_garbage_less_often, limit_heap_growth
+from stream.memory import prepare_long_running_process
 
 
 def create_noop_app(settings: Settings) -> faust.App:
@@ -51,8 +51,7 @@ def create_noop_app(settings: Settings) -> faust.App:
 
 
 def main() -> None:
-    limit_heap_growth()
-    collect_garbage_less_often()
+    prepare_long_running_process()
     settings = from_env()
     worker = faust.Worker(
         create_noop_app(settings),

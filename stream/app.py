@@ -38,7 +38,7 @@ from .health import (
     state_entries,
 )
 from .ingest import DEAD_LETTER_MAX_BYTES, BatchStates, Ingest
-from .memory import collect_garbage_less_often, limit_heap_growth, release_free_memory
+from .memory import prepare_long_running_process, release_free_memory
 from .partials import PartialsPublisher, newest_partials
 from .pipeline import STATE_TABLES, Pipeline, TableName
 from .series import Series, Snapshots
@@ -362,8 +362,7 @@ def run_worker(settings: Settings) -> None:
     from .broker import BrokerUnreachable
     from .logs import logging_config
 
-    limit_heap_growth()  # before Faust and RocksDB start their threads
-    collect_garbage_less_often()
+    prepare_long_running_process()  # before Faust and RocksDB start their threads
     try:
         settings = prepare_topics(settings)
     except (BrokerUnreachable, KafkaError, ValueError) as error:

@@ -73,3 +73,10 @@ def collect_garbage_less_often() -> None:
     """Raise the cyclic garbage collector's thresholds to GC_THRESHOLDS: it still collects
     cycles, a young generation about 70 times less often and the whole heap rarely."""
     gc.set_threshold(*GC_THRESHOLDS)
+
+
+def prepare_long_running_process() -> None:
+    """The allocator and collector settings of a worker (and of the benchmark's baseline, which
+    must run like one); to be called before threads start."""
+    limit_heap_growth()
+    collect_garbage_less_often()
