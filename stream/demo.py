@@ -69,10 +69,6 @@ async def _watch(
             await asyncio.sleep(2)
 
 
-SIMULATION_STOP_SECONDS = 10.0
-"""How long Ctrl-C waits for the simulator's producer to stop."""
-
-
 async def _run(
     settings: Settings,
     metrics_url: str,
@@ -110,10 +106,8 @@ async def _run(
         await _watch(metrics_url, worker, worker_log, simulation, sent)
     finally:
         simulation.cancel()
-        # bounded: a producer stopped in the middle of the backfill may wait on records it
-        # will not send, and Ctrl-C must still stop the worker and the broker (seen in CI)
         with contextlib.suppress(asyncio.CancelledError, Exception):
-            await asyncio.wait_for(simulation, SIMULATION_STOP_SECONDS)
+            await simulation
 
 
 def run_demo(
