@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -18,6 +19,12 @@ Command = TypeVar("Command", bound=Callable[..., Any])
 
 class Failure(click.ClickException):
     """An error a person can act on, printed as one line."""
+
+
+def stop_on_ctrl_c() -> None:
+    """Let SIGINT stop the command even if it was started with SIGINT ignored, as a script's
+    background job (`cx-stream demo &`) is; otherwise Ctrl-C and `kill -INT` do nothing."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _settings(**overrides: Any) -> Settings:
@@ -73,7 +80,7 @@ class Duration(click.ParamType):
             self.fail(str(error), param, ctx)
 
 
-def backfill_option(default: str, help: str) -> Callable[[Command], Command]:
+def backfill_option(default: str | None, help: str) -> Callable[[Command], Command]:
     return click.option(
         "--backfill", type=Duration(), default=default, show_default=True, help=help
     )
@@ -104,6 +111,7 @@ def demo(broker: str | None, rate: float, backfill: float, history_rate: float) 
         )
     if problem:
         raise Failure(problem)
+    stop_on_ctrl_c()
     run_demo(settings, configured, rate, backfill, history_rate)
 
 
@@ -111,7 +119,7 @@ def demo(broker: str | None, rate: float, backfill: float, history_rate: float) 
 @click.option("--broker", help="Kafka URL, e.g. kafka://kafka:9092 [CX_BROKER]")
 @click.option("--topic-prefix", help="prefix of every topic name [CX_TOPIC_PREFIX]")
 @click.option("--rate", default=20.0, show_default=True, help="events per second at peak hours")
-@backfill_option("0s", "history to send first, e.g. 24h")
+@backfill_option(None, "history to send first, e.g. 24h (default: none)")
 @click.option(
     "--duration", type=Duration(), help="stop after this long (default: run until Ctrl-C)"
 )
@@ -135,6 +143,7 @@ def simulate(
     if problem:
         raise Failure(problem)
     progress = Progress(interactive=sys.stderr.isatty())
+    stop_on_ctrl_c()
     try:
         sent = asyncio.run(
             run_simulation(

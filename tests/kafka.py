@@ -91,6 +91,12 @@ class WorkerProcess:
         }
 
 
+def as_a_background_job() -> None:
+    """For `preexec_fn`: start a command with SIGINT ignored, as a shell script's `command &`
+    does (and so CI, when it runs the suite in the background)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def wait_for(check: Callable[[], T | None], timeout: float, what: str, interval: float = 0.5) -> T:
     """Poll `check` until it returns something truthy; fail with `what` after `timeout`."""
     deadline = time.monotonic() + timeout

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
-from stream.broker import free_port
+import pytest
+
+from stream.broker import EmbeddedBroker, create_topics, free_port
+from stream.config import Settings
+from stream.events import TOPICS
+from tests.kafka import as_a_background_job, read_topic, wait_for
 
 
 def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -59,3 +65,29 @@ def test_help_lists_the_commands() -> None:
     result = run("--help")
     assert result.returncode == 0
     assert "worker" in result.stdout
+
+
+@pytest.mark.broker
+def test_ctrl_c_stops_the_simulator_even_when_started_in_the_background(
+    broker: EmbeddedBroker, prefix: str
+) -> None:
+    create_topics(Settings(broker=broker.url), {prefix + topic: {} for topic in TOPICS}, 1)
+    simulator = subprocess.Popen(
+        [sys.executable, "-m", "stream", "simulate", "--broker", broker.url],
+        env={"PATH": "/usr/bin:/bin", "CX_TOPIC_PREFIX": prefix},
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=as_a_background_job,
+    )
+    try:
+        wait_for(
+            lambda: read_topic(broker.bootstrap, f"{prefix}ticket-opened"), 60, "simulated tickets"
+        )
+        simulator.send_signal(signal.SIGINT)
+        _, errors = simulator.communicate(timeout=30)
+        assert simulator.returncode == 0
+        assert errors.strip().endswith("stopped"), errors
+    finally:
+        if simulator.poll() is None:
+            simulator.kill()
+            simulator.wait()

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from stream.broker import free_port
-from tests.kafka import Samples, WorkerProcess, wait_for
+from tests.kafka import Samples, WorkerProcess, as_a_background_job, wait_for
 
 pytestmark = pytest.mark.broker
 
@@ -54,6 +54,7 @@ def test_demo_shows_live_numbers_and_ctrl_c_stops_everything(tmp_path: Path) -> 
         stdout=subprocess.DEVNULL,
         stderr=open(tmp_path / "demo.err", "wb"),  # noqa: SIM115
         start_new_session=True,
+        preexec_fn=as_a_background_job,  # Ctrl-C must stop it even so (it did not, in CI)
     )
     try:
 
