@@ -6,6 +6,9 @@ from __future__ import annotations
 import subprocess
 import sys
 
+from stream.broker import free_port
+from stream.memory import GC_THRESHOLDS
+
 FRAGMENTED_HEAP = """
 from stream.memory import limit_heap_growth, release_free_memory
 
@@ -60,3 +63,29 @@ def test_the_worker_s_garbage_collector_still_collects_cycles() -> None:
     assert collected >= 8 * young, "cycles were left to pile up"
     # a young collection's worth, and what the last middle collection promoted
     assert peak <= 2 * young, "cycles are waiting beyond their young collection"
+
+
+WORKER_SETTINGS = """
+import gc, sys
+import click
+from stream.app import run_worker
+from stream.config import Settings
+
+try:
+    run_worker(Settings(broker=f"kafka://127.0.0.1:{sys.argv[1]}"))  # nothing listens there
+except click.ClickException:
+    pass
+print(*gc.get_threshold())
+"""
+
+
+def test_a_worker_runs_with_those_settings() -> None:
+    # run_worker makes them before it reaches for the broker: one that is not there suffices
+    result = subprocess.run(
+        [sys.executable, "-c", WORKER_SETTINGS, str(free_port())],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    assert tuple(map(int, result.stdout.split())) == GC_THRESHOLDS
