@@ -73,7 +73,7 @@ def test_ctrl_c_stops_the_simulator_even_when_started_in_the_background(
 ) -> None:
     create_topics(Settings(broker=broker.url), {prefix + topic: {} for topic in TOPICS}, 1)
     simulator = subprocess.Popen(
-        [sys.executable, "-m", "stream", "simulate", "--broker", broker.url],
+        [sys.executable, "-m", "stream", "simulate", "--broker", broker.url, "--rate", "200"],
         env={"PATH": "/usr/bin:/bin", "CX_TOPIC_PREFIX": prefix},
         stderr=subprocess.PIPE,
         text=True,
