@@ -7,6 +7,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
+from types import FrameType
 from typing import Any, TypeVar
 
 import click
@@ -21,10 +22,17 @@ class Failure(click.ClickException):
     """An error a person can act on, printed as one line."""
 
 
-def stop_on_ctrl_c() -> None:
-    """Let SIGINT stop the command even if it was started with SIGINT ignored, as a script's
-    background job (`cx-stream demo &`) is; otherwise Ctrl-C and `kill -INT` do nothing."""
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def stop_on_interrupt() -> None:
+    """Let Ctrl-C (SIGINT) and `docker stop` (SIGTERM) stop the command the same way, cleaning
+    up as it goes. SIGINT is restored even if the command was started with it ignored, as a
+    script's background job (`cx-stream demo &`) is; otherwise Ctrl-C and `kill -INT` would do
+    nothing. SIGTERM would otherwise end the process at once, without cleaning up."""
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
 
 
 def _settings(**overrides: Any) -> Settings:
@@ -111,7 +119,7 @@ def demo(broker: str | None, rate: float, backfill: float, history_rate: float) 
         )
     if problem:
         raise Failure(problem)
-    stop_on_ctrl_c()
+    stop_on_interrupt()
     run_demo(settings, configured, rate, backfill, history_rate)
 
 
@@ -143,7 +151,7 @@ def simulate(
     if problem:
         raise Failure(problem)
     progress = Progress(interactive=sys.stderr.isatty())
-    stop_on_ctrl_c()
+    stop_on_interrupt()
     try:
         sent = asyncio.run(
             run_simulation(
@@ -157,7 +165,7 @@ def simulate(
             )
         )
     except KeyboardInterrupt:
-        progress.end("stopped")
+        progress.end(f"stopped after sending {progress.sent} events")
         return
     progress.end(f"sent {sent} events to {settings.broker}")
 
@@ -170,8 +178,10 @@ class Progress:
         self.interactive = interactive
         self.interval = interval
         self.started = self.last_line = time.monotonic()
+        self.sent = 0
 
     def __call__(self, sent: int) -> None:
+        self.sent = sent
         now = time.monotonic()
         line = f"sent {sent} events ({sent / max(now - self.started, 1e-6):.0f}/s)"
         if self.interactive:

@@ -6,14 +6,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from types import FrameType
 
 import click
 from rich.console import Console
@@ -33,10 +31,6 @@ def _port_is_free(port: int) -> bool:
         except OSError:
             return False
         return True
-
-
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt  # SIGTERM cleans up like Ctrl-C
 
 
 async def _watch(
@@ -118,7 +112,6 @@ def run_demo(
     history_events_per_second: float,
 ) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="cx-stream-demo-"))
-    signal.signal(signal.SIGTERM, _interrupt)
     broker: EmbeddedBroker | None = None
     worker: subprocess.Popen[bytes] | None = None
     console = Console(stderr=True)

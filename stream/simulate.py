@@ -241,5 +241,7 @@ async def run_simulation(
             await asyncio.sleep(0.2)
         await producer.flush()
     finally:
-        await producer.stop()
+        await producer.stop()  # sends what is queued, also when cancelled (Ctrl-C, SIGTERM)
+        if on_progress:
+            on_progress(sent)  # every record counted is then in Kafka
     return sent

@@ -12,7 +12,7 @@ import pytest
 from stream.broker import EmbeddedBroker, create_topics, free_port
 from stream.config import Settings
 from stream.events import TOPICS
-from tests.kafka import as_a_background_job, read_topic, wait_for
+from tests.kafka import as_a_background_job, count_records, read_topic, wait_for
 
 
 def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -68,10 +68,15 @@ def test_help_lists_the_commands() -> None:
 
 
 @pytest.mark.broker
-def test_ctrl_c_stops_the_simulator_even_when_started_in_the_background(
-    broker: EmbeddedBroker, prefix: str
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_the_simulator_stops_on_a_signal_and_loses_nothing_it_counted(
+    broker: EmbeddedBroker, prefix: str, stop: signal.Signals
 ) -> None:
-    create_topics(Settings(broker=broker.url), {prefix + topic: {} for topic in TOPICS}, 1)
+    """Ctrl-C, also when started with SIGINT ignored (a script's background job, as CI starts
+    it), and SIGTERM (`docker stop`) both stop it cleanly: every event it says it sent is in
+    Kafka."""
+    topics = [prefix + topic for topic in TOPICS]
+    create_topics(Settings(broker=broker.url), {topic: {} for topic in topics}, 1)
     simulator = subprocess.Popen(
         [sys.executable, "-m", "stream", "simulate", "--broker", broker.url, "--rate", "200"],
         env={"PATH": "/usr/bin:/bin", "CX_TOPIC_PREFIX": prefix},
@@ -83,10 +88,14 @@ def test_ctrl_c_stops_the_simulator_even_when_started_in_the_background(
         wait_for(
             lambda: read_topic(broker.bootstrap, f"{prefix}ticket-opened"), 60, "simulated tickets"
         )
-        simulator.send_signal(signal.SIGINT)
+        simulator.send_signal(stop)
         _, errors = simulator.communicate(timeout=30)
-        assert simulator.returncode == 0
-        assert errors.strip().endswith("stopped"), errors
+        assert simulator.returncode == 0, errors
+        last_line = errors.strip().splitlines()[-1]
+        assert last_line.startswith("stopped after sending "), errors
+        sent = int(last_line.split()[3])
+        assert sent > 0
+        assert count_records(broker.bootstrap, topics) == sent
     finally:
         if simulator.poll() is None:
             simulator.kill()
