@@ -97,6 +97,35 @@ def as_a_background_job() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+def children(pid: int) -> set[int]:
+    found = set()
+    for status in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = status.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:  # the parent pid
+            found.add(int(status.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def kill_demo(demo: subprocess.Popen[bytes]) -> None:
+    """Stop a demo that did not stop on Ctrl-C, with its broker and worker: they run in sessions
+    of their own, out of reach of the demo's process group (seen left running after a CI run)."""
+    for pid in children(demo.pid):
+        os.kill(pid, signal.SIGKILL)
+    os.killpg(demo.pid, signal.SIGKILL)
+    demo.wait()
+
+
 def wait_for(check: Callable[[], T | None], timeout: float, what: str, interval: float = 0.5) -> T:
     """Poll `check` until it returns something truthy; fail with `what` after `timeout`."""
     deadline = time.monotonic() + timeout

@@ -11,38 +11,17 @@ from pathlib import Path
 import pytest
 
 from stream.broker import free_port
-from tests.kafka import Samples, WorkerProcess, as_a_background_job, wait_for
+from tests.kafka import (
+    Samples,
+    WorkerProcess,
+    alive,
+    as_a_background_job,
+    children,
+    kill_demo,
+    wait_for,
+)
 
 pytestmark = pytest.mark.broker
-
-
-def children(pid: int) -> set[int]:
-    found = set()
-    for status in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = status.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:  # the parent pid
-            found.add(int(status.parent.name))
-    return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
-def kill_demo(demo: subprocess.Popen[bytes]) -> None:
-    """Stop a demo that did not stop on Ctrl-C, with its broker and worker: they run in sessions
-    of their own, out of reach of the demo's process group (seen left running after a CI run)."""
-    for pid in children(demo.pid):
-        os.kill(pid, signal.SIGKILL)
-    os.killpg(demo.pid, signal.SIGKILL)
-    demo.wait()
 
 
 def test_demo_shows_live_numbers_and_ctrl_c_stops_everything(tmp_path: Path) -> None:

@@ -16,10 +16,9 @@ import pytest
 
 from stream.broker import EmbeddedBroker, check_reachable, free_port
 from stream.config import from_env
-from tests.kafka import WorkerProcess, processed, wait_for
+from tests.kafka import WorkerProcess, kill_demo, processed, wait_for
 from tests.secure import CLIENT_NAME, KEY_PASSWORD, Certificates, SecureProxy
 from tests.test_cli import assert_one_line_error, run
-from tests.test_demo import kill_demo
 
 pytestmark = pytest.mark.broker
 
