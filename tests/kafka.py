@@ -234,29 +234,6 @@ def read_topic(bootstrap: str, topic: str) -> list[Any]:
     return asyncio.run(read())
 
 
-def count_records(bootstrap: str, topics: Sequence[str], quiet_seconds: float = 3.0) -> int:
-    """How many records `topics` hold: read from the beginning until nothing more comes for
-    `quiet_seconds` (the embedded broker's end offsets undercount a topic's last batch)."""
-
-    async def count() -> int:
-        consumer = AIOKafkaConsumer(
-            *topics, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
-        )
-        await consumer.start()
-        try:
-            total, quiet_since = 0, time.monotonic()
-            while time.monotonic() - quiet_since < quiet_seconds:
-                batch = await consumer.getmany(timeout_ms=500)
-                if batch:
-                    total += sum(len(records) for records in batch.values())
-                    quiet_since = time.monotonic()
-            return total
-        finally:
-            await consumer.stop()
-
-    return asyncio.run(count())
-
-
 def dead_letters(bootstrap: str, topic: str) -> dict[tuple[str, int, int], Any]:
     """The records of dead-letter topic `topic`, by the (topic, partition, offset) their
     cx-source headers point at."""
