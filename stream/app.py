@@ -231,14 +231,13 @@ def create_app(settings: Settings) -> App:
     async def merge_partials(stream: Any) -> None:
         async for events in stream.take_events(MERGE_BATCH, within=MERGE_WAIT):
             carried = newest_partials([event.message.value for event in events])
-            for event, newest in zip(events, carried, strict=True):
+            for event, message in zip(events, carried, strict=True):
                 # The series table writes its changelog to the partition of Faust's current
                 # event, which within a run is the run's last: each message's own is set here.
                 # (Faust's private context variable, as of faust-streaming 0.15.3; this loop
                 # must not await, or take_events' buffering would see it.)
                 faust_streams._current_event.set(weakref.ref(event))
-                for partial in newest:
-                    series.apply(partial, event.message.partition)
+                series.apply_message(message, event.message.partition)
 
     partials_publisher = PartialsPublisher(pipeline, partials)
     snapshots = Snapshots(series, metrics)

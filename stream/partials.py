@@ -4,6 +4,11 @@ The partials are keyed by dimension ("all", "team", "channel", "priority"), so o
 partition, and so one worker, merges all the partials of a series. A message carries every
 changed series of one dimension and one input partition: the merging side pays Faust's
 per-record cost once for them, not once per series.
+
+Every FULL_REPUBLISH_EVERY cycles a partition sends all its series, one message per dimension
+(empty ones too), each marked complete: the merging side then drops the series of that
+dimension and partition the message lacks. A series' removal is otherwise sent once, and a
+worker stopped between removing a series and sending that would leave it exported for good.
 """
 
 from __future__ import annotations
@@ -11,13 +16,13 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
-from itertools import groupby
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from .pipeline import Pipeline
-from .windows import CombinedWindows, SegmentKey
+from .windows import DIMENSIONS, CombinedWindows, SegmentKey
 
 FULL_REPUBLISH_EVERY = 60
 """Every this many cycles (15 s, unless cycles are skipped) a partition re-sends all its series,
@@ -43,27 +48,52 @@ def partial(windows: CombinedWindows, key: SegmentKey, partition: int) -> dict[s
     }
 
 
-def partials_of(message: bytes) -> Iterator[dict[str, Any]]:
-    """The partials a cx-partials message carries: {"partials": [...]}, or (as written before
-    they were grouped, and still in the topic after an upgrade) a single partial."""
+@dataclass(frozen=True, slots=True)
+class Complete:
+    """A full republish's word: `values` are all the series of `dimension` that
+    `source_partition` has."""
+
+    dimension: str
+    source_partition: int
+    values: frozenset[str]
+
+
+@dataclass(slots=True)
+class Carried:
+    """What one cx-partials message carries."""
+
+    partials: list[dict[str, Any]]
+    complete: Complete | None = None
+
+
+def carried_by(message: bytes) -> Carried:
+    """A cx-partials message read: {"partials": [...], "complete": {...}} (complete only in a
+    full republish), or (as written before they were grouped, and still in the topic after an
+    upgrade) a single partial."""
     payload = orjson.loads(message)
-    yield from payload.get("partials", [payload])
+    partials = payload.get("partials", [payload])
+    complete = payload.get("complete")
+    if complete is None:
+        return Carried(partials)
+    values = frozenset(item["value"] for item in partials if not item["removed"])
+    return Carried(partials, Complete(complete["dimension"], complete["source_partition"], values))
 
 
-def newest_partials(messages: Sequence[bytes]) -> list[list[dict[str, Any]]]:
-    """The partials each of a run of cx-partials messages carries, less those a later message of
+def newest_partials(messages: Sequence[bytes]) -> list[Carried]:
+    """What each of a run of cx-partials messages carries, less the partials a later message of
     the run carries again: a partial is a series' whole totals, so only the newest counts. A
-    merging stage that fell behind catches up by applying a fraction of what it was sent."""
-    carried = [list(partials_of(message)) for message in messages]
+    merging stage that fell behind catches up by applying a fraction of what it was sent. (A
+    message's `complete` still names every series it carried.)"""
+    carried = [carried_by(message) for message in messages]
     seen: set[tuple[str, str, int]] = set()
-    for partials in reversed(carried):
+    for message in reversed(carried):
         newest = []
-        for item in partials:
+        for item in message.partials:
             series = (item["dimension"], item["value"], item["source_partition"])
             if series not in seen:
                 seen.add(series)
                 newest.append(item)
-        partials[:] = newest
+        message.partials = newest
     return carried
 
 
@@ -90,16 +120,30 @@ class PartialsPublisher:
             started = self.clock()
             windows.advance(now)
             keys = windows.take_changed()
-            if self.cycle % FULL_REPUBLISH_EVERY == 0:
+            complete = self.cycle % FULL_REPUBLISH_EVERY == 0
+            if complete:
                 keys |= windows.series_keys()
-            for dimension, group in groupby(sorted(keys), key=lambda key: key[0]):
+            for dimension, group in _by_dimension(keys, every_dimension=complete):
                 if self.pipeline.partitions.get(partition) is not windows:
                     break  # revoked while we were sending
-                value = orjson.dumps(
-                    {"partials": [partial(windows, key, partition) for key in group]}
-                )
+                payload: dict[str, Any] = {
+                    "partials": [partial(windows, key, partition) for key in group]
+                }
+                if complete:
+                    payload["complete"] = {"dimension": dimension, "source_partition": partition}
+                value = orjson.dumps(payload)
                 busy += self.clock() - started
                 await self.topic.send(key=dimension.encode(), value=value)
                 started = self.clock()
             busy += self.clock() - started
         self.resume_at = self.clock() + busy * (1 / PUBLISH_SHARE - 1)
+
+
+def _by_dimension(
+    keys: set[SegmentKey], every_dimension: bool
+) -> Iterator[tuple[str, list[SegmentKey]]]:
+    """The keys of each dimension, in order; with `every_dimension`, dimensions without any."""
+    for dimension in DIMENSIONS:
+        group = sorted(key for key in keys if key[0] == dimension)
+        if group or every_dimension:
+            yield dimension, group

@@ -20,6 +20,7 @@ from .exporter import (
     series_rows,
     snapshot,
 )
+from .partials import Carried
 from .windows import SegmentKey
 
 
@@ -53,21 +54,43 @@ class Series:
         """Each exported series' rows, with the entries (and their stamps) they were merged
         from: a series is merged again only when one of its entries changed."""
 
+    def apply_message(self, carried: Carried, via: int) -> None:
+        """Apply what a cx-partials message carries, received on cx-partials partition `via`:
+        in a full republish, first drop the series of its dimension and source partition that
+        it lacks."""
+        complete = carried.complete
+        if complete is not None:
+            for key, entry in list(self._decoded().items()):
+                if (
+                    entry["dimension"] == complete.dimension
+                    and entry["source_partition"] == complete.source_partition
+                    and entry["value"] not in complete.values
+                ):
+                    self._remove(key)
+        for partial in carried.partials:
+            self.apply(partial, via)
+
     def apply(self, partial: dict[str, Any], via: int) -> None:
         """Keep the latest partial of a (series, source partition), received on cx-partials
         partition `via`."""
         key = orjson.dumps(
             [partial["dimension"], partial["value"], partial["source_partition"]]
         ).decode()
-        entries = self._decoded()
-        self.version += 1
         if partial["removed"]:
-            if key in self.table:
-                del self.table[key]
-            entries.pop(key, None)
-        else:
-            entries[key] = {**partial, "via": via}
-            self.table[key] = orjson.dumps(entries[key])
+            self._remove(key)
+            return
+        entry = self._decoded()[key] = {**partial, "via": via}
+        self.table[key] = orjson.dumps(entry)
+        self._changed(key)
+
+    def _remove(self, key: str) -> None:
+        if key in self.table:
+            del self.table[key]
+        self._decoded().pop(key, None)
+        self._changed(key)
+
+    def _changed(self, key: str) -> None:
+        self.version += 1
         self._stamps[key] = self.version
         self._decoded_partials.pop(key, None)
 

@@ -68,6 +68,10 @@ def parse_windows(text: str) -> tuple[WindowSpec, ...]:
     return tuple(WindowSpec(name, parse_duration(name)) for name in names)
 
 
+DIMENSIONS = ("all", "team", "channel", "priority")
+"""The dimensions of `segment_keys`, in its order."""
+
+
 def segment_keys(segment: Segment) -> tuple[SegmentKey, ...]:
     """The series an observation counts in: the whole, and each single dimension value."""
     return (

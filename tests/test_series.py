@@ -12,11 +12,12 @@ import pytest
 
 from stream.exporter import SeriesRow
 from stream.partials import (
+    FULL_REPUBLISH_EVERY,
     PUBLISH_SHARE,
     PartialsPublisher,
+    carried_by,
     newest_partials,
     partial,
-    partials_of,
 )
 from stream.series import Series
 from tests.helpers import WINDOW_NAMES, exported, feed, new_pipeline
@@ -55,7 +56,7 @@ def test_grouped_partials_through_the_series_table_give_the_merged_rows() -> Non
         feed(pipeline, records[start : start + len(records) // 3], NOW)
         asyncio.run(publisher.publish(NOW + 60 * step))
         for key, value in topic.sent:
-            carried = list(partials_of(value))
+            carried = carried_by(value).partials
             assert {item["dimension"].encode() for item in carried} == {key}
             assert len({item["source_partition"] for item in carried}) == 1
             for item in carried:
@@ -105,7 +106,7 @@ def test_a_partial_written_before_grouping_is_still_read() -> None:
     feed(pipeline, delivery(scenario(6, NOW, tickets=10), 6), NOW)
     partition, windows = next(iter(pipeline.partitions.items()))
     single = partial(windows, ("all", "all"), partition)
-    assert list(partials_of(orjson.dumps(single))) == [orjson.loads(orjson.dumps(single))]
+    assert carried_by(orjson.dumps(single)).partials == [orjson.loads(orjson.dumps(single))]
 
 
 def test_a_merging_stage_behind_applies_only_the_newest_partial_of_each_series() -> None:
@@ -118,14 +119,58 @@ def test_a_merging_stage_behind_applies_only_the_newest_partial_of_each_series()
         asyncio.run(publisher.publish(NOW + 60 * step))
     one_by_one = Series({}, 50, WINDOW_NAMES, lambda: {0})
     for _, value in topic.sent:
-        for item in partials_of(value):
+        for item in carried_by(value).partials:
             one_by_one.apply(item, 0)
     caught_up = Series({}, 50, WINDOW_NAMES, lambda: {0})
     carried = newest_partials([value for _, value in topic.sent])
-    for newest in carried:
-        for item in newest:
+    for message in carried:
+        for item in message.partials:
             caught_up.apply(item, 0)
     assert_same_rows(caught_up.rows(), one_by_one.rows())
     assert_same_rows(caught_up.rows(), exported(pipeline, NOW + 180))
-    sent = sum(len(list(partials_of(value))) for _, value in topic.sent)
-    assert sum(map(len, carried)) < sent / 2
+    sent = sum(len(carried_by(value).partials) for _, value in topic.sent)
+    assert sum(len(message.partials) for message in carried) < sent / 2
+
+
+def test_a_full_republish_drops_series_whose_removal_was_lost() -> None:
+    """A worker stopped between removing a series and sending that: the series table keeps
+    the series' last partial until the partition's next full republish says it is gone."""
+    pipeline = new_pipeline()
+    feed(pipeline, delivery(scenario(10, NOW, tickets=60), 10), NOW)
+    topic = RecordingTopic()
+    publisher = PartialsPublisher(pipeline, topic, clock=lambda: 0.0)  # never skips
+    series = Series({}, 50, WINDOW_NAMES, lambda: {0})
+
+    def merge_sent() -> None:
+        for message in newest_partials([value for _, value in topic.sent]):
+            series.apply_message(message, 0)
+        topic.sent.clear()
+
+    asyncio.run(publisher.publish(NOW))
+    merge_sent()
+    partition, windows = sorted(pipeline.partitions.items())[0]
+    team = next(value for dimension, value in windows.series_keys() if dimension == "team")
+    stale = {**partial(windows, ("team", team), partition), "value": "gone"}
+    elsewhere = {**stale, "source_partition": 999}  # a partition this worker does not own
+    series.apply(stale, 0)
+    series.apply(elsewhere, 0)
+    empty = max(pipeline.partitions) + 1  # a partition without a single series
+    pipeline.partitions[empty] = type(windows)(windows.specs, {})
+    series.apply({**stale, "dimension": "priority", "source_partition": empty}, 0)
+
+    def labelled_gone() -> set[str]:
+        return {
+            name for row in series.rows() for name, value in row.labels.items() if value == "gone"
+        }
+
+    asyncio.run(publisher.publish(NOW))  # an ordinary cycle leaves them
+    merge_sent()
+    assert labelled_gone() == {"team", "priority"}
+
+    publisher.cycle = FULL_REPUBLISH_EVERY - 1
+    asyncio.run(publisher.publish(NOW))
+    merge_sent()
+    assert labelled_gone() == {"team"}  # from the partition this worker does not own
+    del pipeline.partitions[empty]
+    rows = [row for row in series.rows() if "gone" not in row.labels.values()]
+    assert_same_rows(rows, exported(pipeline, NOW))
