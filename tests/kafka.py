@@ -1,4 +1,5 @@
-"""Real parts for integration tests: worker processes, a producer, /metrics and topic readers."""
+"""Real parts for integration tests: worker and CLI processes, a producer, /metrics and topic
+readers."""
 
 from __future__ import annotations
 
@@ -374,3 +375,22 @@ def assert_snapshots_match(bootstrap: str, prefix: str, want: Expected) -> None:
         labels = tuple(snapshot[name] for name in LABELS)
         assert_matches(snapshot, want.series[labels], key)
         assert snapshot["tickets_open"] == want.tickets_open[labels[1:]]
+
+
+def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """`cx-stream ARGS` with only the environment given (and PATH), to its end."""
+    return subprocess.run(
+        [sys.executable, "-m", "stream", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", **env},
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], mentions: str) -> None:
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("cx-stream: error:") and mentions in lines[0], lines[0]
+    assert "Traceback" not in result.stderr + result.stdout

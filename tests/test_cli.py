@@ -12,57 +12,41 @@ import pytest
 from stream.broker import EmbeddedBroker, create_topics, free_port
 from stream.config import Settings
 from stream.events import TOPICS
-from tests.kafka import as_a_background_job, read_topic, wait_for
-
-
-def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "stream", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={"PATH": "/usr/bin:/bin", **env},
-    )
-
-
-def assert_one_line_error(result: subprocess.CompletedProcess[str], mentions: str) -> None:
-    assert result.returncode != 0
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("cx-stream: error:") and mentions in lines[0], lines[0]
-    assert "Traceback" not in result.stderr + result.stdout
+from tests.kafka import as_a_background_job, assert_one_line_error, read_topic, run_cli, wait_for
 
 
 def test_unknown_option() -> None:
-    assert_one_line_error(run("worker", "--no-such-option"), "--no-such-option")
+    assert_one_line_error(run_cli("worker", "--no-such-option"), "--no-such-option")
 
 
 def test_unreachable_broker() -> None:
     port = free_port()  # nothing listens there
-    result = run("worker", "--broker", f"kafka://127.0.0.1:{port}")
+    result = run_cli("worker", "--broker", f"kafka://127.0.0.1:{port}")
     assert_one_line_error(result, f"cannot reach the Kafka broker at 127.0.0.1:{port}")
 
 
 def test_bad_settings_name_the_setting() -> None:
-    assert_one_line_error(run("worker", CX_WEB_PORT="http"), "CX_WEB_PORT")
-    assert_one_line_error(run("worker", "--windows", "1h,soon"), "soon")
-    assert_one_line_error(run("worker", CX_FIRST_RESPONSE_SLA="vip=1h"), "CX_FIRST_RESPONSE_SLA")
-    assert_one_line_error(run("worker", CX_WINDOWS="1h,1h"), "CX_WINDOWS")
-    assert_one_line_error(run("worker", CX_STATE_RETENTION="1d"), "CX_STATE_RETENTION")
-    assert_one_line_error(run("worker", CX_SLA_CLOCK="lunar"), "CX_SLA_CLOCK")
-    assert_one_line_error(run("worker", CX_SLA_CLOCK="business"), "CX_BUSINESS_HOURS")
-    assert_one_line_error(run("worker", CX_BUSINESS_HOURS="/no/such/hours.yaml"), "hours.yaml")
+    assert_one_line_error(run_cli("worker", CX_WEB_PORT="http"), "CX_WEB_PORT")
+    assert_one_line_error(run_cli("worker", "--windows", "1h,soon"), "soon")
+    assert_one_line_error(
+        run_cli("worker", CX_FIRST_RESPONSE_SLA="vip=1h"), "CX_FIRST_RESPONSE_SLA"
+    )
+    assert_one_line_error(run_cli("worker", CX_WINDOWS="1h,1h"), "CX_WINDOWS")
+    assert_one_line_error(run_cli("worker", CX_STATE_RETENTION="1d"), "CX_STATE_RETENTION")
+    assert_one_line_error(run_cli("worker", CX_SLA_CLOCK="lunar"), "CX_SLA_CLOCK")
+    assert_one_line_error(run_cli("worker", CX_SLA_CLOCK="business"), "CX_BUSINESS_HOURS")
+    assert_one_line_error(run_cli("worker", CX_BUSINESS_HOURS="/no/such/hours.yaml"), "hours.yaml")
 
 
 def test_a_schedule_error_is_one_line_naming_the_place(tmp_path: Path) -> None:
     hours = tmp_path / "hours.yaml"
     hours.write_text('default:\n  timezone: Mars/Olympus\n  hours: {mon-fri: ["09:00-17:00"]}\n')
-    result = run("worker", CX_BUSINESS_HOURS=str(hours))
+    result = run_cli("worker", CX_BUSINESS_HOURS=str(hours))
     assert_one_line_error(result, "default.timezone")
 
 
 def test_help_lists_the_commands() -> None:
-    result = run("--help")
+    result = run_cli("--help")
     assert result.returncode == 0
     assert "worker" in result.stdout
 

@@ -16,9 +16,15 @@ import pytest
 
 from stream.broker import EmbeddedBroker, check_reachable, free_port
 from stream.config import from_env
-from tests.kafka import WorkerProcess, kill_demo, processed, wait_for
+from tests.kafka import (
+    WorkerProcess,
+    assert_one_line_error,
+    kill_demo,
+    processed,
+    run_cli,
+    wait_for,
+)
 from tests.secure import CLIENT_NAME, KEY_PASSWORD, Certificates, SecureProxy
-from tests.test_cli import assert_one_line_error, run
 
 pytestmark = pytest.mark.broker
 
@@ -65,7 +71,7 @@ def test_worker_and_simulator_over_tls_with_client_certificate_and_scram(
     try:
         # the worker creates the topics; traffic sent earlier would create them its own way
         health = wait_for(lambda: _get(worker.url + "/health"), 60, "the worker's /health")
-        simulated = run(
+        simulated = run_cli(
             "simulate",
             "--backfill",
             "2h",
@@ -178,7 +184,7 @@ def test_refused_credentials_are_one_line_without_the_secret(
         ),
     ]
     for variables, mentions, refused in cases:
-        result = run("worker", **secured(certificates, proxy, **variables))
+        result = run_cli("worker", **secured(certificates, proxy, **variables))
         assert_one_line_error(result, mentions)
         assert PASSWORD not in result.stderr and wrong not in result.stderr
         assert KEY_PASSWORD not in result.stderr
@@ -189,11 +195,13 @@ def test_security_against_a_plaintext_broker_is_one_line_without_the_secret(
     broker: EmbeddedBroker, certificates: Certificates
 ) -> None:
     login = {"CX_KAFKA_SASL_USERNAME": USER, "CX_KAFKA_SASL_PASSWORD": PASSWORD}
-    sasl = run("worker", CX_BROKER=broker.url, CX_KAFKA_SECURITY_PROTOCOL="SASL_PLAINTEXT", **login)
+    sasl = run_cli(
+        "worker", CX_BROKER=broker.url, CX_KAFKA_SECURITY_PROTOCOL="SASL_PLAINTEXT", **login
+    )
     assert_one_line_error(sasl, "UnsupportedSaslMechanism")
-    unreachable = run("worker", CX_BROKER=f"kafka://127.0.0.1:{free_port()}", **login)
+    unreachable = run_cli("worker", CX_BROKER=f"kafka://127.0.0.1:{free_port()}", **login)
     assert_one_line_error(unreachable, "cannot reach the Kafka broker")
-    demo = run("demo", **login)  # the embedded broker has no TLS or SASL
+    demo = run_cli("demo", **login)  # the embedded broker has no TLS or SASL
     assert_one_line_error(demo, "CX_KAFKA_SECURITY_PROTOCOL=SASL_SSL needs CX_BROKER")
     for result in (sasl, unreachable, demo):
         assert PASSWORD not in result.stdout + result.stderr
