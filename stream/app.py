@@ -24,7 +24,15 @@ from typing import Any
 
 import faust
 from faust import streams as faust_streams
-from prometheus_client import CollectorRegistry, Counter, disable_created_metrics, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    GCCollector,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+    generate_latest,
+)
 
 from .broker import client_options
 from .config import Settings
@@ -126,6 +134,10 @@ def create_app(settings: Settings) -> App:
     # *_created samples would only add noise to every scrape
     disable_created_metrics()  # type: ignore[no-untyped-call]
     registry = CollectorRegistry(auto_describe=False)
+    # what Prometheus' Python client exports by default, so that memory, CPU, file descriptors
+    # and collections can be watched and alerted on like any Python process's
+    for collector in (ProcessCollector, PlatformCollector, GCCollector):
+        collector(registry=registry)
     outcomes = Counter(
         "cx_events",
         "Input records processed, by topic and outcome",

@@ -105,3 +105,5 @@ def test_a_steady_load_keeps_state_and_memory_flat(
     assert first_kept < 4 * RETENTION * TICKETS_PER_SECOND, "old state was forgotten"
     assert abs(last_kept - first_kept) < 0.3 * first_kept + 50, "the state kept is flat"
     assert last_rss < first_rss + 25, "resident memory is flat"
+    exported = worker.samples()[("process_resident_memory_bytes", ())] / 1024**2
+    assert abs(exported - resident_megabytes(worker)) < 5, "the worker exports its own memory"
