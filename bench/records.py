@@ -193,6 +193,21 @@ SCRAPE_CHANNELS = 10
 SCRAPE_PRIORITIES = ("low", "normal", "high", "urgent")
 
 
+def scrape_ticket(number: int, now: float) -> Record:
+    """A ticket opened `now` in one of the scrape's team x channel x priority segments."""
+    team, channel = number % SCRAPE_TEAMS, number // SCRAPE_TEAMS % SCRAPE_CHANNELS
+    ticket = f"SCRAPE-LIVE-{number:06d}"
+    value = {
+        "event_id": f"{ticket}-0",
+        "ticket_id": ticket,
+        "occurred_at": rfc3339(now),
+        "team": f"team-{team:02d}",
+        "channel": f"channel-{channel}",
+        "priority": SCRAPE_PRIORITIES[number % len(SCRAPE_PRIORITIES)],
+    }
+    return ("ticket-opened", ticket.encode(), orjson.dumps(value))
+
+
 def scrape_records(now: float) -> list[Record]:
     """One ticket per team x channel x priority, answered, resolved and surveyed in the last hour,
     so every series of every window has every metric (quantiles and ratios included)."""

@@ -209,11 +209,15 @@ def snapshot(row: SeriesRow, as_of: float) -> dict[str, Any]:
 QUANTILES = {"_p50": "0.5", "_p90": "0.9"}
 
 
-def render_series(rows: Sequence[SeriesRow]) -> str:
-    """The cx_* gauges of `rows` in the Prometheus text format, as generate_latest() would
-    write GaugeMetricFamily objects of them, built directly: a scrape of 260 series is over
-    10,000 samples, and prometheus-client's per-sample objects and label checks cost 300 ms.
-    Absent values (None) are left out; families without samples too."""
+Samples = dict[str, str]
+"""Sample lines of the Prometheus text format by metric family, each line ending in a newline."""
+
+
+def series_samples(rows: Sequence[SeriesRow]) -> Samples:
+    """The cx_* gauge samples of `rows` (cx_tickets_open once per segment), as generate_latest()
+    would write GaugeMetricFamily objects of them, built directly: a scrape of 260 series is
+    over 10,000 samples, and prometheus-client's per-sample objects and label checks cost
+    300 ms. Absent values (None) are left out."""
     families: dict[str, list[str]] = {}
     backlog: dict[str, int] = {}
     for row in rows:
@@ -226,20 +230,33 @@ def render_series(rows: Sequence[SeriesRow]) -> str:
             quantile = QUANTILES.get(name[-4:])
             if quantile is None:
                 family = f"cx_{name}"
-                sample = f"{family}{{{labels}}} {float(value)!r}"
+                sample = f"{family}{{{labels}}} {float(value)!r}\n"
             else:
                 family = f"cx_{name[:-4]}"
-                sample = f'{family}{{{labels},quantile="{quantile}"}} {float(value)!r}'
+                sample = f'{family}{{{labels},quantile="{quantile}"}} {float(value)!r}\n'
             families.setdefault(family, []).append(sample)
     if backlog:
         families["cx_tickets_open"] = [
-            f"cx_tickets_open{{{segment}}} {float(count)!r}" for segment, count in backlog.items()
+            f"cx_tickets_open{{{segment}}} {float(count)!r}\n" for segment, count in backlog.items()
         ]
-    lines = []
-    for family, samples in families.items():
-        help_text = _HELP.get(family, family).replace("\\", "\\\\").replace("\n", "\\n")
-        lines += [f"# HELP {family} {help_text}", f"# TYPE {family} gauge", *samples]
-    return "".join(line + "\n" for line in lines)
+    return {family: "".join(samples) for family, samples in families.items()}
+
+
+def render_series(parts: Iterable[Samples]) -> str:
+    """The samples of every part, each family's together under its HELP and TYPE lines:
+    the worker keeps each series' samples and renders again only the series that changed."""
+    families: dict[str, list[str]] = {}
+    for part in parts:
+        for family, samples in part.items():
+            families.setdefault(family, []).append(samples)
+    return "".join(
+        f"# HELP {family} {_help_text(family)}\n# TYPE {family} gauge\n{''.join(samples)}"
+        for family, samples in families.items()
+    )
+
+
+def _help_text(family: str) -> str:
+    return _HELP.get(family, family).replace("\\", "\\\\").replace("\n", "\\n")
 
 
 def _escape(label_value: str) -> str:

@@ -8,20 +8,30 @@ on /metrics and as cx-metrics snapshots.
 from __future__ import annotations
 
 from collections.abc import Callable, MutableMapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from .exporter import (
     MergedSeries,
+    Samples,
     SeriesRow,
     render_series,
     series_keys,
     series_rows,
+    series_samples,
     snapshot,
 )
 from .partials import Carried
 from .windows import SegmentKey
+
+
+@dataclass(frozen=True, slots=True)
+class _Merged:
+    stamps: tuple[tuple[str, int], ...]
+    rows: list[SeriesRow]
+    samples: Samples
 
 
 class Series:
@@ -50,9 +60,10 @@ class Series:
         """Each entry's partial decoded (when first merged), dropped when the entry changes."""
         self._stamps: dict[str, int] = {}
         """The version at which each entry last changed."""
-        self._merged: dict[SegmentKey, tuple[tuple[tuple[str, int], ...], list[SeriesRow]]] = {}
-        """Each exported series' rows, with the entries (and their stamps) they were merged
-        from: a series is merged again only when one of its entries changed."""
+        self._merged: dict[SegmentKey, _Merged] = {}
+        """Each exported series' rows and samples, with the entries (and their stamps) they were
+        merged from: a series is merged and rendered again only when one of its entries changed.
+        Rendering every series for each scrape under traffic took 15 ms of 17."""
 
     def apply_message(self, carried: Carried, via: int) -> None:
         """Apply what a cx-partials message carries, received on cx-partials partition `via`:
@@ -118,19 +129,19 @@ class Series:
         sources: dict[SegmentKey, list[str]] = {}
         for series, key in zip(series_keys(entries.values(), self.cap), entries, strict=True):
             sources.setdefault(series, []).append(key)
-        merged: dict[SegmentKey, tuple[tuple[tuple[str, int], ...], list[SeriesRow]]] = {}
+        merged: dict[SegmentKey, _Merged] = {}
         for series, keys in sources.items():
             stamps = tuple(sorted((key, self._stamps.get(key, 0)) for key in keys))
             cached = self._merged.get(series)
-            if cached is None or cached[0] != stamps:
+            if cached is None or cached.stamps != stamps:
                 total = MergedSeries()
                 for key in keys:
                     total.merge(self._partial(key, entries[key]))
                 rows = series_rows({series: total}, self.window_names, self.business_hours)
-                cached = (stamps, rows)
+                cached = _Merged(stamps, rows, series_samples(rows))
             merged[series] = cached
-        self._merged = merged
-        return [row for series in sorted(merged) for row in merged[series][1]]
+        self._merged = dict(sorted(merged.items()))
+        return [row for cached in self._merged.values() for row in cached.rows]
 
     def _partial(self, key: str, entry: dict[str, Any]) -> MergedSeries:
         decoded = self._decoded_partials.get(key)
@@ -142,7 +153,8 @@ class Series:
         """The rows on /metrics, rendered again only when they changed."""
         rows = self.rows()
         if self._exposition is None or self._exposition[0] is not rows:
-            self._exposition = (rows, render_series(rows))
+            parts = [cached.samples for cached in self._merged.values()]
+            self._exposition = (rows, render_series(parts))
         return self._exposition[1]
 
 

@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from stream.exporter import render_series
+from stream.exporter import SeriesRow, render_series, series_samples
 from tests.helpers import exported, feed, new_pipeline
 from tests.scenario import delivery, scenario
 
 NOW = time.time()
 
 
-def test_every_value_reads_back_with_its_labels_even_odd_ones() -> None:
+def segment_of(row: SeriesRow) -> tuple[str, ...]:
+    return tuple(row.labels[name] for name in ("team", "channel", "priority"))
+
+
+@pytest.mark.parametrize("rendered", ["at once", "per series"])
+def test_every_value_reads_back_with_its_labels_even_odd_ones(rendered: str) -> None:
     events = scenario(31, NOW, tickets=60)
     for _, fields in events:  # label values a producer may send: quotes, backslashes, newlines
         if fields.get("team") == "billing":
@@ -21,9 +28,18 @@ def test_every_value_reads_back_with_its_labels_even_odd_ones() -> None:
     pipeline = new_pipeline()
     feed(pipeline, delivery(events, 31), NOW)
     rows = exported(pipeline, NOW)
+    if rendered == "at once":
+        text = render_series([series_samples(rows)])
+    else:  # as the worker keeps them: each series' windows apart
+        ordered = sorted(rows, key=segment_of)
+        text = render_series(
+            series_samples(list(group)) for _, group in itertools.groupby(ordered, segment_of)
+        )
+    families = list(text_string_to_metric_families(text))
+    assert len({family.name for family in families}) == len(families), "a family split up"
     parsed = {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(render_series(rows))
+        for family in families
         for sample in family.samples
     }
     wanted = {}
