@@ -194,8 +194,9 @@ SCRAPE_PRIORITIES = ("low", "normal", "high", "urgent")
 
 
 def scrape_ticket(number: int, now: float) -> Record:
-    """A ticket opened `now` in one of the scrape's team x channel x priority segments."""
-    team, channel = number % SCRAPE_TEAMS, number // SCRAPE_TEAMS % SCRAPE_CHANNELS
+    """A ticket opened `now` in one of the scrape's segments: any SCRAPE_TEAMS consecutive
+    numbers cover every team, channel and priority."""
+    team, channel = number % SCRAPE_TEAMS, number % SCRAPE_CHANNELS
     ticket = f"SCRAPE-LIVE-{number:06d}"
     value = {
         "event_id": f"{ticket}-0",
