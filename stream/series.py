@@ -63,7 +63,8 @@ class Series:
         self._merged: dict[SegmentKey, _Merged] = {}
         """Each exported series' rows and samples, with the entries (and their stamps) they were
         merged from: a series is merged and rendered again only when one of its entries changed.
-        Rendering every series for each scrape under traffic took 15 ms of 17."""
+        (Rendering all 260 series of the scrape benchmark took 15 ms of the 17 ms of a page on
+        which one new ticket's four series had changed.)"""
 
     def apply_message(self, carried: Carried, via: int) -> None:
         """Apply what a cx-partials message carries, received on cx-partials partition `via`:
