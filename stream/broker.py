@@ -64,18 +64,33 @@ def client_options(settings: Settings) -> dict[str, Any]:
     }
 
 
+METADATA_RETRY_DELAY = 0.2
+"""Seconds before reading the topics again when one is listed without partitions: two workers
+started together both create the missing topics, and the slower may see them half made."""
+
+
 async def _partition_counts(
     options: Mapping[str, Any], topics: Iterable[str], timeout: float
 ) -> dict[str, int]:
+    wanted = list(topics)
     consumer = AIOKafkaConsumer(**options, request_timeout_ms=int(timeout * 1000))
+    deadline = time.monotonic() + timeout
     try:
         await asyncio.wait_for(consumer.start(), timeout)
-        existing = await consumer.topics()
-        return {
-            topic: len(consumer.partitions_for_topic(topic) or ())
-            for topic in topics
-            if topic in existing
-        }
+        while True:
+            # The names and the partitions from one fresh metadata answer: what topics() does
+            # (aiokafka 0.14), keeping the answer. partitions_for_topic() reads the metadata of
+            # the consumer's start, without a topic another worker created since.
+            cluster = await consumer._client.fetch_all_metadata()
+            counts = {
+                topic: len(cluster.partitions_for_topic(topic) or ())
+                for topic in wanted
+                if topic in cluster.topics()
+            }
+            # a topic another worker is creating right now may be listed without partitions
+            if 0 not in counts.values() or time.monotonic() > deadline:
+                return counts
+            await asyncio.sleep(METADATA_RETRY_DELAY)
     finally:
         await consumer.stop()
 
