@@ -14,15 +14,10 @@ are answered from the page rendered last; they are reported beside it.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import itertools
-import threading
 import time
-from collections.abc import Callable, Coroutine, Iterator
-from typing import Any, TypeVar
-
-from aiokafka import AIOKafkaProducer
+from collections.abc import Callable
+from typing import Any
 
 from .context import Suite
 from .figures import BenchResult, Figure, Target, percentile
@@ -39,8 +34,6 @@ from .records import (
     scrape_records,
     scrape_ticket,
 )
-
-T = TypeVar("T")
 
 SCRAPES_PER_RUN = 50
 LIVE_SCRAPES_PER_RUN = 20
@@ -78,41 +71,11 @@ def settled_page(worker: ServiceProcess, timeout: float = 120.0) -> tuple[int, i
     )
 
 
-@contextlib.contextmanager
-def ticket_opener(bootstrap: str, prefix: str) -> Iterator[Callable[[], None]]:
-    """A function that opens a ticket in every team, and returns once the broker has them."""
-    loop = asyncio.new_event_loop()
-    sender = threading.Thread(target=loop.run_forever, name="ticket-opener")
-    sender.start()
-    opened = itertools.count()
-
-    def run(coroutine: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coroutine, loop).result()
-
-    async def started() -> AIOKafkaProducer:
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
-        await producer.start()
-        return producer
-
-    async def open_tickets() -> None:
-        sent = [
-            await producer.send(prefix + topic, key=key, value=value)
-            for topic, key, value in (
-                scrape_ticket(next(opened), time.time()) for _ in range(SCRAPE_TEAMS)
-            )
-        ]
-        await asyncio.gather(*sent)
-
-    try:
-        producer = run(started())
-        try:
-            yield lambda: run(open_tickets())
-        finally:
-            run(producer.stop())
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
-        sender.join()
-        loop.close()
+def open_tickets(bootstrap: str, prefix: str, first: int) -> None:
+    """Open a ticket in every team (numbered from `first`); returns once the broker has them."""
+    now = time.time()
+    tickets = [scrape_ticket(first + number, now) for number in range(SCRAPE_TEAMS)]
+    produce(bootstrap, prefix, tickets)
 
 
 def timed_scrapes(
@@ -166,21 +129,21 @@ def run_scrape(suite: Suite) -> BenchResult:
             processing_rate([worker], len(records), broker.process.pid)
             series, samples = settled_page(worker)
             idle = [timed_scrapes(worker) for _ in range(suite.runs)]
-            with ticket_opener(broker.bootstrap, "scrape-") as open_tickets:
+            opened = itertools.count(step=SCRAPE_TEAMS)
 
-                def every_series_changed() -> None:
-                    open_tickets()
-                    time.sleep(MERGED_WITHIN)
+            def every_series_changed() -> None:
+                open_tickets(broker.bootstrap, "scrape-", next(opened))
+                time.sleep(MERGED_WITHIN)
 
-                for run in range(1, suite.runs + 1):
-                    runs.append(timed_scrapes(worker, LIVE_SCRAPES_PER_RUN, every_series_changed))
-                    say(
-                        f"  scrape run {run}: median {runs[-1]['median_ms']:.1f} ms, p99"
-                        f" {runs[-1]['p99_ms']:.1f} ms, {runs[-1]['bytes']:,} bytes; idle median"
-                        f" {idle[run - 1]['median_ms']:.1f} ms"
-                    )
-                if suite.profile:
-                    profile = profiled_scrapes(worker, suite, every_series_changed)
+            for run in range(1, suite.runs + 1):
+                runs.append(timed_scrapes(worker, LIVE_SCRAPES_PER_RUN, every_series_changed))
+                say(
+                    f"  scrape run {run}: median {runs[-1]['median_ms']:.1f} ms, p99"
+                    f" {runs[-1]['p99_ms']:.1f} ms, {runs[-1]['bytes']:,} bytes; idle median"
+                    f" {idle[run - 1]['median_ms']:.1f} ms"
+                )
+            if suite.profile:
+                profile = profiled_scrapes(worker, suite, every_series_changed)
     result = BenchResult("scrape")
     if profile is not None:
         result.details["profile"] = profile

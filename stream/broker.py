@@ -82,10 +82,11 @@ async def _partition_counts(
             # (aiokafka 0.14), keeping the answer. partitions_for_topic() reads the metadata of
             # the consumer's start, without a topic another worker created since.
             cluster = await consumer._client.fetch_all_metadata()
+            existing = cluster.topics()
             counts = {
                 topic: len(cluster.partitions_for_topic(topic) or ())
                 for topic in wanted
-                if topic in cluster.topics()
+                if topic in existing
             }
             # a topic another worker is creating right now may be listed without partitions
             if 0 not in counts.values() or time.monotonic() > deadline:

@@ -27,11 +27,13 @@ from .partials import Carried
 from .windows import SegmentKey
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Merged:
     stamps: tuple[tuple[str, int], ...]
     rows: list[SeriesRow]
-    samples: Samples
+    samples: Samples | None = None
+    """Its sample lines, written by the first scrape that needs them (not by snapshots or
+    /health, which read the rows only)."""
 
 
 class Series:
@@ -139,7 +141,7 @@ class Series:
                 for key in keys:
                     total.merge(self._partial(key, entries[key]))
                 rows = series_rows({series: total}, self.window_names, self.business_hours)
-                cached = _Merged(stamps, rows, series_samples(rows))
+                cached = _Merged(stamps, rows)
             merged[series] = cached
         self._merged = dict(sorted(merged.items()))
         return [row for cached in self._merged.values() for row in cached.rows]
@@ -154,7 +156,11 @@ class Series:
         """The rows on /metrics, rendered again only when they changed."""
         rows = self.rows()
         if self._exposition is None or self._exposition[0] is not rows:
-            parts = [cached.samples for cached in self._merged.values()]
+            parts = []
+            for cached in self._merged.values():
+                if cached.samples is None:
+                    cached.samples = series_samples(cached.rows)
+                parts.append(cached.samples)
             self._exposition = (rows, render_series(parts))
         return self._exposition[1]
 
