@@ -28,18 +28,15 @@ class MergedSeries:
     windows: dict[str, Tally] = field(default_factory=dict)
 
     def add(self, partial: dict[str, Any]) -> None:
-        self.merge(MergedSeries.of(partial))
-
-    def merge(self, other: MergedSeries) -> None:
-        self.tickets_open += other.tickets_open
-        for name, tally in other.windows.items():
-            self.windows.setdefault(name, Tally()).merge(tally)
-
-    @classmethod
-    def of(cls, partial: dict[str, Any]) -> MergedSeries:
-        """One partial, decoded."""
-        windows = {name: Tally.from_json(data) for name, data in partial["windows"].items()}
-        return cls(partial["tickets_open"], windows)
+        """Add one partial, as it came from cx-partials."""
+        self.tickets_open += partial["tickets_open"]
+        windows = self.windows
+        for name, data in partial["windows"].items():
+            tally = windows.get(name)
+            if tally is None:
+                windows[name] = Tally.from_json(data)
+            else:
+                tally.add_json(data)
 
 
 def folded_values(values: Iterable[str], cap: int) -> dict[str, str]:

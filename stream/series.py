@@ -58,8 +58,6 @@ class Series:
         """The table's entries, decoded: read from the table once after each restore, then
         kept in step by `apply`. Decoding every entry from the store for each changed scrape
         took a third of a worker's time at 500 events/s, polled every 0.1 s."""
-        self._decoded_partials: dict[str, MergedSeries] = {}
-        """Each entry's partial decoded (when first merged), dropped when the entry changes."""
         self._stamps: dict[str, int] = {}
         """The version at which each entry last changed."""
         self._merged: dict[SegmentKey, _Merged] = {}
@@ -106,13 +104,11 @@ class Series:
     def _changed(self, key: str) -> None:
         self.version += 1
         self._stamps[key] = self.version
-        self._decoded_partials.pop(key, None)
 
     def restored(self) -> None:
         """Note that the table was restored (recovery): its entries are read again."""
         self._entries = None
         self._merged = {}
-        self._decoded_partials = {}
         self.version += 1
 
     def _decoded(self) -> dict[str, dict[str, Any]]:
@@ -139,18 +135,12 @@ class Series:
             if cached is None or cached.stamps != stamps:
                 total = MergedSeries()
                 for key in keys:
-                    total.merge(self._partial(key, entries[key]))
+                    total.add(entries[key])
                 rows = series_rows({series: total}, self.window_names, self.business_hours)
                 cached = _Merged(stamps, rows)
             merged[series] = cached
         self._merged = dict(sorted(merged.items()))
         return [row for cached in self._merged.values() for row in cached.rows]
-
-    def _partial(self, key: str, entry: dict[str, Any]) -> MergedSeries:
-        decoded = self._decoded_partials.get(key)
-        if decoded is None:
-            decoded = self._decoded_partials[key] = MergedSeries.of(entry)
-        return decoded
 
     def exposition(self) -> str:
         """The rows on /metrics, rendered again only when they changed."""

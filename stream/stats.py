@@ -6,6 +6,7 @@ Pure functions and one small mergeable class; nothing here knows about Kafka or 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from ddsketch.mapping import LogarithmicMapping
 
@@ -81,11 +82,23 @@ class QuantileSketch:
         (built in C: partials carry hundreds of buckets per sketch, several times a second)."""
         return [self.zeros, list(self.bins.items())]
 
-    @classmethod
-    def from_json(cls, data: list[object]) -> QuantileSketch:
+    def add_json(self, data: list[Any]) -> None:
+        """Add every value of a sketch in its to_json() form, without building it first: the
+        merge stage adds up thousands of small sketches for a scrape."""
         zeros, pairs = data
-        assert isinstance(zeros, int) and isinstance(pairs, list)
-        return cls(dict(pairs), zeros)
+        self.zeros += zeros
+        bins = self.bins
+        if not bins:
+            bins.update(pairs)
+            return
+        for key, weight in pairs:  # weights are positive: no bucket reaches 0
+            bins[key] = bins.get(key, 0) + weight
+
+    @classmethod
+    def from_json(cls, data: list[Any]) -> QuantileSketch:
+        sketch = cls()
+        sketch.add_json(data)
+        return sketch
 
 
 def sketch_key(value: float) -> int | None:

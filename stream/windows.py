@@ -214,13 +214,27 @@ class Tally:
             },
         }
 
+    def add_json(self, data: dict[str, Any]) -> None:
+        """Add a tally in its to_json() form, without building it first (see
+        QuantileSketch.add_json)."""
+        counts = self.counts
+        if not counts:
+            counts.update(data["counts"])
+        else:
+            for name, amount in data["counts"].items():
+                counts[name] = counts.get(name, 0) + amount
+        sketches = self.sketches
+        for name, sketch in data["sketches"].items():
+            mine = sketches.get(name)
+            if mine is None:
+                sketches[name] = QuantileSketch.from_json(sketch)
+            else:
+                mine.add_json(sketch)
+
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Tally:
         tally = cls()
-        tally.counts = dict(data["counts"])
-        tally.sketches = {
-            name: QuantileSketch.from_json(sketch) for name, sketch in data["sketches"].items()
-        }
+        tally.add_json(data)
         return tally
 
 
