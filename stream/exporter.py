@@ -21,6 +21,9 @@ RESERVED = frozenset({"all", OTHER})
 
 MetricValues = dict[str, float | None]
 
+P50_P90 = (0.5, 0.9)
+"""The quantiles exported of every duration (the _p50 and _p90 metrics)."""
+
 
 @dataclass(slots=True)
 class MergedSeries:
@@ -92,6 +95,9 @@ def window_metrics(tally: Tally, business_hours: bool = False) -> MetricValues:
     ces_responses, resolved = count("ces_responses"), count("tickets_resolved")
     full_resolutions = count("full_resolution_count")
     sums = tally.counts
+    first_response_p50, first_response_p90 = tally.quantiles("first_response_seconds", P50_P90)
+    resolution_p50, resolution_p90 = tally.quantiles("resolution_seconds", P50_P90)
+    full_resolution_p50, full_resolution_p90 = tally.quantiles("full_resolution_seconds", P50_P90)
     metrics: MetricValues = {
         "nps": nps(promoters, passives, detractors),
         "nps_margin_of_error": nps_margin_of_error(promoters, passives, detractors),
@@ -108,14 +114,14 @@ def window_metrics(tally: Tally, business_hours: bool = False) -> MetricValues:
         "ces_score_avg": ratio(sums.get("ces_score_sum", 0), ces_responses),
         "ces_low_effort_ratio": ratio(count("ces_low_effort"), ces_responses),
         "ces_responses": ces_responses,
-        "first_response_seconds_p50": tally.quantile("first_response_seconds", 0.5),
-        "first_response_seconds_p90": tally.quantile("first_response_seconds", 0.9),
+        "first_response_seconds_p50": first_response_p50,
+        "first_response_seconds_p90": first_response_p90,
         "first_response_seconds_avg": ratio(
             sums.get("first_response_seconds_sum", 0), first_responses
         ),
         "first_response_count": first_responses,
-        "resolution_seconds_p50": tally.quantile("resolution_seconds", 0.5),
-        "resolution_seconds_p90": tally.quantile("resolution_seconds", 0.9),
+        "resolution_seconds_p50": resolution_p50,
+        "resolution_seconds_p90": resolution_p90,
         "resolution_seconds_avg": ratio(sums.get("resolution_seconds_sum", 0), resolutions),
         "resolution_count": resolutions,
         "tickets_opened": count("tickets_opened"),
@@ -128,8 +134,8 @@ def window_metrics(tally: Tally, business_hours: bool = False) -> MetricValues:
         "first_response_sla_breaches": count("first_response_sla_breaches"),
         "resolution_sla_breaches": count("resolution_sla_breaches"),
         "one_touch_tickets": count("one_touch_tickets"),
-        "full_resolution_seconds_p50": tally.quantile("full_resolution_seconds", 0.5),
-        "full_resolution_seconds_p90": tally.quantile("full_resolution_seconds", 0.9),
+        "full_resolution_seconds_p50": full_resolution_p50,
+        "full_resolution_seconds_p90": full_resolution_p90,
         "full_resolution_seconds_avg": ratio(
             sums.get("full_resolution_seconds_sum", 0), full_resolutions
         ),
@@ -146,8 +152,8 @@ def window_metrics(tally: Tally, business_hours: bool = False) -> MetricValues:
             ("resolution", resolutions),
         ):
             sketch = f"{name}_business_seconds"
-            metrics[f"{sketch}_p50"] = tally.quantile(sketch, 0.5) if responses else None
-            metrics[f"{sketch}_p90"] = tally.quantile(sketch, 0.9) if responses else None
+            p50, p90 = tally.quantiles(sketch, P50_P90) if responses else (None, None)
+            metrics[f"{sketch}_p50"], metrics[f"{sketch}_p90"] = p50, p90
             metrics[f"{sketch}_avg"] = ratio(sums.get(f"{sketch}_sum", 0), responses)
     return metrics
 

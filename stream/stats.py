@@ -6,6 +6,9 @@ Pure functions and one small mergeable class; nothing here knows about Kafka or 
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
+from collections.abc import Sequence
+from itertools import accumulate
 from typing import Any
 
 from ddsketch.mapping import LogarithmicMapping
@@ -62,20 +65,19 @@ class QuantileSketch:
             else:
                 del self.bins[key]
 
-    def quantile(self, q: float) -> float | None:
-        """The value at rank floor(q * (n - 1)) (0-based), or None when empty."""
-        total = self.count
+    def quantiles(self, qs: Sequence[float]) -> list[float | None]:
+        """For each q, the value at rank floor(q * (n - 1)) (0-based); None when empty."""
+        keys = sorted(self.bins)
+        # below[i]: how many values lie below bucket keys[i] (below[-1]: all of them)
+        below = list(accumulate(map(self.bins.__getitem__, keys), initial=self.zeros))
+        total = below[-1]
         if total <= 0:
-            return None
-        rank = math.floor(q * (total - 1))
-        seen = self.zeros
-        if rank < seen:
-            return 0.0
-        for key in sorted(self.bins):
-            seen += self.bins[key]
-            if rank < seen:
-                return float(_MAPPING.value(key))
-        raise AssertionError("ranks exceed the sketch's count")  # unreachable for counts >= 0
+            return [None] * len(qs)
+        values: list[float | None] = []
+        for q in qs:
+            index = bisect_right(below, math.floor(q * (total - 1)))
+            values.append(0.0 if index == 0 else float(_MAPPING.value(keys[index - 1])))
+        return values
 
     def to_json(self) -> list[object]:
         """[zeros, [[key, count], ...]]: the pairs as tuples, which orjson writes as arrays

@@ -173,9 +173,9 @@ class Tally:
         self.observations = 0
         """How many observations it holds: a bucket at 0 can go."""
 
-    def quantile(self, name: str, q: float) -> float | None:
+    def quantiles(self, name: str, qs: Sequence[float]) -> list[float | None]:
         sketch = self.sketches.get(name)
-        return None if sketch is None else sketch.quantile(q)
+        return [None] * len(qs) if sketch is None else sketch.quantiles(qs)
 
     def add(self, contribution: Contribution, sign: int) -> None:
         """Add (sign=1) or retract (sign=-1) one observation's contribution."""
