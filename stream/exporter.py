@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any
 
 from .stats import nps, nps_margin_of_error, ratio, wilson_interval
@@ -228,21 +229,25 @@ def series_samples(rows: Sequence[SeriesRow]) -> Samples:
         labels = f'window="{_escape(row.labels["window"])}",{segment}'
         backlog[segment] = row.tickets_open
         for name, value in row.metrics.items():
-            if value is None:
-                continue
-            quantile = QUANTILES.get(name[-4:])
-            if quantile is None:
-                family = f"cx_{name}"
-                sample = f"{family}{{{labels}}} {float(value)!r}\n"
-            else:
-                family = f"cx_{name[:-4]}"
-                sample = f'{family}{{{labels},quantile="{quantile}"}} {float(value)!r}\n'
-            families.setdefault(family, []).append(sample)
+            if value is not None:
+                family, more_labels = _family_of(name)
+                families.setdefault(family, []).append(
+                    f"{family}{{{labels}{more_labels}}} {float(value)!r}\n"
+                )
     if backlog:
         families["cx_tickets_open"] = [
             f"cx_tickets_open{{{segment}}} {float(count)!r}\n" for segment, count in backlog.items()
         ]
     return {family: "".join(samples) for family, samples in families.items()}
+
+
+@cache
+def _family_of(metric: str) -> tuple[str, str]:
+    """The metric family a metric's samples belong to, and the labels they add to a series'."""
+    quantile = QUANTILES.get(metric[-4:])
+    if quantile is None:
+        return f"cx_{metric}", ""
+    return f"cx_{metric[:-4]}", f',quantile="{quantile}"'
 
 
 def render_series(parts: Iterable[Samples]) -> str:
