@@ -1,4 +1,4 @@
-"""`cx-stream demo`: live numbers on /metrics, and Ctrl-C leaves no process behind."""
+"""`cx-stream demo`: live numbers on /metrics, and Ctrl-C or SIGTERM leaves no process behind."""
 
 from __future__ import annotations
 
@@ -24,7 +24,11 @@ from tests.kafka import (
 pytestmark = pytest.mark.broker
 
 
-def test_demo_shows_live_numbers_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_demo_shows_live_numbers_and_a_stop_signal_stops_everything(
+    tmp_path: Path, stop_signal: signal.Signals
+) -> None:
+    """Ctrl-C from a terminal, SIGTERM from `docker stop` or a process manager."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CX_")}
     demo = subprocess.Popen(
@@ -54,7 +58,7 @@ def test_demo_shows_live_numbers_and_ctrl_c_stops_everything(tmp_path: Path) -> 
         wait_for(history_counted, 60, "28 days of history on the demo's /metrics")
         started = children(demo.pid)
         assert len(started) >= 2, "the demo should run a broker and a worker"
-        demo.send_signal(signal.SIGINT)
+        demo.send_signal(stop_signal)
         assert demo.wait(timeout=60) == 0
         assert not [pid for pid in started if alive(pid)], "processes left behind"
     finally:
