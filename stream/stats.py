@@ -93,7 +93,7 @@ class QuantileSketch:
         if not bins:
             bins.update(pairs)
             return
-        for key, weight in pairs:  # weights are positive: no bucket reaches 0
+        for key, weight in pairs:  # to_json() writes buckets > 0 only: none reaches 0 here
             bins[key] = bins.get(key, 0) + weight
 
     @classmethod

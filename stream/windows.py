@@ -174,6 +174,7 @@ class Tally:
         """How many observations it holds: a bucket at 0 can go."""
 
     def quantiles(self, name: str, qs: Sequence[float]) -> list[float | None]:
+        """QuantileSketch.quantiles of the named sketch; None for each q if it has none."""
         sketch = self.sketches.get(name)
         return [None] * len(qs) if sketch is None else sketch.quantiles(qs)
 
@@ -215,8 +216,8 @@ class Tally:
         }
 
     def add_json(self, data: dict[str, Any]) -> None:
-        """Add a tally in its to_json() form, without building it first (see
-        QuantileSketch.add_json)."""
+        """Add a tally's counts and sketches in its to_json() form, without building it first
+        (see QuantileSketch.add_json); `observations` is not in that form and stays as it is."""
         counts = self.counts
         if not counts:
             counts.update(data["counts"])

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 import time
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from stream.exporter import SeriesRow, render_series, series_samples
+from stream.exporter import MergedSeries, SeriesRow, render_series, series_samples
 from tests.helpers import exported, feed, new_pipeline
 from tests.scenario import delivery, scenario
 
@@ -56,3 +57,38 @@ def test_every_value_reads_back_with_its_labels_even_odd_ones(rendered: str) -> 
         wanted[("cx_tickets_open", tuple(sorted(segment.items())))] = float(row.tickets_open)
     assert parsed == wanted
     assert any('bill "ing"\\\nteam' in dict(labels).values() for _, labels in parsed)
+
+
+def test_partials_add_up_and_stay_as_they_came() -> None:
+    """The merge stage adds partials from their JSON; it must neither share nor change them,
+    since a series is merged again from the same stored partials after any one changed."""
+    first = {
+        "tickets_open": 2,
+        "windows": {
+            "1h": {
+                "counts": {"tickets_opened": 3, "csat_score_sum": 4.5},
+                "sketches": {"first_response_seconds": [1, [[100, 2], [120, 1]]]},
+            }
+        },
+    }
+    second = {
+        "tickets_open": 1,
+        "windows": {
+            "1h": {
+                "counts": {"tickets_opened": 1, "csat_responses": 1},
+                "sketches": {"first_response_seconds": [0, [[120, 4], [130, 1]]]},
+            },
+            "24h": {"counts": {"tickets_opened": 1}, "sketches": {}},
+        },
+    }
+    stored = copy.deepcopy([first, second])
+    total = MergedSeries()
+    for partial in (first, second, first):
+        total.add(partial)
+    hour = total.windows["1h"]
+    assert total.tickets_open == 5
+    assert hour.counts == {"tickets_opened": 7, "csat_score_sum": 9.0, "csat_responses": 1}
+    sketch = hour.sketches["first_response_seconds"]
+    assert (sketch.bins, sketch.zeros) == ({100: 4, 120: 6, 130: 1}, 2)
+    assert total.windows["24h"].counts == {"tickets_opened": 1}
+    assert [first, second] == stored

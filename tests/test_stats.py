@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stream.stats import QuantileSketch, nps, nps_margin_of_error, wilson_interval
+from stream.stats import QuantileSketch, nps, nps_margin_of_error, sketch_key, wilson_interval
 
 
 def test_nps_and_margin_by_hand() -> None:
@@ -61,3 +62,28 @@ def test_sketch_retraction_and_merge_are_exact(kept: list[float], removed: list[
     merged.merge(only_kept, -1)
     assert (merged.bins, merged.zeros) == (only_kept.bins, only_kept.zeros)
     assert QuantileSketch().quantiles([0.5, 0.9]) == [None, None]
+
+
+@given(values, values)
+def test_adding_sketches_from_json_counts_every_bucket_and_leaves_the_json_alone(
+    first: list[float], second: list[float]
+) -> None:
+    a, b = QuantileSketch(), QuantileSketch()
+    for x in first:
+        a.add(x)
+    for x in second:
+        b.add(x)
+    expected: dict[int | None, int] = {}  # bucket counts summed by hand
+    for x in first + second + second:
+        expected[sketch_key(x)] = expected.get(sketch_key(x), 0) + 1
+    a_json, b_json = a.to_json(), b.to_json()
+    sent = copy.deepcopy([a_json, b_json])
+    total = QuantileSketch()
+    total.add_json(a_json)  # into an empty sketch
+    total.add_json(b_json)  # into a filled one
+    total.add_json(b_json)
+    assert (total.bins, total.zeros) == (
+        {key: n for key, n in expected.items() if key is not None},
+        expected.get(None, 0),
+    )
+    assert [a_json, b_json] == sent
