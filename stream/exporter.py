@@ -24,6 +24,8 @@ MetricValues = dict[str, float | None]
 
 P50_P90 = (0.5, 0.9)
 """The quantiles exported of every duration (the _p50 and _p90 metrics)."""
+QUANTILES = {f"_p{round(q * 100)}": str(q) for q in P50_P90}
+"""Each quantile metric's name suffix, and the quantile label of its samples."""
 
 
 @dataclass(slots=True)
@@ -208,9 +210,6 @@ def snapshot(row: SeriesRow, as_of: float) -> dict[str, Any]:
         "tickets_open": row.tickets_open,
         "as_of": moment.replace("+00:00", "Z"),
     }
-
-
-QUANTILES = {"_p50": "0.5", "_p90": "0.9"}
 
 
 Samples = dict[str, str]
