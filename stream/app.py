@@ -15,8 +15,6 @@ and the cx-partials partition of a dimension decides the one worker that merges 
 
 from __future__ import annotations
 
-import asyncio
-import gc
 import logging
 import time
 import weakref
@@ -103,6 +101,9 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
 
 
 def create_app(settings: Settings) -> App:
+    """The worker: its topics and tables, then each stage wired to them in the order the data
+    flows. The stages are units of their own (ingest.py, partials.py, series.py, health.py);
+    what is here is only how Faust runs them: agents, timers, pages and callbacks."""
     app = App(f"{settings.topic_prefix}{settings.app_id}", **faust_settings(settings))
     app.correct_end_offsets = settings.embedded_broker
     raw: dict[str, Any] = {
@@ -111,26 +112,18 @@ def create_app(settings: Settings) -> App:
         "partitions": settings.partitions,
     }
     topic_kinds = {settings.topic(name): name for name in TOPICS}
-    dead_letter = app.topic(settings.topic("cx-dead-letter"), **raw)
     partials = app.topic(settings.topic("cx-partials"), **raw)
-    metrics = app.topic(settings.topic("cx-metrics"), **raw)
 
     def table(name: str, **options: Any) -> Any:
         return app.Table(name, partitions=settings.partitions, options=ROCKSDB_OPTIONS, **options)
 
-    # ingest reads and writes the state tables' bytes itself (JSON values, UTF-8 keys)
-    raw_state: dict[str, Any] = {"key_type": bytes, "value_type": bytes}
-    # once Faust restored the tables (start, crash, rebalance), restore the windows
-    tickets = table("tickets", on_recover=lambda: restore_windows(), **raw_state)
-    surveys = table("surveys", **raw_state)
-    # the series table holds JSON too (written with orjson: Faust's JSON codec cost the merging
+    # ingest reads and writes the state tables' bytes itself (JSON values, UTF-8 keys); the
+    # series table holds JSON too (written with orjson: Faust's JSON codec cost the merging
     # stage a millisecond per partial, and it fell minutes behind a large backlog)
-    series_table = table(
-        "series", key_type=str, value_type=bytes, on_recover=lambda: series_restored()
-    )
+    tickets = table("tickets", key_type=bytes, value_type=bytes)
+    surveys = table("surveys", key_type=bytes, value_type=bytes)
+    series_table = table("series", key_type=str, value_type=bytes)
 
-    states = BatchStates({"tickets": tickets.data, "surveys": surveys.data})
-    pipeline = Pipeline(settings.windows, settings.ticket_rules(), states)
     # *_created samples would only add noise to every scrape
     disable_created_metrics()  # type: ignore[no-untyped-call]
     registry = CollectorRegistry(auto_describe=False)
@@ -138,6 +131,31 @@ def create_app(settings: Settings) -> App:
     # and collections can be watched and alerted on like any Python process's
     for collector in (ProcessCollector, PlatformCollector, GCCollector):
         collector(registry=registry)
+
+    ingest = _ingest_stage(app, settings, topic_kinds, tickets, surveys, registry, raw)
+    _partials_stage(app, settings, ingest.pipeline, partials)
+    snapshots = _merge_and_export_stage(app, settings, partials, series_table, registry, raw)
+    _health_stage(app, settings, ingest, snapshots, registry, topic_kinds)
+    return app
+
+
+def _owned_partitions(app: App, *topics: str) -> set[int]:
+    return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic in topics}
+
+
+def _ingest_stage(
+    app: App,
+    settings: Settings,
+    topic_kinds: dict[str, str],
+    tickets: Any,
+    surveys: Any,
+    registry: CollectorRegistry,
+    raw: dict[str, Any],
+) -> Ingest:
+    """Stage 1: input records a fetch at a time into the state tables and the windows; the
+    windows restored after every recovery; old state forgotten."""
+    states = BatchStates({"tickets": tickets.data, "surveys": surveys.data})
+    pipeline = Pipeline(settings.windows, settings.ticket_rules(), states)
     outcomes = Counter(
         "cx_events",
         "Input records processed, by topic and outcome",
@@ -156,6 +174,7 @@ def create_app(settings: Settings) -> App:
         "tickets": tickets.changelog_topic.get_topic_name(),
         "surveys": surveys.changelog_topic.get_topic_name(),
     }
+    dead_letter = app.topic(settings.topic("cx-dead-letter"), **raw)
     ingest = Ingest(
         pipeline,
         states,
@@ -171,34 +190,18 @@ def create_app(settings: Settings) -> App:
     app.batch_topics = frozenset(topic_kinds)
     app.batch_handler = ingest.process
 
-    def owned_partitions(*topics: str) -> set[int]:
-        return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic in topics}
-
-    probe = BrokerProbe(client_options(settings))
-    readiness = Readiness(app, probe)
-
-    @app.task
-    async def probe_brokers() -> None:
-        await probe.run()
-
+    @tickets.on_recover
     async def restore_windows() -> None:
         started = time.monotonic()
-        partitions = owned_partitions(*topic_kinds)
-        async with ingest.lock:
-            try:
-                for _ in pipeline.restore(partitions, time.time()):
-                    await asyncio.sleep(0)
-                ingest.checkpoint_all()
-                # the collector runs rarely (memory.GC_THRESHOLDS): free what restoring left in
-                # cycles now, before the worker counts as ready and its free pages go back
-                gc.collect()
-            except Exception as error:
-                # Faust ignores what a recovery callback raises: a worker without its windows
-                # must stop, not process and checkpoint on top of them
-                log.exception("could not restore the windows; stopping")
-                await app.crash(error)
-                return
-            readiness.windows_restored = True
+        partitions = _owned_partitions(app, *topic_kinds)
+        try:
+            await ingest.restore_windows(partitions, time.time())
+        except Exception as error:
+            # Faust ignores what a recovery callback raises: a worker without its windows
+            # must stop, not process and checkpoint on top of them
+            log.exception("could not restore the windows; stopping")
+            await app.crash(error)
+            return
         release_free_memory()  # what reading the state left behind
         log.info(
             "windows restored",
@@ -210,34 +213,49 @@ def create_app(settings: Settings) -> App:
             },
         )
 
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
+    async def forget_revoked(sender: Any, revoked: set[Any], **kwargs: Any) -> None:
+        await ingest.revoke({tp.partition for tp in revoked if tp.topic in topic_kinds})
+
+    @app.timer(settings.sweep_interval)
+    async def forget_expired() -> None:
+        forgotten = await ingest.sweep(settings.retention_seconds)
+        log.info("retention sweep", extra={"forgotten": forgotten, **state_entries(pipeline)})
+
+    return ingest
+
+
+def _partials_stage(app: App, settings: Settings, pipeline: Pipeline, partials: Any) -> None:
+    """Between the stages: every partition's changed window totals to cx-partials."""
+    publisher = PartialsPublisher(pipeline, partials)
+
+    @app.timer(settings.publish_interval)
+    async def publish_partials() -> None:
+        await publisher.publish(time.time())
+
+
+def _merge_and_export_stage(
+    app: App,
+    settings: Settings,
+    partials: Any,
+    series_table: Any,
+    registry: CollectorRegistry,
+    raw: dict[str, Any],
+) -> Snapshots:
+    """Stage 2: the partials of the dimensions whose cx-partials partition this worker owns,
+    merged, on /metrics and as cx-metrics snapshots."""
     series = Series(
         series_table,
         settings.max_segment_values,
         [spec.name for spec in settings.windows],
-        lambda: owned_partitions(partials.get_topic_name()),
+        lambda: _owned_partitions(app, partials.get_topic_name()),
         business_hours=settings.business_hours is not None,
     )
+    snapshots = Snapshots(series, app.topic(settings.topic("cx-metrics"), **raw))
 
+    @series_table.on_recover
     async def series_restored() -> None:
         series.restored()
-
-    registry.register(
-        HealthCollector(
-            lambda: consumer_lags(app, set(topic_kinds)),
-            lambda: state_entries(pipeline),
-            settings.sla,
-            settings.sla_clock,
-        )
-    )
-
-    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
-    async def forget_revoked(sender: Any, revoked: set[Any], **kwargs: Any) -> None:
-        async with ingest.lock:  # a batch in flight finishes first
-            readiness.windows_restored = False
-            for tp in revoked:
-                if tp.topic in topic_kinds:
-                    pipeline.drop(tp.partition)
-                    states.drop(tp.partition)
 
     @app.agent(partials, name="merge-partials")
     async def merge_partials(stream: Any) -> None:
@@ -251,27 +269,45 @@ def create_app(settings: Settings) -> App:
                 faust_streams._current_event.set(weakref.ref(event))
                 series.apply_message(message, event.message.partition)
 
-    partials_publisher = PartialsPublisher(pipeline, partials)
-    snapshots = Snapshots(series, metrics)
-    status = StatusLog(outcomes, STATUS_INTERVAL)
-
-    @app.timer(settings.publish_interval)
-    async def publish_partials() -> None:
-        await partials_publisher.publish(time.time())
-
     @app.timer(settings.snapshot_interval)
     async def publish_snapshots() -> None:
         await snapshots.publish(time.time())
 
-    @app.timer(settings.sweep_interval)
-    async def forget_expired() -> None:
-        horizon = time.time() - settings.retention_seconds
-        forgotten = await ingest.forget_expired(sorted(pipeline.partitions), horizon)
-        log.info("retention sweep", extra={"forgotten": forgotten, **state_entries(pipeline)})
+    @app.page("/metrics")
+    async def metrics_page(view: Any, request: Any) -> Any:
+        # aiohttp refuses a charset in content_type, so the exposition type goes in as a header
+        body = series.exposition().encode() + generate_latest(registry)
+        return view.bytes(body, content_type=None, headers={"Content-Type": CONTENT_TYPE})
 
-    @app.timer(MEMORY_TRIM_INTERVAL)
-    async def trim_memory() -> None:
-        release_free_memory()  # freed by batches since: a backlog's churn is not kept resident
+    return snapshots
+
+
+def _health_stage(
+    app: App,
+    settings: Settings,
+    ingest: Ingest,
+    snapshots: Snapshots,
+    registry: CollectorRegistry,
+    topic_kinds: dict[str, str],
+) -> None:
+    """How the worker is doing: lag, state kept and SLA targets on /metrics, readiness on
+    /health, a status log line, and its memory handed back to the system."""
+    pipeline = ingest.pipeline
+    registry.register(
+        HealthCollector(
+            lambda: consumer_lags(app, set(topic_kinds)),
+            lambda: state_entries(pipeline),
+            settings.sla,
+            settings.sla_clock,
+        )
+    )
+    probe = BrokerProbe(client_options(settings))
+    readiness = Readiness(app, probe, lambda: ingest.windows_restored)
+    status = StatusLog(ingest.outcomes, STATUS_INTERVAL)
+
+    @app.task
+    async def probe_brokers() -> None:
+        await probe.run()
 
     @app.timer(STATUS_INTERVAL)
     async def log_status() -> None:
@@ -283,16 +319,9 @@ def create_app(settings: Settings) -> App:
             }
         )
 
-    @app.page("/metrics")
-    async def metrics_page(view: Any, request: Any) -> Any:
-        # aiohttp refuses a charset in content_type, so the exposition type goes in as a header
-        body = series.exposition().encode() + generate_latest(registry)
-        return view.bytes(body, content_type=None, headers={"Content-Type": CONTENT_TYPE})
-
-    def health() -> tuple[int, dict[str, Any]]:
-        problems = readiness.problems()
-        status = 503 if problems else 200
-        return status, {"status": "unavailable" if problems else "ok", "problems": problems}
+    @app.timer(MEMORY_TRIM_INTERVAL)
+    async def trim_memory() -> None:
+        release_free_memory()  # freed by batches since: a backlog's churn is not kept resident
 
     @app.page("/health/live")
     async def liveness_page(view: Any, request: Any) -> Any:
@@ -302,21 +331,19 @@ def create_app(settings: Settings) -> App:
     @app.page("/health/ready")
     async def readiness_page(view: Any, request: Any) -> Any:
         """Its numbers can be trusted now: route scrapes and traffic to it (503 otherwise)."""
-        status, body = health()
+        status, body = readiness.answer()
         return view.json(body, status=status)
 
     @app.page("/health")
     async def health_page(view: Any, request: Any) -> Any:
         """Readiness, with what the worker holds (kept for earlier users of /health)."""
-        status, body = health()
+        status, body = readiness.answer()
         body |= {
             "input_partitions": sorted(pipeline.partitions),
-            "exported_series": len(series.rows()),
+            "exported_series": len(snapshots.series.rows()),
             "state_entries": state_entries(pipeline),
         }
         return view.json(body, status=status)
-
-    return app
 
 
 OWN_TOPICS: dict[str, dict[str, str]] = {

@@ -167,11 +167,11 @@ class Readiness:
     """Whether the worker's numbers can be trusted now (GET /health/ready): the brokers answer,
     no rebalance is under way, and the tables and then the windows are restored."""
 
-    def __init__(self, app: Any, probe: BrokerProbe) -> None:
+    def __init__(self, app: Any, probe: BrokerProbe, windows_restored: Callable[[], bool]) -> None:
         self.app = app
         self.probe = probe
-        self.windows_restored = False
-        """Cleared when partitions are revoked, set once the windows are restored after it."""
+        self.windows_restored = windows_restored
+        """Whether the windows are restored since partitions were last revoked."""
 
     def problems(self) -> list[str]:
         """What keeps the worker from being ready; none when it is."""
@@ -182,6 +182,12 @@ class Readiness:
             problems.append("the consumer group is rebalancing")
         if not self.app.tables.recovery.completed.is_set():
             problems.append("the tables are being restored from their changelogs")
-        elif not self.windows_restored:
+        elif not self.windows_restored():
             problems.append("the windows are being restored")
         return problems
+
+    def answer(self) -> tuple[int, dict[str, Any]]:
+        """GET /health/ready: 200 and "ok", or 503 and what keeps the worker from being ready."""
+        problems = self.problems()
+        status = "unavailable" if problems else "ok"
+        return (503 if problems else 200), {"status": status, "problems": problems}

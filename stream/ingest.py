@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 import traceback
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 import orjson
@@ -183,7 +184,10 @@ class Ingest:
         self.dead_letter_failures = dead_letter_failures
         """Invalid records that could not be sent to the dead-letter topic, by input topic."""
         self.lock = asyncio.Lock()
-        """Held while a batch or a sweep step changes state; a rebalance waits for it."""
+        """Held while a batch, a sweep step or a restore changes state; a rebalance waits."""
+        self.windows_restored = False
+        """Whether the windows of the partitions owned are restored: cleared when partitions
+        are revoked, set once a restore after it is done (the worker is not ready before)."""
 
     async def process(self, messages: Sequence[Message]) -> None:
         async with self.lock:
@@ -219,6 +223,32 @@ class Ingest:
             counted = Counter((message.topic, outcome) for message, outcome in outcomes.values())
             for (topic, outcome), count in counted.items():
                 self.outcomes.labels(topic, outcome).inc(count)
+
+    async def restore_windows(self, partitions: Iterable[int], now: float) -> None:
+        """Once Faust restored the tables (start, crash, rebalance): the windows of
+        `partitions` from their checkpoints (or from every state), then checkpointed anew."""
+        async with self.lock:
+            for _ in self.pipeline.restore(partitions, now):
+                await asyncio.sleep(0)  # a long restore still answers heartbeats and scrapes
+            self.checkpoint_all()
+            # the collector runs rarely (memory.GC_THRESHOLDS): free what restoring left in
+            # cycles now, before the worker counts as ready and its free pages go back
+            gc.collect()
+            self.windows_restored = True
+
+    async def revoke(self, partitions: Iterable[int]) -> None:
+        """Forget what was derived for partitions this worker no longer owns; a batch in
+        flight finishes first."""
+        async with self.lock:
+            self.windows_restored = False
+            for partition in partitions:
+                self.pipeline.drop(partition)
+                self.states.drop(partition)
+
+    async def sweep(self, retention_seconds: float) -> int:
+        """Forget the states older than the retention horizon in every partition owned."""
+        horizon = time.time() - retention_seconds
+        return await self.forget_expired(sorted(self.pipeline.partitions), horizon)
 
     async def _internal_error(self, message: Message, error: Exception) -> DeadLetter:
         # where it failed, not the error's message: that may quote the record

@@ -123,9 +123,8 @@ def restart(datadir: Path, changelog: Changelog, now: float) -> Ingest:
     stores = open_stores(datadir)
     recover(stores, changelog)
     ingest = ingest_for(stores, changelog)
-    for _ in ingest.pipeline.restore(range(PARTITIONS), now):
-        pass
-    ingest.checkpoint_all()
+    asyncio.run(ingest.restore_windows(range(PARTITIONS), now))
+    assert ingest.windows_restored
     return ingest
 
 
@@ -172,3 +171,26 @@ def test_a_batch_in_the_changelog_but_not_on_disk_is_folded_in_after_a_restart(
     run_batches(third, batches[half + 3 :])
     assert_rows_match(exported(third.pipeline, time.time()), expected(events, time.time()))
     close(third.states.stores)  # type: ignore[arg-type]
+
+
+def test_a_revoked_partition_is_forgotten_and_the_worker_unready_until_the_next_restore(
+    tmp_path: Path,
+) -> None:
+    now = time.time()
+    events = delivery(scenario(5, now, tickets=40), 5)
+    changelog = Changelog()
+    ingest = restart(tmp_path, changelog, now)
+    run_batches(ingest, [[message(offset, event) for offset, event in enumerate(events)]])
+    assert {partition for _, partition in ingest.states.logged} == set(range(PARTITIONS))
+
+    asyncio.run(ingest.revoke({0, 1}))
+    assert not ingest.windows_restored
+    assert set(ingest.pipeline.partitions) == set(range(2, PARTITIONS))
+    assert {partition for _, partition in ingest.states.logged} == set(range(2, PARTITIONS))
+    assert {partition for _, partition in ingest.pipeline.entries} == set(range(2, PARTITIONS))
+
+    # a new assignment restores what the worker owns now, from the store it kept
+    asyncio.run(ingest.restore_windows(range(PARTITIONS), time.time()))
+    assert ingest.windows_restored
+    assert_rows_match(exported(ingest.pipeline, time.time()), expected(events, time.time()))
+    close(ingest.states.stores)
