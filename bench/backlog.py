@@ -17,7 +17,13 @@ from stream.simulate import Record
 
 from .context import TARGET_EVENTS, Suite, smaller
 from .figures import BenchResult, Figure, Target
-from .processes import noop_process, running_broker, wait_until_ready, worker_process
+from .processes import (
+    batch_noop_process,
+    noop_process,
+    running_broker,
+    wait_until_ready,
+    worker_process,
+)
 from .profiling import SAMPLES_PER_SECOND, profiled
 from .progress import say
 from .rates import Rate, processing_rate, raw_consumer_rate
@@ -56,9 +62,10 @@ def backlog_round(
         rates["raw"] = raw_consumer_rate(broker.bootstrap, "one-", total, _pid(broker))
         _report("raw aiokafka consumer + orjson", rates["raw"])
         common = {"CX_TOPIC_PREFIX": "one-", "CX_PARTITIONS": str(suite.partitions)}
-        # the framework's floor, then the worker: each its own group, from offset 0
+        # the framework's floors, then the worker: each its own group, from offset 0
         for rate, process, app_id, title in (
             ("noop", noop_process, f"noop-{number}", "no-op Faust agent"),
+            ("batch_noop", batch_noop_process, f"batch-{number}", "no-op batch handler"),
             ("worker", worker_process, f"backlog-{number}", "cx-stream worker"),
         ):
             name = f"{rate}-{number}"
@@ -129,9 +136,16 @@ def _rates(rounds: list[dict[str, Any]], name: str) -> list[float]:
 def backlog_figures(rounds: list[dict[str, Any]], events: int, scaling: bool) -> list[Figure]:
     size = smaller(events, TARGET_EVENTS, "events")
     raw, noop, worker = _rates(rounds, "raw"), _rates(rounds, "noop"), _rates(rounds, "worker")
+    batch_noop = _rates(rounds, "batch_noop")
     figures = [
         Figure("backlog.raw_consumer", "raw aiokafka consumer + orjson decode", "events/s", raw),
         Figure("backlog.noop_agent", "no-op per-event Faust agent", "events/s", noop),
+        Figure(
+            "backlog.batch_noop",
+            "no-op handler behind cx-stream's batch dispatch (its Faust floor)",
+            "events/s",
+            batch_noop,
+        ),
         Figure("backlog.worker", "cx-stream worker, all metrics", "events/s", worker),
         Figure(
             "backlog.worker_to_noop",
@@ -139,6 +153,12 @@ def backlog_figures(rounds: list[dict[str, Any]], events: int, scaling: bool) ->
             "x",
             [w / n for w, n in zip(worker, noop, strict=True)],
             Target("at least 3x", 3.0, at_most=False, smaller=size),
+        ),
+        Figure(
+            "backlog.worker_to_batch_noop",
+            "backlog replay: worker / no-op batch handler (same run)",
+            "x",
+            [w / b for w, b in zip(worker, batch_noop, strict=True)],
         ),
         Figure(
             "backlog.worker_to_raw",

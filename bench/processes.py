@@ -262,6 +262,15 @@ def noop_process(
     return NoopProcess(name, command, settings, workdir)
 
 
+def batch_noop_process(
+    broker: EmbeddedBroker, workdir: Path, name: str, extra_env: Mapping[str, str], **env: str
+) -> ServiceProcess:
+    """bench/noop_app.py --batches: the floor of cx-stream's batch dispatch (not started yet)."""
+    process = noop_process(broker, workdir, name, extra_env, **env)
+    process.command.append("--batches")
+    return process
+
+
 class NoopProcess(ServiceProcess):
     def _count(self) -> dict[str, int] | None:
         try:

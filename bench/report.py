@@ -158,16 +158,16 @@ def backlog_table(result: BenchResult) -> list[str]:
     runs = result.details["runs"]
     scaling = "two_workers" in runs[0]
     lines = [
-        "| run | raw consumer | no-op Faust | worker | two workers | worker / no-op"
-        " | worker / raw | two / one | worker CPU | others' CPU |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| run | raw consumer | no-op Faust | no-op batches | worker | two workers"
+        " | worker / no-op | worker / raw | two / one | worker CPU | others' CPU |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for number, run in enumerate(runs, start=1):
         worker = run["worker"]["events_per_second"]
         two = f"{run['two_workers']['events_per_second'] / worker:.2f}x" if scaling else ""
         lines.append(
-            f"| {number} | {_rate(run, 'raw')} | {_rate(run, 'noop')} | {_rate(run, 'worker')}"
-            f" | {_rate(run, 'two_workers')}"
+            f"| {number} | {_rate(run, 'raw')} | {_rate(run, 'noop')}"
+            f" | {_rate(run, 'batch_noop')} | {_rate(run, 'worker')} | {_rate(run, 'two_workers')}"
             f" | {worker / run['noop']['events_per_second']:.2f}x"
             f" | {worker / run['raw']['events_per_second']:.3f}x | {two}"
             f" | {run['worker']['cpu_percent'][0]:.0f}%"
@@ -241,7 +241,10 @@ METHOD = [
     " stock `faust.App` with the worker's Faust settings and process settings (allocator,"
     " garbage collector thresholds) and one agent doing"
     " `async for event in stream.events()` with nothing per event but a counter (the"
-    " framework's per-record floor). Each process has its own consumer group and topic prefix"
+    " framework's per-record floor). No-op batches: the same app with `--batches`, on"
+    " cx-stream's transport (`stream/transport.py`), whose handler only counts each fetch's"
+    " records: what Faust costs the worker's hot path; the rest of the worker's time per event"
+    " is cx-stream's own. Each process has its own consumer group and topic prefix"
     " per run, so each starts from offset 0 with fresh changelogs.",
     "- **Two workers**: same records under a second topic prefix, two `cx-stream worker`"
     " processes in one group started together, so both join the first generation.",
@@ -325,11 +328,12 @@ RUNNING = [
     ".venv/bin/python -m bench --events 200000 --tickets 100000 --profile",
     "```",
     "",
-    "Benchmarks: `backlog` (raw consumer, no-op agent, one worker), `scaling` (adds two"
-    " workers to each backlog run), `freshness`, `restart` and `memory` (one run gives both),"
-    " `scrape`; `--profile` adds py-spy profiles of the worker (backlog replay and scrapes)."
-    " `--worker-env CX_NAME=value` passes a setting to every worker (e.g."
-    " `CX_SNAPSHOT_INTERVAL=1`). Progress lines go to stderr; `--keep` keeps the logs.",
+    "Benchmarks: `backlog` (raw consumer, no-op agent, no-op batch handler, one worker),"
+    " `scaling` (adds two workers to each backlog run), `freshness`, `restart` and `memory`"
+    " (one run gives both), `scrape`; `--profile` adds py-spy profiles of the worker"
+    " (backlog replay and scrapes). `--worker-env CX_NAME=value` passes a setting to every"
+    " worker (e.g. `CX_SNAPSHOT_INTERVAL=1`). Progress lines go to stderr; `--keep` keeps the"
+    " logs.",
 ]
 
 
