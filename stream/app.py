@@ -61,6 +61,11 @@ TABLES = (*STATE_TABLES, "series")
 MAX_BATCH_RECORDS = 2000
 """Records per fetch, and so per ingest batch."""
 
+RECORD_BATCH_BYTES = 512 * 1024
+"""The producer's record batches: an ingest batch's changelog records of one partition go in
+one where they fit (Kafka takes about 1 MB). At aiokafka's default (16 KB), each further
+record batch of a partition would wait for the one before it to be sent."""
+
 MERGE_BATCH = 500
 MERGE_WAIT = 0.01
 """The merging stage takes up to MERGE_BATCH cx-partials messages, or what came within
@@ -88,6 +93,7 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
         "topic_replication_factor": settings.replication_factor,
         "autodiscover": False,
         "producer_max_request_size": DEAD_LETTER_MAX_BYTES,
+        "producer_max_batch_size": RECORD_BATCH_BYTES,
         "broker_credentials": settings.kafka_security.faust_credentials(),
     }
     if settings.embedded_broker:
@@ -179,6 +185,7 @@ def _ingest_stage(
         pipeline,
         states,
         app.producer,
+        app.kafka_producer,
         changelogs,
         topic_kinds,
         dead_letter.get_topic_name(),

@@ -77,6 +77,31 @@ class Producer(Protocol):
     ) -> Awaitable[Any]: ...
 
 
+class RecordBatch(Protocol):
+    """aiokafka's BatchBuilder: records for one partition, sent to Kafka in one piece."""
+
+    def append(self, *, timestamp: float | None, key: bytes, value: bytes | None) -> Any:
+        """The record's metadata, or None when the batch is full."""
+
+    def record_count(self) -> int: ...
+
+
+class ChangelogProducer(Protocol):
+    """aiokafka's producer, under Faust's: the changelogs are written a record batch at a time.
+    Its `send` costs about 20 us of CPU a record (a future and the accumulator's work each),
+    a batch about 5 us a record, and a backlog writes about one changelog record per event."""
+
+    def create_batch(self) -> RecordBatch: ...
+
+    async def send_batch(
+        self, batch: RecordBatch, topic: str, *, partition: int
+    ) -> Awaitable[Any]: ...
+
+
+Sent = list[tuple[Awaitable[Any], RecordBatch]]
+"""Record batches sent to one partition, in order, each with its delivery."""
+
+
 class BatchStates:
     """The state tables as the pipeline sees them during a batch: read through, write back later."""
 
@@ -167,6 +192,7 @@ class Ingest:
         pipeline: Pipeline,
         states: BatchStates,
         producer: Producer,
+        changelog_producer: Callable[[], ChangelogProducer],
         changelogs: Mapping[TableName, str],
         topic_kinds: Mapping[str, str],
         dead_letter: str,
@@ -176,6 +202,9 @@ class Ingest:
         self.pipeline = pipeline
         self.states = states
         self.producer = producer
+        """Faust's: the dead letters."""
+        self.changelog_producer = changelog_producer
+        """The producer of the changelog batches (once the app started)."""
         self.changelogs = changelogs
         """The changelog topic of each state table."""
         self.topic_kinds = topic_kinds
@@ -328,17 +357,15 @@ class Ingest:
 
     async def _write_back(self) -> None:
         changes = self.states.take(self.pipeline.checkpoint_entries)
-        deliveries = {
-            name: [
-                await self.producer.send(self.changelogs[name[0]], key, value, name[1], None, None)
-                for key, value in states.items()
-            ]
+        sent = {
+            name: await send_changelog(
+                self.changelog_producer(), self.changelogs[name[0]], name[1], states
+            )
             for name, (states, _) in changes.items()
         }
         # a changelog that cannot be written must stop the worker before offsets move on
         for (table, partition), (states, windows) in changes.items():
-            delivered = await asyncio.gather(*deliveries[(table, partition)])
-            last_offset = max(metadata.offset for metadata in delivered)
+            last_offset = await last_offset_of(sent[(table, partition)])
             self.states.stores[table].write(partition, states, last_offset, windows)
 
     def checkpoint_all(self) -> None:
@@ -353,3 +380,28 @@ class Ingest:
 def _source(message: Message) -> dict[str, Any]:
     """Where a record is, for a log line: never what it holds."""
     return {"topic": message.topic, "partition": message.partition, "offset": message.offset}
+
+
+async def send_changelog(
+    producer: ChangelogProducer, topic: str, partition: int, states: Entries
+) -> Sent:
+    """Queue one partition's changed states for its changelog, in as few record batches as
+    they fit in."""
+    sent: Sent = []
+    batch = producer.create_batch()
+    for key, value in states.items():
+        if batch.append(timestamp=None, key=key, value=value) is None:  # full: the next
+            sent.append((await producer.send_batch(batch, topic, partition=partition), batch))
+            batch = producer.create_batch()
+            batch.append(timestamp=None, key=key, value=value)  # a new batch takes any one
+    sent.append((await producer.send_batch(batch, topic, partition=partition), batch))
+    return sent
+
+
+async def last_offset_of(sent: Sent) -> int:
+    """The offset of the last record of record batches sent in this order to one partition:
+    a batch's delivery gives the offset of its first."""
+    offset = -1
+    for delivery, batch in sent:
+        offset = (await delivery).offset + batch.record_count() - 1
+    return offset

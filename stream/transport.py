@@ -165,3 +165,9 @@ class App(faust.App):
 
     def _new_transport(self) -> Transport:
         return Transport(self.conf.broker_consumer, self)
+
+    def kafka_producer(self) -> Any:
+        """aiokafka's producer under Faust's, for record batches (through Faust's private
+        `_ensure_producer`, faust-streaming 0.15); raises NotReady before the app started."""
+        producer: Any = self.producer
+        return producer._ensure_producer()

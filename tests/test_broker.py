@@ -12,6 +12,8 @@ from yarl import URL
 from stream.app import create_app
 from stream.broker import EmbeddedBroker
 from stream.config import Settings
+from stream.ingest import last_offset_of, send_changelog
+from stream.pipeline import Entries
 from stream.transport import true_end_offsets
 
 pytestmark = pytest.mark.broker
@@ -65,3 +67,46 @@ def test_tansu_still_miscounts_batched_end_offsets(broker: EmbeddedBroker, prefi
 def test_only_the_embedded_broker_gets_corrected_end_offsets() -> None:
     assert not create_app(Settings(embedded_broker=False)).correct_end_offsets
     assert create_app(Settings(embedded_broker=True, topic_prefix="x-")).correct_end_offsets
+
+
+def test_the_offset_kept_with_the_state_is_the_last_changelog_record(
+    broker: EmbeddedBroker, prefix: str
+) -> None:
+    """The ingest sends a partition's changes in record batches (several when they do not fit
+    in one) and stores, with the states, the changelog offset reached: the last record's.
+    Recovery resumes after it, so one too high would skip another worker's changes."""
+    topic = prefix + "changelog"
+
+    async def run() -> tuple[list[int], list[int], list[tuple[int, bytes | None]]]:
+        producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, max_batch_size=1024)
+        await producer.start()
+        try:
+            reached, batches = [], []
+            for size in (1, 40, 3):  # 40 records of 100 bytes take several record batches
+                states: Entries = {f"T{size}-{n}".encode(): b"v" * 100 for n in range(size)}
+                states[b"gone"] = None  # a tombstone
+                sent = await send_changelog(producer, topic, 0, states)
+                reached.append(await last_offset_of(sent))
+                batches.append(len(sent))
+        finally:
+            await producer.stop()
+        consumer = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            partition = TopicPartition(topic, 0)
+            consumer.assign([partition])
+            consumer.seek(partition, 0)
+            records: list[tuple[int, bytes | None]] = []
+            while len(records) < 2 + 41 + 4:
+                fetched = await consumer.getmany(partition, timeout_ms=2000)
+                assert fetched, f"only {len(records)} records"
+                records += [(record.offset, record.key) for record in fetched[partition]]
+        finally:
+            await consumer.stop()
+        return reached, batches, records
+
+    reached, batches, records = asyncio.run(run())
+    assert batches[0] == 1 and batches[1] > 1
+    keys = dict(records)
+    assert reached == [1, 1 + 41, 1 + 41 + 4]  # the offset of each call's last record
+    assert [keys[offset] for offset in reached] == [b"gone"] * 3

@@ -19,7 +19,7 @@ import pytest
 from faust.types import TP, Message
 from prometheus_client import CollectorRegistry, Counter
 
-from stream.ingest import BatchStates, Ingest
+from stream.ingest import BatchStates, Ingest, RecordBatch
 from stream.pipeline import STATE_TABLES, TableName
 from stream.store import ROCKSDB_OPTIONS, STORE_URL, Store
 from tests.helpers import PARTITIONS, assert_rows_match, exported, new_pipeline, partition_of
@@ -53,6 +53,39 @@ class Changelog:
         delivery.set_result(SimpleNamespace(offset=len(records) - 1))
         return delivery
 
+    def create_batch(self) -> RecordBatch:
+        return Batch()
+
+    async def send_batch(
+        self, batch: RecordBatch, topic: str, *, partition: int
+    ) -> asyncio.Future[Any]:
+        assert isinstance(batch, Batch)
+        records = self.records[(topic, partition)]
+        delivery: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        delivery.set_result(SimpleNamespace(offset=len(records)))  # of its first record
+        records.extend(batch.records)
+        return delivery
+
+
+class Batch:
+    """Like aiokafka's BatchBuilder: full at RECORDS_PER_BATCH, so that a partition's changes
+    take several batches now and then."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[bytes, bytes | None]] = []
+
+    def append(self, *, timestamp: float | None, key: bytes, value: bytes | None) -> Any:
+        if len(self.records) == RECORDS_PER_BATCH:
+            return None
+        self.records.append((key, value))
+        return SimpleNamespace(offset=len(self.records) - 1)
+
+    def record_count(self) -> int:
+        return len(self.records)
+
+
+RECORDS_PER_BATCH = 3
+
 
 def open_stores(datadir: Path) -> dict[TableName, Store]:
     app = faust.App("cx-checkpoints", datadir=str(datadir), store=STORE_URL)
@@ -84,6 +117,7 @@ def ingest_for(stores: dict[TableName, Store], changelog: Changelog) -> Ingest:
         new_pipeline(states),  # type: ignore[arg-type]
         states,
         changelog,
+        lambda: changelog,
         {name: f"{name}-changelog" for name in STATE_TABLES},
         {topic: topic for topic in ("ticket-opened", "ticket-replied", "ticket-resolved")}
         | {topic: topic for topic in ("ticket-reopened", "survey-answered")},

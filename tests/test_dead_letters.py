@@ -15,7 +15,13 @@ from faust.types import Message
 from prometheus_client import CollectorRegistry, Counter
 
 from stream.broker import EmbeddedBroker
-from stream.ingest import DEAD_LETTER_RETRY_DELAYS, BatchStates, Headers, Ingest
+from stream.ingest import (
+    DEAD_LETTER_RETRY_DELAYS,
+    BatchStates,
+    ChangelogProducer,
+    Headers,
+    Ingest,
+)
 from stream.pipeline import Pipeline
 from tests.conftest import WorkerFactory
 from tests.helpers import new_pipeline, states_of
@@ -62,6 +68,10 @@ class FlakyProducer:
         return delivery
 
 
+def no_changelog() -> ChangelogProducer:
+    raise AssertionError("an invalid record changes no state")
+
+
 def run_ingest(
     producer: FlakyProducer, message: Message, pipeline: Pipeline | None = None
 ) -> CollectorRegistry:
@@ -71,6 +81,7 @@ def run_ingest(
         pipeline or new_pipeline(),
         BatchStates({}),
         producer,
+        no_changelog,
         {},
         {"ticket-opened": "ticket-opened"},
         "cx-dead-letter",
