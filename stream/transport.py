@@ -1,4 +1,4 @@
-"""Faust's Kafka transport with four changes, each at the depth where its cause lives.
+"""Faust's Kafka transport with five changes, each at the depth where its cause lives.
 
 1. **Batches for the input topics.** Faust's consumer loop hands records to streams one at a
    time: `Consumer._drain_messages` awaits `wait_first(callback(message), ...)` per record, and
@@ -23,6 +23,10 @@
    does not, so each hop (input, then cx-partials) added up to that wait to an event's way to
    /metrics (measured: a record produced every 0.1 s reached an aiokafka consumer after 0.37 s
    at the median with a 1.5 s wait, 3 ms with 0.1 s). With Tansu the wait is 0.1 s.
+5. **Record batches for the changelogs.** Faust's producer sends a record at a time, and each
+   `send` costs aiokafka a future and its accumulator's work (18-26 us of CPU a record, against
+   4-7 us in a batch). `App.kafka_producer` gives the ingest the aiokafka producer underneath,
+   whose `create_batch`/`send_batch` write a partition's changes as one record batch.
 """
 
 from __future__ import annotations
