@@ -18,10 +18,12 @@ from __future__ import annotations
 import logging
 import time
 import weakref
+from dataclasses import dataclass
 from typing import Any
 
 import faust
 from faust import streams as faust_streams
+from faust.types.enums import ProcessingGuarantee
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -117,8 +119,13 @@ def create_app(settings: Settings) -> App:
         "value_serializer": "raw",
         "partitions": settings.partitions,
     }
-    topic_kinds = {settings.topic(name): name for name in TOPICS}
-    partials = app.topic(settings.topic("cx-partials"), **raw)
+    topics = Topics(
+        kinds={settings.topic(name): name for name in TOPICS},
+        inputs=app.topic(*(settings.topic(name) for name in TOPICS), **raw),
+        dead_letter=app.topic(settings.topic("cx-dead-letter"), **raw),
+        partials=app.topic(settings.topic("cx-partials"), **raw),
+        metrics=app.topic(settings.topic("cx-metrics"), **raw),
+    )
 
     def table(name: str, **options: Any) -> Any:
         return app.Table(name, partitions=settings.partitions, options=ROCKSDB_OPTIONS, **options)
@@ -138,11 +145,23 @@ def create_app(settings: Settings) -> App:
     for collector in (ProcessCollector, PlatformCollector, GCCollector):
         collector(registry=registry)
 
-    ingest = _ingest_stage(app, settings, topic_kinds, tickets, surveys, registry, raw)
-    _partials_stage(app, settings, ingest.pipeline, partials)
-    snapshots = _merge_and_export_stage(app, settings, partials, series_table, registry, raw)
-    _health_stage(app, settings, ingest, snapshots, registry, topic_kinds)
+    ingest = _ingest_stage(app, settings, topics, tickets, surveys, registry)
+    _partials_stage(app, settings, ingest.pipeline, topics.partials)
+    snapshots = _merge_and_export_stage(app, settings, topics, series_table, registry)
+    _health_stage(app, settings, topics, ingest, snapshots, registry)
     return app
+
+
+@dataclass(frozen=True)
+class Topics:
+    """The worker's topics (Faust's), their names with CX_TOPIC_PREFIX."""
+
+    kinds: dict[str, str]
+    """Each input topic's name -> its name in the contract (ticket-opened, ...)."""
+    inputs: Any
+    dead_letter: Any
+    partials: Any
+    metrics: Any
 
 
 def _owned_partitions(app: App, *topics: str) -> set[int]:
@@ -152,11 +171,10 @@ def _owned_partitions(app: App, *topics: str) -> set[int]:
 def _ingest_stage(
     app: App,
     settings: Settings,
-    topic_kinds: dict[str, str],
+    topics: Topics,
     tickets: Any,
     surveys: Any,
     registry: CollectorRegistry,
-    raw: dict[str, Any],
 ) -> Ingest:
     """Stage 1: input records a fetch at a time into the state tables and the windows; the
     windows restored after every recovery; old state forgotten."""
@@ -174,33 +192,35 @@ def _ingest_stage(
         ["topic"],
         registry=registry,
     )
-    for topic in topic_kinds:  # exported as 0 from the start, so that an increase shows
+    for topic in topics.kinds:  # exported as 0 from the start, so that an increase shows
         dead_letter_failures.labels(topic)
     changelogs: dict[TableName, str] = {
         "tickets": tickets.changelog_topic.get_topic_name(),
         "surveys": surveys.changelog_topic.get_topic_name(),
     }
-    dead_letter = app.topic(settings.topic("cx-dead-letter"), **raw)
+    # the changelog record batches go around Faust's producer, and so around its transactions
+    guarantee: Any = app.conf.processing_guarantee
+    assert guarantee == ProcessingGuarantee.AT_LEAST_ONCE
     ingest = Ingest(
         pipeline,
         states,
         app.producer,
         app.kafka_producer,
         changelogs,
-        topic_kinds,
-        dead_letter.get_topic_name(),
+        topics.kinds,
+        topics.dead_letter.get_topic_name(),
         outcomes,
         dead_letter_failures,
     )
     # the consumer hands records of the input topics to ingest a fetch at a time
-    app.topics.add(app.topic(*topic_kinds, **raw))
-    app.batch_topics = frozenset(topic_kinds)
+    app.topics.add(topics.inputs)
+    app.batch_topics = frozenset(topics.kinds)
     app.batch_handler = ingest.process
 
     @tickets.on_recover
     async def restore_windows() -> None:
         started = time.monotonic()
-        partitions = _owned_partitions(app, *topic_kinds)
+        partitions = _owned_partitions(app, *topics.kinds)
         try:
             await ingest.restore_windows(partitions, time.time())
         except Exception as error:
@@ -222,10 +242,10 @@ def _ingest_stage(
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def forget_revoked(sender: Any, revoked: set[Any], **kwargs: Any) -> None:
-        await ingest.revoke({tp.partition for tp in revoked if tp.topic in topic_kinds})
+        await ingest.revoke({tp.partition for tp in revoked if tp.topic in topics.kinds})
 
     @app.timer(settings.sweep_interval)
-    async def forget_expired() -> None:
+    async def retention_sweep() -> None:
         forgotten = await ingest.sweep(settings.retention_seconds)
         log.info("retention sweep", extra={"forgotten": forgotten, **state_entries(pipeline)})
 
@@ -244,10 +264,9 @@ def _partials_stage(app: App, settings: Settings, pipeline: Pipeline, partials: 
 def _merge_and_export_stage(
     app: App,
     settings: Settings,
-    partials: Any,
+    topics: Topics,
     series_table: Any,
     registry: CollectorRegistry,
-    raw: dict[str, Any],
 ) -> Snapshots:
     """Stage 2: the partials of the dimensions whose cx-partials partition this worker owns,
     merged, on /metrics and as cx-metrics snapshots."""
@@ -255,16 +274,16 @@ def _merge_and_export_stage(
         series_table,
         settings.max_segment_values,
         [spec.name for spec in settings.windows],
-        lambda: _owned_partitions(app, partials.get_topic_name()),
+        lambda: _owned_partitions(app, topics.partials.get_topic_name()),
         business_hours=settings.business_hours is not None,
     )
-    snapshots = Snapshots(series, app.topic(settings.topic("cx-metrics"), **raw))
+    snapshots = Snapshots(series, topics.metrics)
 
     @series_table.on_recover
     async def series_restored() -> None:
         series.restored()
 
-    @app.agent(partials, name="merge-partials")
+    @app.agent(topics.partials, name="merge-partials")
     async def merge_partials(stream: Any) -> None:
         async for events in stream.take_events(MERGE_BATCH, within=MERGE_WAIT):
             carried = newest_partials([event.message.value for event in events])
@@ -292,17 +311,17 @@ def _merge_and_export_stage(
 def _health_stage(
     app: App,
     settings: Settings,
+    topics: Topics,
     ingest: Ingest,
     snapshots: Snapshots,
     registry: CollectorRegistry,
-    topic_kinds: dict[str, str],
 ) -> None:
     """How the worker is doing: lag, state kept and SLA targets on /metrics, readiness on
     /health, a status log line, and its memory handed back to the system."""
     pipeline = ingest.pipeline
     registry.register(
         HealthCollector(
-            lambda: consumer_lags(app, set(topic_kinds)),
+            lambda: consumer_lags(app, set(topics.kinds)),
             lambda: state_entries(pipeline),
             settings.sla,
             settings.sla_clock,

@@ -167,10 +167,12 @@ class Readiness:
     """Whether the worker's numbers can be trusted now (GET /health/ready): the brokers answer,
     no rebalance is under way, and the tables and then the windows are restored."""
 
-    def __init__(self, app: Any, probe: BrokerProbe, windows_restored: Callable[[], bool]) -> None:
+    def __init__(
+        self, app: Any, probe: BrokerProbe, are_windows_restored: Callable[[], bool]
+    ) -> None:
         self.app = app
         self.probe = probe
-        self.windows_restored = windows_restored
+        self.are_windows_restored = are_windows_restored
         """Whether the windows are restored since partitions were last revoked."""
 
     def problems(self) -> list[str]:
@@ -182,7 +184,7 @@ class Readiness:
             problems.append("the consumer group is rebalancing")
         if not self.app.tables.recovery.completed.is_set():
             problems.append("the tables are being restored from their changelogs")
-        elif not self.windows_restored():
+        elif not self.are_windows_restored():
             problems.append("the windows are being restored")
         return problems
 

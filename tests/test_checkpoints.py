@@ -31,11 +31,22 @@ class Crash(Exception):
     """The worker dies: what was not written yet is lost."""
 
 
+class LostBatch(Exception):
+    """Kafka did not take a record batch."""
+
+
 class Changelog:
-    """A producer that keeps the records sent to each changelog partition, with their offsets."""
+    """A producer that keeps the records sent to each changelog partition, with their offsets
+    (and the dead letters, sent a record at a time). It can lose record batches from a given
+    one on, or hold every delivery until told."""
 
     def __init__(self) -> None:
         self.records: dict[tuple[str, int], list[tuple[bytes, bytes | None]]] = defaultdict(list)
+        self.batches = 0
+        self.failing_from: int | None = None
+        """The number of the first record batch lost (and every one after it)."""
+        self.hold: asyncio.Event | None = None
+        """When set, deliveries wait for it."""
 
     async def send(
         self,
@@ -59,12 +70,25 @@ class Changelog:
     async def send_batch(
         self, batch: RecordBatch, topic: str, *, partition: int
     ) -> asyncio.Future[Any]:
-        assert isinstance(batch, Batch)
-        records = self.records[(topic, partition)]
+        assert isinstance(batch, Batch) and batch.closed
+        self.batches += 1
         delivery: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        delivery.set_result(SimpleNamespace(offset=len(records)))  # of its first record
+        if self.failing_from is not None and self.batches >= self.failing_from:
+            delivery.set_exception(LostBatch())
+            return delivery
+        records = self.records[(topic, partition)]
+        metadata = SimpleNamespace(offset=len(records))  # of its first record
         records.extend(batch.records)
+        if self.hold is None:
+            delivery.set_result(metadata)
+        else:
+            asyncio.get_running_loop().create_task(self._deliver(delivery, metadata))
         return delivery
+
+    async def _deliver(self, delivery: asyncio.Future[Any], metadata: Any) -> None:
+        assert self.hold is not None
+        await self.hold.wait()
+        delivery.set_result(metadata)
 
 
 class Batch:
@@ -73,12 +97,16 @@ class Batch:
 
     def __init__(self) -> None:
         self.records: list[tuple[bytes, bytes | None]] = []
+        self.closed = False
 
     def append(self, *, timestamp: float | None, key: bytes, value: bytes | None) -> Any:
-        if len(self.records) == RECORDS_PER_BATCH:
+        if self.closed or len(self.records) == RECORDS_PER_BATCH:
             return None
         self.records.append((key, value))
         return SimpleNamespace(offset=len(self.records) - 1)
+
+    def close(self) -> None:
+        self.closed = True
 
     def record_count(self) -> int:
         return len(self.records)
@@ -207,7 +235,7 @@ def test_a_batch_in_the_changelog_but_not_on_disk_is_folded_in_after_a_restart(
     close(third.states.stores)  # type: ignore[arg-type]
 
 
-def test_a_revoked_partition_is_forgotten_and_the_worker_unready_until_the_next_restore(
+def test_a_revoked_partition_is_forgotten_and_its_windows_unrestored_until_the_next_restore(
     tmp_path: Path,
 ) -> None:
     now = time.time()
@@ -228,3 +256,65 @@ def test_a_revoked_partition_is_forgotten_and_the_worker_unready_until_the_next_
     assert ingest.windows_restored
     assert_rows_match(exported(ingest.pipeline, time.time()), expected(events, time.time()))
     close(ingest.states.stores)
+
+
+def stored(ingest: Ingest) -> dict[tuple[str, int], dict[bytes, bytes]]:
+    """Every state and changelog offset in the local store, by (table, partition)."""
+    stores = ingest.states.stores
+    return {
+        (table, partition): dict(stores[table]._db_for_partition(partition).items())
+        for table in STATE_TABLES
+        for partition in range(PARTITIONS)
+    }
+
+
+def test_a_lost_changelog_batch_stops_the_batch_before_the_store_has_any_of_it(
+    tmp_path: Path,
+) -> None:
+    now = time.time()
+    events = delivery(scenario(11, now, tickets=60), 11)
+    messages = [message(offset, event) for offset, event in enumerate(events)]
+    changelog = Changelog()
+    ingest = restart(tmp_path, changelog, now)
+    run_batches(ingest, [messages[:40]])
+    before = stored(ingest)
+
+    # several partitions, several record batches each: the third one sent is lost
+    changelog.failing_from = changelog.batches + 3
+    with pytest.raises(LostBatch):
+        run_batches(ingest, [messages[40:]])
+    assert stored(ingest) == before, "the store took changes before Kafka had them all"
+    close(ingest.states.stores)  # type: ignore[arg-type]
+
+    # the batch's input was not acknowledged: a restart reads it again, and is exact
+    changelog.failing_from = None
+    again = restart(tmp_path, changelog, time.time())
+    run_batches(again, [messages[40:]])
+    assert_rows_match(exported(again.pipeline, time.time()), expected(events, time.time()))
+    close(again.states.stores)  # type: ignore[arg-type]
+
+
+def test_a_revoke_waits_for_the_batch_in_flight(tmp_path: Path) -> None:
+    now = time.time()
+    events = delivery(scenario(12, now, tickets=20), 12)
+    changelog = Changelog()
+    ingest = restart(tmp_path, changelog, now)
+    changelog.hold = asyncio.Event()
+
+    async def run() -> None:
+        assert changelog.hold is not None
+        batch = [message(offset, event) for offset, event in enumerate(events)]
+        processing = asyncio.create_task(ingest.process(batch))
+        while not changelog.batches:  # until it waits for Kafka
+            await asyncio.sleep(0)
+        revoking = asyncio.create_task(ingest.revoke({0, 1}))
+        await asyncio.sleep(0.05)
+        assert not processing.done() and not revoking.done()
+        assert set(ingest.pipeline.partitions) == set(range(PARTITIONS))
+        changelog.hold.set()
+        await asyncio.gather(processing, revoking)
+
+    asyncio.run(run())
+    assert set(ingest.pipeline.partitions) == set(range(2, PARTITIONS))
+    assert not ingest.windows_restored
+    close(ingest.states.stores)  # type: ignore[arg-type]
