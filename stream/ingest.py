@@ -364,6 +364,8 @@ class Ingest:
 
     async def _write_back(self) -> None:
         changes = self.states.take(self.pipeline.checkpoint_entries)
+        if not changes:
+            return
         producer = self.changelog_producer()
         # all partitions at once: a partition's second record batch waits for its first to go
         sent = await asyncio.gather(
