@@ -246,7 +246,7 @@ def _ingest_stage(
 
     @app.timer(settings.sweep_interval)
     async def retention_sweep() -> None:
-        forgotten = await ingest.sweep(settings.retention_seconds)
+        forgotten = await ingest.forget_expired(settings.retention_seconds)
         log.info("retention sweep", extra={"forgotten": forgotten, **state_entries(pipeline)})
 
     return ingest

@@ -278,14 +278,6 @@ class Ingest:
                 self.pipeline.drop(partition)
                 self.states.drop(partition)
 
-    async def sweep(self, retention_seconds: float) -> int:
-        """Forget the states older than the retention horizon in every partition owned (none
-        while the windows are not restored: a rebalance, or a restore that failed)."""
-        if not self.windows_restored:
-            return 0
-        horizon = time.time() - retention_seconds
-        return await self.forget_expired(sorted(self.pipeline.partitions), horizon)
-
     async def _internal_error(self, message: Message, error: Exception) -> DeadLetter:
         # where it failed, not the error's message: that may quote the record
         log.error(
@@ -298,10 +290,15 @@ class Ingest:
         )
         return await self._dead_letter(message, f"internal error: {type(error).__name__}")
 
-    async def forget_expired(self, partitions: Sequence[int], horizon: float) -> int:
-        """Delete the states past the retention horizon, a chunk at a time; returns how many."""
+    async def forget_expired(self, retention_seconds: float) -> int:
+        """Delete the states past the retention horizon in every partition owned, a chunk at a
+        time; returns how many. None while the windows are not restored (a rebalance, or a
+        restore that failed)."""
+        if not self.windows_restored:
+            return 0
+        horizon = time.time() - retention_seconds
         forgotten = 0
-        for partition in partitions:
+        for partition in sorted(self.pipeline.partitions):
             for table in STATE_TABLES:
                 candidates = self._expired_keys(table, partition, horizon)
                 while chunk := [next(candidates, None) for _ in range(SWEEP_CHUNK)]:
