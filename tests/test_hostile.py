@@ -108,10 +108,12 @@ characters = st.characters(codec="utf-8")  # every code point but surrogates: co
 label_values = st.text(characters, min_size=1, max_size=128).filter(lambda value: value != "all")
 """Segment values by the contract, but 'all' (see the last test below)."""
 ages = st.sampled_from(SAFE_AGES).flatmap(lambda ages: st.floats(*ages))
+json_integers = st.integers(-(2**63), 2**63 - 1)
+"""What orjson writes (and a JSON producer sends): 64-bit integers."""
 json_values = st.recursive(
     st.none()
     | st.booleans()
-    | st.integers(-(2**63), 2**63 - 1)
+    | json_integers
     | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(characters, max_size=20),
     lambda inner: (
@@ -219,7 +221,7 @@ def wrong_type(draw: st.DrawFn, now: float) -> Hostile:
         fields[name] = draw(json_values.filter(lambda value: not isinstance(value, bool)))
     elif name == "score":  # a boolean is no integer in JSON
         fields[name] = draw(
-            st.none() | st.booleans() | st.text(characters) | st.lists(st.integers())
+            st.none() | st.booleans() | st.text(characters) | st.lists(json_integers)
         )
     else:
         fields[name] = draw(not_strings)
