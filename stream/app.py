@@ -98,9 +98,15 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
         "producer_max_batch_size": RECORD_BATCH_BYTES,
         "broker_credentials": settings.kafka_security.faust_credentials(),
     }
+    # a heartbeat a tenth of the session apart (at most Kafka's default 3 s), so that a few
+    # may be lost before the group gives up on a live worker
+    options.update(
+        broker_session_timeout=settings.session_timeout,
+        broker_heartbeat_interval=min(3.0, settings.session_timeout / 10),
+    )
     if settings.embedded_broker:
+        # its first group join waits for the rebalance timeout: keep start-up short
         options.update(
-            # its first group join waits for the rebalance timeout: keep start-up short
             broker_rebalance_timeout=6.0,
             broker_session_timeout=6.0,
             broker_heartbeat_interval=1.0,

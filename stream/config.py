@@ -46,6 +46,9 @@ class Settings:
     snapshot_interval: float = 10.0
     sla: SlaTargets = DEFAULT_SLA
     embedded_broker: bool = False
+    session_timeout: float = 45.0
+    """Seconds the consumer group waits for a silent worker before its partitions move
+    (Kafka's session.timeout.ms; the Java client's default since Kafka 3.0)."""
     log_level: str = "info"
     state_retention: float | None = None
     """Seconds after which settled state is forgotten; None: the largest window + 7 days."""
@@ -123,6 +126,10 @@ def from_env(environ: Mapping[str, str] | None = None) -> Settings:
         "CX_SNAPSHOT_INTERVAL": ("snapshot_interval", float, 0.1),
         "CX_RETENTION_SWEEP_INTERVAL": ("sweep_interval", float, 1),
     }
+    durations = {"CX_KAFKA_SESSION_TIMEOUT": "session_timeout"}
+    for variable, attribute in durations.items():
+        if variable in env:
+            values[attribute] = _parsed(variable, env, parse_duration)
     for variable, (attribute, kind, minimum) in numbers.items():
         if variable in env:
             values[attribute] = _number(variable, env[variable], kind, minimum)

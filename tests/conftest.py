@@ -1,4 +1,6 @@
-"""Fixtures: one embedded broker per test session; workers that are always stopped."""
+"""Fixtures: one Apache Kafka broker per test session (each test has topics and a consumer group
+of its own, by its topic prefix), the embedded Tansu broker for the demo's own tests, and
+workers that are always stopped."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
+from stream.apache_kafka import ApacheKafka
 from stream.broker import EmbeddedBroker
 from tests.kafka import WorkerProcess
 from tests.secure import Certificates, make_certificates
@@ -23,8 +26,16 @@ _prefixes = itertools.count()
 
 
 @pytest.fixture(scope="session")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
-    log = tmp_path_factory.mktemp("broker") / "tansu.log"
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApacheKafka]:
+    """Apache Kafka, a single KRaft node, for every pipeline test of the session."""
+    with ApacheKafka(tmp_path_factory.mktemp("kafka")) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def tansu(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
+    """The demo's embedded broker, for the tests of the demo and of its workarounds."""
+    log = tmp_path_factory.mktemp("tansu") / "tansu.log"
     with EmbeddedBroker(log_path=log) as running:
         yield running
 
@@ -46,7 +57,7 @@ WorkerFactory = Callable[..., WorkerProcess]
 
 @pytest.fixture
 def workers(
-    broker: EmbeddedBroker, prefix: str, tmp_path: Path, request: pytest.FixtureRequest
+    broker: ApacheKafka, prefix: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> Iterator[WorkerFactory]:
     started: list[WorkerProcess] = []
 

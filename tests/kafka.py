@@ -20,7 +20,8 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
-from stream.broker import free_port, stop_process
+from stream.broker import create_topics, free_port, stop_process
+from stream.config import Settings
 from stream.events import schema_dir
 from tests.oracle import Event, Expected, OpeningHours, assert_matches, expected
 
@@ -28,6 +29,8 @@ T = TypeVar("T")
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 LABELS = ("window", "team", "channel", "priority")
+TOPIC_PARTITIONS = 4
+"""Partitions of every topic of a test (CX_PARTITIONS of its workers)."""
 QUANTILE_SUFFIX = {"0.5": "_p50", "0.9": "_p90"}
 
 
@@ -40,12 +43,13 @@ class WorkerProcess:
         self.env = {
             **os.environ,
             "CX_BROKER": broker_url,
-            "CX_EMBEDDED_BROKER": "1",
+            # a killed worker's partitions move after 6 s (the broker's least), not 45
+            "CX_KAFKA_SESSION_TIMEOUT": "6s",
             "CX_WEB_HOST": "127.0.0.1",
             "CX_WEB_PORT": str(self.port),
             "CX_DATA_DIR": str(workdir / name),
             "CX_SNAPSHOT_INTERVAL": "1",
-            "CX_PARTITIONS": "4",
+            "CX_PARTITIONS": str(TOPIC_PARTITIONS),
             **env,
         }
         self.process: subprocess.Popen[bytes] | None = None
@@ -149,12 +153,28 @@ class Record(NamedTuple):
     headers: tuple[tuple[str, bytes], ...] = ()
 
 
+def create_topic(bootstrap: str, topic: str, **config: str) -> None:
+    """Create a topic (TOPIC_PARTITIONS partitions) with topic configs, as an operator would
+    before the workers start; e.g. max_message_bytes="2097152"."""
+    configs = {name.replace("_", "."): value for name, value in config.items()}
+    create_topics(Settings(broker=f"kafka://{bootstrap}"), {topic: configs}, TOPIC_PARTITIONS)
+
+
 def send_records(
     bootstrap: str, records: Sequence[Record], max_request_size: int = 1024 * 1024
 ) -> list[tuple[int, int]]:
     """Send records as they are and wait until the broker has them all; returns the (partition,
     offset) of each. A record with neither key nor value, which aiokafka's send() refuses (a
-    Java producer sends it), goes in a batch of its own to a partition chosen by its position."""
+    Java producer sends it), goes in a batch of its own to a partition chosen by its position.
+
+    Topics that do not exist yet are created first with the tests' TOPIC_PARTITIONS, as an
+    operator creates the input topics: Kafka would create a topic a producer names with its
+    num.partitions (1), and a worker started later follows the partition count it finds."""
+    create_topics(
+        Settings(broker=f"kafka://{bootstrap}"),
+        {record.topic: {} for record in records},
+        TOPIC_PARTITIONS,
+    )
 
     async def send() -> list[tuple[int, int]]:
         producer = AIOKafkaProducer(
@@ -212,9 +232,10 @@ def read_topic(bootstrap: str, topic: str) -> list[Any]:
         consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
         await consumer.start()
         try:
-            await consumer.topics()  # refreshes the metadata partitions_for_topic reads
+            # a fresh metadata answer: the consumer's own has only the topics it subscribed to
+            cluster = await consumer._client.fetch_all_metadata()
             partitions = [
-                TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()
+                TopicPartition(topic, p) for p in cluster.partitions_for_topic(topic) or ()
             ]
             consumer.assign(partitions)
             await consumer.seek_to_beginning(*partitions)

@@ -1,4 +1,5 @@
-"""The embedded broker's end-offset bug, and the correction that keeps table recovery exact."""
+"""The embedded broker's end-offset bug and the correction that keeps table recovery exact (on
+Tansu), and the changelog offset kept with the state (on Apache Kafka)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from faust.types import TP
 from yarl import URL
 
+from stream.apache_kafka import ApacheKafka
 from stream.app import create_app
 from stream.broker import EmbeddedBroker
 from stream.config import Settings
@@ -50,18 +52,16 @@ def end_offset_after_producing(
     return asyncio.run(run())
 
 
-def test_corrected_end_offsets_count_every_record(broker: EmbeddedBroker, prefix: str) -> None:
+def test_corrected_end_offsets_count_every_record(tansu: EmbeddedBroker, prefix: str) -> None:
     """Faust's changelog recovery reads up to the end offset: it must count every record."""
-    assert (
-        end_offset_after_producing(broker, prefix + "corrected", 16384, corrected=True) == RECORDS
-    )
-    assert end_offset_after_producing(broker, prefix + "single", 1, corrected=True) == RECORDS
+    assert end_offset_after_producing(tansu, prefix + "corrected", 16384, corrected=True) == RECORDS
+    assert end_offset_after_producing(tansu, prefix + "single", 1, corrected=True) == RECORDS
 
 
-def test_tansu_still_miscounts_batched_end_offsets(broker: EmbeddedBroker, prefix: str) -> None:
+def test_tansu_still_miscounts_batched_end_offsets(tansu: EmbeddedBroker, prefix: str) -> None:
     """Documents why the correction exists. When this fails, Tansu reports batched end offsets
     correctly and `transport.true_end_offsets` can go."""
-    assert end_offset_after_producing(broker, prefix + "batched", 16384) < RECORDS
+    assert end_offset_after_producing(tansu, prefix + "batched", 16384) < RECORDS
 
 
 def test_only_the_embedded_broker_gets_corrected_end_offsets() -> None:
@@ -70,12 +70,12 @@ def test_only_the_embedded_broker_gets_corrected_end_offsets() -> None:
 
 
 def test_the_offset_kept_with_the_state_is_the_last_changelog_record(
-    broker: EmbeddedBroker, prefix: str
+    broker: ApacheKafka, prefix: str
 ) -> None:
     """The ingest sends a partition's changes in record batches (several when they do not fit
     in one) and stores, with the states, the changelog offset reached: the last record's.
     Recovery resumes after it, so one too high would skip another worker's changes. Checked
-    here against the embedded broker, with aiokafka's producer as the worker has it."""
+    here against Apache Kafka, with aiokafka's producer as the worker has it."""
     topic = prefix + "changelog"
 
     async def run() -> tuple[list[int], list[int], list[tuple[int, bytes | None, bytes | None]]]:

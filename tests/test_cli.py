@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from stream.broker import EmbeddedBroker, create_topics, free_port
+from stream.apache_kafka import ApacheKafka
+from stream.broker import create_topics, free_port
 from stream.config import Settings
 from stream.events import TOPICS
 from tests.kafka import as_a_background_job, assert_one_line_error, read_topic, run_cli, wait_for
@@ -54,7 +55,7 @@ def test_help_lists_the_commands() -> None:
 @pytest.mark.broker
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_the_simulator_stops_on_a_signal_and_loses_nothing_it_counted(
-    broker: EmbeddedBroker, prefix: str, stop: signal.Signals
+    broker: ApacheKafka, prefix: str, stop: signal.Signals
 ) -> None:
     """Ctrl-C, also when started with SIGINT ignored (a script's background job, as CI starts
     it), and SIGTERM (`docker stop`) both stop it cleanly: every event it says it sent is in

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from stream.broker import EmbeddedBroker
+from stream.apache_kafka import ApacheKafka
 from tests.conftest import WorkerFactory
 from tests.kafka import (
     WorkerProcess,
@@ -54,7 +54,7 @@ def wait_for_progress(worker: WorkerProcess) -> None:
 
 @pytest.mark.timeout(7200 if LONG else 600)
 def test_every_number_is_exact_after_a_dozen_kills(
-    broker: EmbeddedBroker, prefix: str, workers: WorkerFactory, tmp_path: Path
+    broker: ApacheKafka, prefix: str, workers: WorkerFactory, tmp_path: Path
 ) -> None:
     rng = random.Random(808)
     events = scenario(808, time.time(), tickets=TICKETS)

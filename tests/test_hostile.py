@@ -39,7 +39,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from stream.broker import EmbeddedBroker
+from stream.apache_kafka import ApacheKafka
 from stream.events import TOPICS
 from tests.conftest import WorkerFactory
 from tests.helpers import assert_rows_match, exported, feed, new_pipeline
@@ -484,7 +484,7 @@ def peak_memory(pid: int) -> int:
 
 @pytest.mark.broker
 def test_hostile_records_are_dead_lettered_and_valid_ones_counted_exactly(
-    broker: EmbeddedBroker, prefix: str, workers: WorkerFactory
+    broker: ApacheKafka, prefix: str, workers: WorkerFactory
 ) -> None:
     worker = workers(CX_MAX_SEGMENT_VALUES=str(CAP))
     now = time.time()

@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from stream.apache_kafka import kafka_version
 from tests.kafka import wait_for
 from tests.servers import get_json, post_json, serving
 
@@ -161,6 +162,12 @@ def test_every_file_compose_mounts_or_builds_exists() -> None:
     for service in compose()["services"].values():  # images are pinned, never 'latest'
         image = service.get("image", "")
         assert ":" in image and not image.endswith(":latest"), image
+
+
+def test_compose_runs_the_kafka_version_the_tests_run() -> None:
+    """kafka/pom.xml pins Apache Kafka for the tests, the benchmarks and the demo; the compose
+    stack's broker is the same release."""
+    assert compose()["services"]["kafka"]["image"] == f"apache/kafka:{kafka_version()}"
 
 
 def test_prometheus_scrapes_the_workers_and_probes_kafka_where_compose_serves_them() -> None:

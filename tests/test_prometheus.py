@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 import yaml
 
-from stream.broker import EmbeddedBroker, free_port
+from stream.apache_kafka import ApacheKafka
+from stream.broker import free_port
 from stream.simulate import Traffic
 from tests.kafka import WorkerProcess, produce, wait_for
 from tests.servers import get_json, serving
@@ -74,7 +75,7 @@ def rules() -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def fed_worker(
-    broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory
+    broker: ApacheKafka, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[WorkerProcess]:
     """One worker with opening hours and the business SLA clock, fed three hours of simulated
     traffic, shared by this module's tests."""
@@ -118,7 +119,7 @@ def fed_worker(
 
 @pytest.fixture(scope="module")
 def prometheus(
-    fed_worker: WorkerProcess, broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory
+    fed_worker: WorkerProcess, broker: ApacheKafka, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     """Prometheus scraping the worker and, through a blackbox exporter, probing the broker (up)
     and a port nobody listens on (down), with the shipped external labels and rules."""

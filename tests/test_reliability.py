@@ -1,4 +1,4 @@
-"""Liveness and readiness, a broker outage, and graceful shutdown, on the embedded broker."""
+"""Liveness and readiness, a broker outage, and graceful shutdown, on Apache Kafka."""
 
 from __future__ import annotations
 
@@ -11,9 +11,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from stream.app import OWN_TOPICS, TABLES
-from stream.broker import EmbeddedBroker, create_topics
-from stream.config import Settings
+from stream.apache_kafka import ApacheKafka
 from tests.conftest import WorkerFactory
 from tests.kafka import WorkerProcess, event_records, produce, wait_for, wait_until_exact
 from tests.scenario import delivery, scenario
@@ -55,30 +53,29 @@ def test_liveness_comes_first_and_readiness_waits_for_the_group_and_the_tables(
 def test_a_broker_outage_turns_workers_unready_and_they_resume_exactly(
     tmp_path: Path, prefix: str, workers: WorkerFactory
 ) -> None:
-    """The embedded broker keeps nothing across its own restart: the test recreates the
-    topics and producers send the input again, as after the loss of a whole cluster."""
-    outage = EmbeddedBroker(log_path=tmp_path / "broker.log").start()
-    try:
+    """A broker of its own, killed (SIGKILL) and started again on its storage, as a machine
+    that lost power: topics, changelogs and committed offsets are still there, so producers
+    send only what is new, and the workers go on where they were."""
+    with ApacheKafka(tmp_path / "kafka") as outage:
         events = scenario(606, time.time(), tickets=150)
         delivered = delivery(events, 606)
         env = {"CX_BROKER": outage.url, "CX_MAX_SEGMENT_VALUES": "3"}
         first, second = workers("first", **env), workers("second", **env)
-        produce(outage.bootstrap, event_records(delivered[: len(delivered) // 2], prefix))
+        half = len(delivered) // 2
+        produce(outage.bootstrap, event_records(delivered[:half], prefix))
         wait_for(lambda: all(ready(w) for w in (first, second)), 90, "both workers ready")
 
-        outage.stop()
+        outage.kill(1)
         for worker in (first, second):
             wait_for(lambda w=worker: unready(w), 30, "the broker's absence on /health")  # type: ignore[misc]
-        time.sleep(10)  # an outage longer than the group's session timeout
+        time.sleep(8)  # an outage longer than the group's session timeout (6 s)
         assert all(worker.process and worker.process.poll() is None for worker in (first, second))
 
-        outage.start()
-        recreate_topics(outage, prefix)
-        produce(outage.bootstrap, event_records(delivered, prefix))
+        outage.start_node(1)
+        outage.wait_until_serving()
+        produce(outage.bootstrap, event_records(delivered[half:], prefix))
         wait_until_exact([first, second], events, timeout=180)
-        assert all(ready(worker) for worker in (first, second))
-    finally:
-        outage.stop()
+        wait_for(lambda: all(ready(w) for w in (first, second)), 60, "both workers ready again")
 
 
 def ready(worker: WorkerProcess) -> bool:
@@ -91,21 +88,8 @@ def unready(worker: WorkerProcess) -> bool:
     return code == 503 and isinstance(problems, list) and "the brokers do not answer" in problems
 
 
-def recreate_topics(broker: EmbeddedBroker, prefix: str) -> None:
-    """Every topic the workers use, as they created them: what an operator restores."""
-    internal: dict[str, dict[str, str]] = {
-        f"{prefix}cx-stream-{table}-changelog": {} for table in TABLES
-    }
-    internal[f"{prefix}cx-stream-__assignor-__leader"] = {}
-    create_topics(
-        Settings(broker=broker.url),
-        {**{prefix + name: config for name, config in OWN_TOPICS.items()}, **internal},
-        4,
-    )
-
-
 def test_sigterm_finishes_the_batch_in_flight_commits_and_exits_in_seconds(
-    broker: EmbeddedBroker, prefix: str, workers: WorkerFactory
+    broker: ApacheKafka, prefix: str, workers: WorkerFactory
 ) -> None:
     events = scenario(707, time.time(), tickets=1000)
     delivered = delivery(events, 707, duplicates=0)  # any duplicate later is a re-read record

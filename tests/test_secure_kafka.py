@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from stream.apache_kafka import ApacheKafka
 from stream.broker import EmbeddedBroker, check_reachable, free_port
 from stream.config import from_env
 from tests.kafka import (
@@ -192,7 +193,7 @@ def test_refused_credentials_are_one_line_without_the_secret(
 
 
 def test_security_against_a_plaintext_broker_is_one_line_without_the_secret(
-    broker: EmbeddedBroker, certificates: Certificates
+    broker: ApacheKafka, certificates: Certificates
 ) -> None:
     login = {"CX_KAFKA_SASL_USERNAME": USER, "CX_KAFKA_SASL_PASSWORD": PASSWORD}
     sasl = run_cli(

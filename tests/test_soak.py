@@ -16,7 +16,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from stream.broker import EmbeddedBroker
+from stream.apache_kafka import ApacheKafka
 from tests.conftest import WorkerFactory
 from tests.kafka import WorkerProcess, wait_for
 
@@ -78,7 +78,7 @@ async def steady_load(bootstrap: str, prefix: str, seconds: float) -> int:
 
 @pytest.mark.timeout(SECONDS + 120)
 def test_a_steady_load_keeps_state_and_memory_flat(
-    broker: EmbeddedBroker, prefix: str, workers: WorkerFactory
+    broker: ApacheKafka, prefix: str, workers: WorkerFactory
 ) -> None:
     worker = workers(
         CX_WINDOWS="5s,15s",

@@ -11,7 +11,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from stream.broker import EmbeddedBroker
+from stream.apache_kafka import ApacheKafka
 from tests.conftest import WorkerFactory
 from tests.kafka import WorkerProcess, event_records, produce, wait_for, wait_until_exact
 from tests.oracle import Event, settled_before
@@ -47,7 +47,7 @@ def kept_by_oracle(events: list[Event], horizon: float) -> dict[str, float]:
 
 
 def test_a_killed_worker_restarts_from_its_disk_and_from_the_changelogs(
-    broker: EmbeddedBroker, prefix: str, workers: WorkerFactory, tmp_path: Path
+    broker: ApacheKafka, prefix: str, workers: WorkerFactory, tmp_path: Path
 ) -> None:
     events = scenario(303, time.time(), tickets=200)
     delivered = delivery(events, 303)
@@ -81,7 +81,7 @@ def test_a_killed_worker_restarts_from_its_disk_and_from_the_changelogs(
 
 
 def test_old_settled_state_is_forgotten_and_no_number_changes(
-    broker: EmbeddedBroker, prefix: str, workers: WorkerFactory
+    broker: ApacheKafka, prefix: str, workers: WorkerFactory
 ) -> None:
     now = time.time()
     events = scenario(404, now, tickets=250)  # 60 days of history
@@ -96,7 +96,7 @@ def test_old_settled_state_is_forgotten_and_no_number_changes(
 
 
 def test_killed_in_the_middle_of_a_backlog_the_numbers_stay_exact(
-    broker: EmbeddedBroker, prefix: str, workers: WorkerFactory, tmp_path: Path
+    broker: ApacheKafka, prefix: str, workers: WorkerFactory, tmp_path: Path
 ) -> None:
     """SIGKILL while batches are in flight (state written, changelog sent, offsets not yet
     committed, in any mix), then again during the restart's own catch-up, disk lost."""

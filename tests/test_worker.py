@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
-from stream.broker import EmbeddedBroker
+from stream.apache_kafka import ApacheKafka
 from tests.conftest import WorkerFactory
 from tests.kafka import (
     assert_snapshots_match,
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.broker
 
 
 def test_one_worker_equals_the_oracle_on_metrics_and_snapshots(
-    broker: EmbeddedBroker, prefix: str, workers: WorkerFactory, tmp_path: Path
+    broker: ApacheKafka, prefix: str, workers: WorkerFactory, tmp_path: Path
 ) -> None:
     """With reopens, and opening hours configured: business-time FRT and TTR too."""
     now = time.time()
@@ -57,7 +57,7 @@ def test_one_worker_equals_the_oracle_on_metrics_and_snapshots(
 
 
 def test_every_kind_of_invalid_record_reaches_the_dead_letter_topic(
-    broker: EmbeddedBroker, prefix: str, workers: WorkerFactory
+    broker: ApacheKafka, prefix: str, workers: WorkerFactory
 ) -> None:
     future = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3600))
     bad = [
@@ -131,7 +131,7 @@ def test_every_kind_of_invalid_record_reaches_the_dead_letter_topic(
 
 
 def test_two_workers_split_the_work_and_survive_sigkill(
-    broker: EmbeddedBroker, prefix: str, workers: WorkerFactory, tmp_path: Path
+    broker: ApacheKafka, prefix: str, workers: WorkerFactory, tmp_path: Path
 ) -> None:
     """With reopens, and SLA breaches judged in business time."""
     now = time.time()
