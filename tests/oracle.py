@@ -379,3 +379,57 @@ def settled_before(events: list[Event], horizon: float) -> tuple[set[str], set[t
         )
     }
     return old_tickets, {slot for slot, at in slots.items() if at < horizon}
+
+
+def negative_durations(events: list[Event]) -> set[str]:
+    """The durations of one ticket's distinct events that are negative (contract section 3:
+    FRT, TTR and, while its status is resolved, full resolution; each from the earliest
+    opening). None exists before the ticket is opened."""
+    opened = [seconds(f["occurred_at"]) for topic, f in events if topic == "ticket-opened"]
+    if not opened:
+        return set()
+    opened_at = min(opened)
+    replies = [
+        seconds(f["occurred_at"])
+        for topic, f in events
+        if topic == "ticket-replied" and f["author"] == "agent" and f.get("public", True)
+    ]
+    status = sorted(
+        (seconds(f["occurred_at"]), f["event_id"], topic)
+        for topic, f in events
+        if topic in ("ticket-resolved", "ticket-reopened")
+    )
+    resolutions = [at for at, _, topic in status if topic == "ticket-resolved"]
+    durations = {
+        "first_response": min(replies) - opened_at if replies else None,
+        "resolution": min(resolutions) - opened_at if resolutions else None,
+        "full_resolution": (
+            status[-1][0] - opened_at if status and status[-1][2] == "ticket-resolved" else None
+        ),
+    }
+    return {name for name, value in durations.items() if value is not None and value < 0}
+
+
+def outcomes(delivered: list[Event]) -> list[str]:
+    """The outcome of each valid record, replaying the delivery order (contract section 3,
+    Outcomes): `duplicate` if its event_id was already applied to its ticket or survey slot,
+    whatever the kind; `anomaly` if it made a duration negative, one that was not negative
+    (or did not exist) before it; else `accepted`. Only a record's own ticket or slot matters,
+    so any interleaving of the tickets (partitions, batches) gives the same outcomes."""
+    applied: dict[tuple[str, ...], list[Event]] = {}
+    result = []
+    for topic, fields in delivered:
+        if topic != "survey-answered":
+            owner: tuple[str, ...] = ("ticket", fields["ticket_id"])
+        elif "ticket_id" in fields:
+            owner = ("survey", fields["ticket_id"], fields["survey"])
+        else:
+            owner = ("survey", fields["event_id"])
+        so_far = applied.setdefault(owner, [])
+        if any(f["event_id"] == fields["event_id"] for _, f in so_far):
+            result.append("duplicate")
+            continue
+        before = negative_durations(so_far)
+        so_far.append((topic, fields))
+        result.append("anomaly" if negative_durations(so_far) - before else "accepted")
+    return result

@@ -134,6 +134,53 @@ def scenario(seed: int, now: float, tickets: int = 150) -> list[Event]:
     return events
 
 
+def skewed(seed: int, now: float, tickets: int = 40) -> list[Event]:
+    """Distinct valid events of tickets whose clocks disagree: every event of a ticket at a
+    whole second drawn on its own within an hour, so replies, resolutions and reopens land
+    before and after the opening in every arrangement (an earlier reply after a negative one,
+    a second opening that ends the skew, a later resolution that ends a negative full
+    resolution, a reopen before it, a reply at the very second of the opening). With
+    `delivery`, this is traffic for the `anomaly` outcome."""
+    rng = random.Random(seed)
+    events: list[Event] = []
+    for number in range(tickets):
+        ticket = f"S{seed}-{number:05d}"
+        lifecycle: list[tuple[str, dict[str, Any]]] = [
+            ("ticket-opened", {"team": rng.choice(TEAMS), "priority": rng.choice(PRIORITIES)})
+        ]
+        if rng.random() < 0.2:
+            lifecycle.append(("ticket-opened", {"team": rng.choice(TEAMS)}))
+        for _ in range(rng.randint(0, 3)):
+            author = rng.choices(["agent", "customer", "bot"], weights=[6, 2, 1])[0]
+            private = {"public": False} if rng.random() < 0.1 else {}
+            lifecycle.append(("ticket-replied", {"author": author, **private}))
+        lifecycle += [("ticket-resolved", {})] * rng.randint(0, 3)
+        lifecycle += [("ticket-reopened", {})] * rng.randint(0, 2)
+        low, high = rng.choice(SAFE_AGES[:4])
+        span = min(high - low, 3600.0)
+        start = now - rng.uniform(low + span, high)
+        moments: list[float] = []
+        for topic, fields in lifecycle:
+            if moments and rng.random() < 0.1:  # at the second of an earlier event
+                moment = rng.choice(moments)
+            else:
+                moment = float(int(start + rng.uniform(0, span)))
+            moments.append(moment)
+            event_id = f"S{seed}-{number:05d}-{len(moments)}"
+            events.append(
+                (
+                    topic,
+                    {
+                        "event_id": event_id,
+                        "ticket_id": ticket,
+                        "occurred_at": timestamp(moment, rng),
+                        **fields,
+                    },
+                )
+            )
+    return events
+
+
 def delivery(events: list[Event], seed: int, duplicates: float = 0.15) -> list[Event]:
     """The order a broker might hand them over: shuffled across topics, with duplicates."""
     rng = random.Random(seed)
