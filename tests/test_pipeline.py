@@ -234,14 +234,15 @@ def _ticket_event(name: str) -> Event:
     reply), `customer@07:50`, `note@07:50` (a private agent reply), `resolved@07:30`,
     `reopened@07:35`, three days ago; the name is its event_id."""
     kind, _, at = name.partition("@")
-    topic, fields = {
+    kinds: dict[str, tuple[str, dict[str, object]]] = {
         "opened": ("ticket-opened", {}),
         "reply": ("ticket-replied", {"author": "agent"}),
         "customer": ("ticket-replied", {"author": "customer"}),
         "note": ("ticket-replied", {"author": "agent", "public": False}),
         "resolved": ("ticket-resolved", {}),
         "reopened": ("ticket-reopened", {}),
-    }[kind]
+    }
+    topic, fields = kinds[kind]
     stamp = f"{time.strftime('%Y-%m-%d', time.gmtime(NOW - 3 * 86400))}T{at}:00Z"
     return topic, {"event_id": name, "ticket_id": "T", "occurred_at": stamp, **fields}
 
