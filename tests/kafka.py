@@ -415,3 +415,82 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], mentions: st
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("cx-stream: error:") and mentions in lines[0], lines[0]
     assert "Traceback" not in result.stderr + result.stdout
+
+
+def wait_until_snapshots_exact(
+    bootstrap: str,
+    prefix: str,
+    events: list[Event],
+    timeout: float = 30,
+    cap: int = 3,
+    hours: OpeningHours | None = None,
+) -> None:
+    """Wait until the latest cx-metrics snapshot of every series equals the oracle (snapshots
+    go out every CX_SNAPSHOT_INTERVAL, so the latest may still show an earlier state)."""
+    failure: list[str | None] = [None]
+
+    def check() -> bool:
+        want = expected(events, time.time(), cap=cap, hours=hours)
+        try:
+            assert_snapshots_match(bootstrap, prefix, want)
+        except AssertionError as error:
+            failure[0] = str(error)
+            return False
+        return True
+
+    try:
+        wait_for(check, timeout, "the oracle's numbers in cx-metrics")
+    except AssertionError as error:
+        raise AssertionError(f"{error}\nlast mismatch: {failure[0]}") from None
+
+
+def events_total(worker: WorkerProcess) -> dict[tuple[str, str], float]:
+    """The worker's cx_events_total by (topic, outcome), leaving out zeros."""
+    return {
+        (dict(labels)["topic"], dict(labels)["outcome"]): value
+        for (name, labels), value in worker.samples().items()
+        if name == "cx_events_total" and value
+    }
+
+
+def produce_in_rounds(
+    bootstrap: str,
+    prefix: str,
+    rounds: list[list[Event]],
+    worker: WorkerProcess,
+    already: int = 0,
+    timeout: float = 90,
+) -> None:
+    """Send the rounds (tests.scenario.rounds) to `worker`, each once the worker has processed
+    every record before it: `already` records, then each round sent. Returns when the last
+    round is sent."""
+    create_topics(
+        Settings(broker=f"kafka://{bootstrap}"),
+        {prefix + topic: {} for batch in rounds for topic, _ in batch},
+        TOPIC_PARTITIONS,
+    )
+
+    def processed_or_none() -> float | None:
+        try:
+            return processed(worker)
+        except OSError:  # not serving yet
+            return None
+
+    async def send() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+        await producer.start()
+        try:
+            done = already
+            for batch in rounds:
+                deadline = time.monotonic() + timeout
+                while await asyncio.to_thread(processed_or_none) != done:
+                    assert time.monotonic() < deadline, f"{done} records not processed"
+                    await asyncio.sleep(0.05)
+                for topic, key, value in event_records(batch, prefix):
+                    await producer.send(topic, key=key, value=value)
+                await producer.flush()
+                done += len(batch)
+        finally:
+            await producer.stop()
+
+    asyncio.run(send())

@@ -410,6 +410,16 @@ def negative_durations(events: list[Event]) -> set[str]:
     return {name for name, value in durations.items() if value is not None and value < 0}
 
 
+def owner(topic: str, fields: dict[str, Any]) -> tuple[str, ...]:
+    """What a record belongs to (contract section 3, Outcomes): its ticket, or its survey slot
+    (ticket and survey kind; the event itself for a survey without a ticket)."""
+    if topic != "survey-answered":
+        return ("ticket", fields["ticket_id"])
+    if "ticket_id" in fields:
+        return ("survey", fields["ticket_id"], fields["survey"])
+    return ("survey", fields["event_id"])
+
+
 def outcomes(delivered: list[Event]) -> list[str]:
     """The outcome of each valid record, replaying the delivery order (contract section 3,
     Outcomes): `duplicate` if its event_id was already applied to its ticket or survey slot,
@@ -419,13 +429,7 @@ def outcomes(delivered: list[Event]) -> list[str]:
     applied: dict[tuple[str, ...], list[Event]] = {}
     result = []
     for topic, fields in delivered:
-        if topic != "survey-answered":
-            owner: tuple[str, ...] = ("ticket", fields["ticket_id"])
-        elif "ticket_id" in fields:
-            owner = ("survey", fields["ticket_id"], fields["survey"])
-        else:
-            owner = ("survey", fields["event_id"])
-        so_far = applied.setdefault(owner, [])
+        so_far = applied.setdefault(owner(topic, fields), [])
         if any(f["event_id"] == fields["event_id"] for _, f in so_far):
             result.append("duplicate")
             continue

@@ -11,7 +11,7 @@ import random
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
-from tests.oracle import Event, OpeningHours
+from tests.oracle import Event, OpeningHours, owner
 
 SAFE_AGES = [  # seconds before `now`; each range sits inside some windows and clear of edges
     (60.0, 40 * 60.0),  # in every window
@@ -187,6 +187,21 @@ def delivery(events: list[Event], seed: int, duplicates: float = 0.15) -> list[E
     delivered = events + [event for event in events if rng.random() < duplicates]
     rng.shuffle(delivered)
     return delivered
+
+
+def rounds(delivered: list[Event]) -> list[list[Event]]:
+    """`delivered` in rounds: round k holds the k-th record of every ticket and survey slot,
+    in delivery order. A worker reads its topics in no set order, so a test that needs to know
+    in which order each ticket's records arrive (for their outcomes) sends a round only once
+    the previous one is processed; the rounds one after another are then that order."""
+    seen: dict[tuple[str, ...], int] = {}
+    found: list[list[Event]] = []
+    for topic, fields in delivered:
+        number = seen[owner(topic, fields)] = seen.get(owner(topic, fields), -1) + 1
+        if number == len(found):
+            found.append([])
+        found[number].append((topic, fields))
+    return found
 
 
 def opening_hours(now: float) -> tuple[str, OpeningHours]:
