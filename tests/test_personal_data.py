@@ -21,6 +21,8 @@ from tests.kafka import (
     read_topic,
     send_records,
     wait_for,
+    wait_until_exact,
+    wait_until_snapshots_exact,
 )
 
 pytestmark = pytest.mark.broker
@@ -114,12 +116,11 @@ def test_ids_and_free_text_stay_out_of_logs_metrics_health_and_snapshots(
     records = [*valid, *dead_lettered, unsendable]
     send_records(broker.bootstrap, records, max_request_size=2 * 1024 * 1024)
     wait_for(lambda: processed(worker) == len(records), 60, "every record processed")
-    opened = (
-        "cx_tickets_opened",
-        (("channel", "all"), ("priority", "all"), ("team", "billing"), ("window", "1h")),
-    )
-    wait_for(lambda: worker.samples().get(opened) == 1, 30, "the ticket on /metrics")
-    time.sleep(2.5)  # two snapshot intervals: the snapshots are out
+    # everything the valid records make is out: /metrics, and the cx-metrics snapshots (so the
+    # partials they were merged from) of every series, as the oracle has them
+    events = [(r.topic.removeprefix(prefix), orjson.loads(r.value or b"")) for r in valid]
+    wait_until_exact([worker], events, timeout=30)
+    wait_until_snapshots_exact(broker.bootstrap, prefix, events)
 
     marker = MARKER.encode()
     assert marker not in http_get(worker.url + "/metrics")
@@ -128,6 +129,9 @@ def test_ids_and_free_text_stay_out_of_logs_metrics_health_and_snapshots(
         published = read_topic(broker.bootstrap, prefix + topic)
         assert published, topic
         assert not [r for r in published if marker in r.key + r.value + repr(r.headers).encode()]
+    partials = [orjson.loads(r.value) for r in read_topic(broker.bootstrap, prefix + "cx-partials")]
+    carried = {(p["dimension"], p["value"]) for m in partials for p in m.get("partials", [m])}
+    assert {("team", "billing"), ("team", "unassigned"), ("channel", "unknown")} <= carried
     assert b"could not send a record to the dead-letter topic" in worker.log_path.read_bytes()
     assert marker not in worker.log_path.read_bytes()
     # on purpose: the dead letters are the original records
