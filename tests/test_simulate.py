@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import math
+import random
+from datetime import datetime
+from types import SimpleNamespace
 from typing import Any, ClassVar
 
 import pytest
 
 from stream import simulate
+
+NOW = datetime.fromisoformat("2026-11-22T14:00:00+00:00").timestamp()
+"""The simulator's clock in this test: a Sunday afternoon (about 11,000 events due)."""
 
 
 class KeptProducer:
@@ -29,13 +36,46 @@ class KeptProducer:
         pass
 
 
-def test_a_backfill_goes_out_even_when_scheduling_it_outlasts_the_duration(
+def scheduled(events_per_second: float, backfill: float, seed: int) -> list[tuple[str, bytes]]:
+    """What a backfill to NOW must send, from the simulator's own schedule: every event it
+    scheduled up to NOW, in time order, each followed by its copy when the draw after it says
+    so (1% are sent twice). Worked out here from the schedule, not by its sending code."""
+    traffic = simulate.Traffic(events_per_second, seed)
+    traffic.backfill(NOW - backfill, NOW)
+    due = sorted(item for item in traffic._queue if item.at <= NOW)
+    draws = random.Random()
+    draws.setstate(traffic.rng.getstate())  # the draws that follow the schedule's
+    expected = []
+    for item in due:
+        record = (item.topic, item.fields["ticket_id"].encode())
+        expected += [record, record] if draws.random() < traffic.duplicates else [record]
+    return expected
+
+
+def test_a_backfill_goes_out_whole_even_when_scheduling_it_outlasts_the_duration(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(simulate, "AIOKafkaProducer", KeptProducer)
     monkeypatch.setattr(KeptProducer, "sent", [])
+    monkeypatch.setattr(simulate, "time", SimpleNamespace(time=lambda: NOW))
     # a duration of 0 is over before anything is scheduled, as a 1 s one was once on a busy
     # machine (two hours at 20 events/s took 1.5 s to schedule): it sent nothing
     sent = asyncio.run(simulate.run_simulation({}, 20.0, 7200.0, duration=0.0, seed=3))
-    assert sent == len(KeptProducer.sent) > 1000
-    assert {topic for topic, _ in KeptProducer.sent} >= {"ticket-opened", "ticket-replied"}
+    want = scheduled(20.0, 7200.0, seed=3)
+    assert sent == len(KeptProducer.sent) == len(want)
+    assert KeptProducer.sent == want
+
+    # and the schedule is the traffic the simulator promises: tickets arrive at 20 / 5.2 per
+    # second times the share of teams at work (a Poisson count, within 5 standard deviations)
+    arrivals = (
+        20.0
+        / simulate.EVENTS_PER_TICKET
+        * sum(
+            simulate.business_hours_factor(NOW - 7200 + minute * 60 + 30) * 60
+            for minute in range(120)
+        )
+    )
+    opened = len({key for topic, key in want if topic == "ticket-opened"})
+    assert abs(opened - arrivals) < 5 * math.sqrt(arrivals), (opened, arrivals)
+    topics = {topic for topic, _ in want}
+    assert {"ticket-opened", "ticket-replied", "ticket-resolved", "survey-answered"} <= topics
