@@ -1,5 +1,6 @@
 """A real Prometheus (Debian's) scraping a real worker fed by the simulator: every expression
-of every dashboard panel and every rule works against what the processor exports."""
+of every dashboard panel shows, for every segment, the values the oracle computes from the
+traffic, and every rule works against what the processor exports."""
 
 from __future__ import annotations
 
@@ -8,17 +9,39 @@ import re
 import time
 import urllib.parse
 import urllib.request
+from collections import Counter
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
+from zoneinfo import ZoneInfo
 
+import orjson
 import pytest
 import yaml
 
 from stream.apache_kafka import ApacheKafka
 from stream.broker import free_port
 from stream.simulate import Traffic
-from tests.kafka import WorkerProcess, produce, wait_for
+from tests.kafka import (
+    LABELS,
+    QUANTILE_SUFFIX,
+    WorkerProcess,
+    events_total,
+    mismatch,
+    processed,
+    produce,
+    wait_for,
+)
+from tests.oracle import (
+    Event,
+    Expected,
+    OpeningHours,
+    assert_matches,
+    expected,
+    outcomes,
+    seconds,
+)
 from tests.servers import get_json, serving
 
 pytestmark = pytest.mark.broker
@@ -73,12 +96,34 @@ def rules() -> list[dict[str, Any]]:
     return [rule for group in groups for rule in group["rules"]]
 
 
+class Fed(NamedTuple):
+    """The worker and what it was fed: the events, and the oracle's view of its settings."""
+
+    worker: WorkerProcess
+    events: list[Event]
+    """In the order sent."""
+    hours: OpeningHours
+    made: float
+    """When the traffic was made: its latest event time."""
+
+    def expected(self) -> Expected:
+        return expected(self.events, time.time(), hours=self.hours, sla_clock="business")
+
+    def outcomes(self) -> set[str]:
+        """The outcomes the worker has counted: the oracle's, and the bad records'."""
+        return {*outcomes(self.events), "invalid"}
+
+
+GAP = (-120.0, 720.0)
+"""No event is sent from 2 minutes before to 12 minutes after an hour before the traffic was
+made: the 1h window's lower edge (blurred by a bucket, W/120) stays in that gap while the
+module runs, so the oracle's exact windows and the worker's agree on the wall dashboard."""
+
+
 @pytest.fixture(scope="module")
-def fed_worker(
-    broker: ApacheKafka, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[WorkerProcess]:
+def fed_worker(broker: ApacheKafka, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fed]:
     """One worker with opening hours and the business SLA clock, fed three hours of simulated
-    traffic, shared by this module's tests."""
+    traffic, shared by this module's tests, once its /metrics equal the oracle."""
     prefix = "prometheus-"
     workdir = tmp_path_factory.mktemp("prometheus-worker")
     hours = workdir / "hours.yaml"
@@ -99,17 +144,31 @@ def fed_worker(
         traffic = Traffic(events_per_second=10, seed=5)
         now = time.time()
         traffic.backfill(now - 3 * 3600, now)
-        records = [(prefix + topic, key, value) for topic, key, value in traffic.due(now)]
+        gap = (now - 3600 + GAP[0], now - 3600 + GAP[1])
+        records, events = [], []
+        for topic, key, value in traffic.due(now):
+            fields = orjson.loads(value)
+            if not gap[0] <= seconds(fields["occurred_at"]) <= gap[1]:
+                records.append((prefix + topic, key, value))
+                events.append((topic, fields))
         records += [(prefix + "ticket-opened", b"bad", b"not json")] * 3  # for dead letters
         produce(broker.bootstrap, records)
+        fed = Fed(worker, events, berlin_and_new_york(now), now)
+        wait_for(lambda: processed(worker) == len(records), 120, "the traffic to be processed")
+        # the oracle's numbers, and nothing left to read (the lag is on the dashboard)
+        failure: list[str | None] = [None]
 
-        def processed() -> bool:
+        def exact() -> bool:
             samples = worker.samples()
-            total = sum(v for (name, _), v in samples.items() if name == "cx_events_total")
-            return total >= len(records)
+            lag = sum(v for (name, _), v in samples.items() if name == "cx_consumer_lag")
+            failure[0] = f"lag {lag}" if lag else mismatch(samples, fed.expected())
+            return failure[0] is None
 
-        wait_for(processed, 120, "the simulated traffic to be processed")
-        yield worker
+        try:
+            wait_for(exact, 60, "the oracle's numbers on /metrics")
+        except AssertionError as error:
+            raise AssertionError(f"{error}\nlast mismatch: {failure[0]}") from None
+        yield fed
     except BaseException:
         print(f"--- {worker.log_path.name} ---\n{worker.log_tail()}")
         raise
@@ -117,9 +176,28 @@ def fed_worker(
         worker.stop()
 
 
+def berlin_and_new_york(now: float) -> OpeningHours:
+    """The fixture's opening hours for the oracle, at the UTC offsets of `now` (the traffic is
+    three hours long: a daylight-saving change in it falls on a Sunday night, closed in Berlin,
+    and New York is open round the clock)."""
+    berlin = datetime.fromtimestamp(now, ZoneInfo("Europe/Berlin")).utcoffset()
+    new_york = datetime.fromtimestamp(now, ZoneInfo("America/New_York")).utcoffset()
+    assert berlin is not None and new_york is not None
+    return OpeningHours(
+        default=(berlin.total_seconds() / 3600, {day: [(540, 1020)] for day in range(5)}, set()),
+        teams={
+            "billing": (
+                new_york.total_seconds() / 3600,
+                {day: [(0, 1440)] for day in range(7)},
+                set(),
+            )
+        },
+    )
+
+
 @pytest.fixture(scope="module")
 def prometheus(
-    fed_worker: WorkerProcess, broker: ApacheKafka, tmp_path_factory: pytest.TempPathFactory
+    fed_worker: Fed, broker: ApacheKafka, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     """Prometheus scraping the worker and, through a blackbox exporter, probing the broker (up)
     and a port nobody listens on (down), with the shipped external labels and rules."""
@@ -143,7 +221,7 @@ def prometheus(
             "scrape_configs": [
                 {
                     "job_name": "cx-stream",
-                    "static_configs": [{"targets": [f"127.0.0.1:{fed_worker.port}"]}],
+                    "static_configs": [{"targets": [f"127.0.0.1:{fed_worker.worker.port}"]}],
                 },
                 kafka,
             ],
@@ -155,37 +233,177 @@ def prometheus(
             f"--storage.tsdb.path={tmp_path / 'tsdb'}",
             log=tmp_path / "prometheus.log",
         ) as base:
+            # three scrapes of every target (rate() needs two), then every rule group
+            # evaluated on them
             wait_for(
-                lambda: query(base, 'up{job="cx-stream"} == 1') and query(base, "probe_success"),
+                lambda: len(query(base, "count_over_time(up[1m]) >= 3")) == 3,
                 60,
-                "Prometheus to scrape the worker and the prober",
+                "Prometheus to scrape the worker and both probes three times",
             )
-            time.sleep(
-                6
-            )  # a few scrapes and rule evaluations: rate() and recording rules have data
+            scraped = time.time()
+            wait_for(
+                lambda: all(
+                    datetime.fromisoformat(group["lastEvaluation"]).timestamp() > scraped
+                    for group in get_json(f"{base}/api/v1/rules")["data"]["groups"]
+                ),
+                30,
+                "every rule group evaluated",
+                interval=0.2,
+            )
             yield base
 
 
-def test_every_dashboard_expression_returns_data_for_every_segment(prometheus: str) -> None:
-    """For the whole organisation, and for some team, some channel and some priority (not
-    every one: a small segment may have had no CES response in 24 hours). The old separate
-    team, channel and priority choices gave no data for any two at once."""
+Vector = dict[frozenset[tuple[str, str]], Any]
+"""An instant vector by label set; a value is a number, or for a quantile the sorted values
+whose order statistic it must be (tests.oracle.assert_matches)."""
+SEGMENT_SERIES = re.compile(r"max without \(instance\) \((cx_\w+)\{([^}]*)\}\)")
+MATCHER = re.compile(r'(\w+)\s*(!?=)\s*"([^"]*)"')
+
+
+def oracle_vector(want: Expected, name: str, matchers: str) -> Vector:
+    """What `max without (instance) (name{matchers})` selects of the oracle's series."""
+    conditions = MATCHER.findall(matchers)
+    quantile = next((value for label, _, value in conditions if label == "quantile"), None)
+    metric = name.removeprefix("cx_") + ("" if quantile is None else QUANTILE_SUFFIX[quantile])
+    candidates: list[tuple[dict[str, str], Any]]
+    if metric == "tickets_open":
+        candidates = [
+            ({"team": team, "channel": channel, "priority": priority}, count)
+            for (team, channel, priority), count in want.tickets_open.items()
+        ]
+    else:
+        candidates = [
+            (dict(zip(LABELS, labels, strict=True)), values.get(metric))
+            for labels, values in want.series.items()
+        ]
+        assert all(metric in values for values in want.series.values()), f"no {metric}"
+    vector = {}
+    for labels, value in candidates:
+        labels = {**labels, "job": "cx-stream"}  # max without (instance) keeps the job
+        if quantile is not None:
+            labels["quantile"] = quantile
+        if value is not None and all(
+            (labels.get(label, "") == wanted) == (op == "=") for label, op, wanted in conditions
+        ):
+            vector[frozenset(labels.items())] = value
+    return vector
+
+
+def oracle_result(want: Expected, expression: str) -> tuple[Vector, str | None]:
+    """The oracle's answer to a dashboard expression on the per-segment series, and the order
+    its samples come in ("asc", "desc" or None); KeyError for another kind of expression."""
+    whole = SEGMENT_SERIES.fullmatch(expression)
+    if whole:
+        return oracle_vector(want, *whole.groups()), None
+    parts = re.fullmatch(
+        f"({SEGMENT_SERIES.pattern}) ([+-]) ({SEGMENT_SERIES.pattern})", expression
+    )
+    if parts:
+        left = oracle_vector(want, parts[2], parts[3])
+        right = oracle_vector(want, parts[6], parts[7])
+        sign = 1 if parts[4] == "+" else -1
+        return {
+            labels: left[labels] + sign * right[labels] for labels in left.keys() & right.keys()
+        }, None
+    ranked = re.fullmatch(r"(sort|sort_desc)\((bottomk|topk)\((\d+), (.*)\)\)", expression)
+    if ranked:
+        inner = SEGMENT_SERIES.fullmatch(ranked[4])
+        assert inner, expression
+        vector = oracle_vector(want, *inner.groups())
+        # every series is ranked (a quantile known within 2% cannot say which k are lowest)
+        assert len(vector) <= int(ranked[3]), expression
+        return vector, "asc" if ranked[1] == "sort" else "desc"
+    raise KeyError(expression)
+
+
+def process_result(fed: Fed, base: str, expression: str) -> Vector:
+    """What the expressions on the processing itself must answer: the traffic was all
+    processed before Prometheus started, so the counters stand still and nothing lags."""
+    instance = {("instance", f"127.0.0.1:{fed.worker.port}")}
+    job = {("job", "cx-stream")}
+    if expression == "outcome:cx_events:rate5m":
+        name = {("__name__", expression)}
+        return {frozenset(name | job | {("outcome", o)}): 0.0 for o in fed.outcomes()}
+    if expression.startswith('sum by (topic) (rate(cx_events_total{outcome="invalid"}'):
+        return {frozenset({("topic", "prometheus-ticket-opened")}): 0.0}
+    if expression == "instance:cx_consumer_lag:sum":
+        return {frozenset({("__name__", expression)} | instance | job): 0.0}
+    if expression == "job:cx_consumer_lag:sum":
+        return {frozenset({("__name__", expression)} | job): 0.0}
+    if expression == 'up{job="cx-stream"}':
+        return {frozenset({("__name__", "up")} | instance | job): 1.0}
+    if expression.startswith("count(ALERTS{"):
+        firing = [
+            alert
+            for alert in get_json(f"{base}/api/v1/alerts")["data"]["alerts"]
+            if alert["state"] == "firing" and alert["labels"]["alertname"] != "CxWatchdog"
+        ]
+        return {frozenset(): float(len(firing))}
+    raise KeyError(expression)
+
+
+def difference(got: list[Any], wanted: Vector, order: str | None) -> str | None:
+    """What differs between a query's samples and the expected vector (None: nothing)."""
+    actual = {frozenset(sample["metric"].items()): float(sample["value"][1]) for sample in got}
+    if set(actual) != set(wanted):
+        return f"series {sorted(map(sorted, actual))}, expected {sorted(map(sorted, wanted))}"
+    for labels, value in actual.items():
+        want = wanted[labels]
+        name = QUANTILE_SUFFIX[dict(labels)["quantile"]] if isinstance(want, list) else "value"
+        try:
+            assert_matches({name: value}, {name: want}, str(sorted(labels)))
+        except AssertionError as error:
+            return str(error)
+    values = [float(sample["value"][1]) for sample in got]
+    if order is not None and values != sorted(values, reverse=order == "desc"):
+        return f"not sorted ({order}): {values}"
+    return None
+
+
+def test_every_dashboard_expression_shows_the_oracles_values_for_every_segment(
+    prometheus: str, fed_worker: Fed
+) -> None:
+    """Every panel's expressions, for the whole organisation and every team, channel and
+    priority the segment choice offers: exactly the series and values the oracle computes
+    from the traffic sent (absent where a ratio, average or quantile has no count), and the
+    processing panels what a worker that has read everything shows."""
+    want = fed_worker.expected()
     options = segment_options(prometheus)
     assert options["all"] == 'channel="all",priority="all",team="all"'
+    offered = {
+        f"{dimension} {labels[position]}"
+        for labels in want.tickets_open
+        for position, dimension in enumerate(("team", "channel", "priority"))
+        if labels[position] != "all"
+    }
+    assert set(options) == {"all"} | offered
 
-    def empty(segment: str) -> list[tuple[str, str]]:
-        return [
-            (where, expression)
-            for where, expression in dashboard_expressions(segment)
-            if not query(prometheus, expression)
-        ]
+    wrong = []
+    for text, segment in options.items():
+        for where, expression in dashboard_expressions(segment):
+            if text != "all" and segment not in expression:
+                continue  # the wall's expressions name no segment: checked once
+            try:
+                wanted, order = oracle_result(want, expression)
+                problem = difference(query(prometheus, expression), wanted, order)
+            except KeyError:  # on the processing: a few tries, as alerts fire in between
+                for _ in range(10):
+                    wanted = process_result(fed_worker, prometheus, expression)
+                    problem = difference(query(prometheus, expression), wanted, None)
+                    if not problem:
+                        break
+                    time.sleep(0.5)
+            if problem:
+                wrong.append(f"{text}: {where}: {expression}: {problem}")
+    assert time.time() < fed_worker.made + GAP[1] - 60, "ran past the gap: the 1h edge moved"
+    assert not wrong, f"{len(wrong)} differ, e.g.\n" + "\n".join(wrong[:10])
 
-    assert not empty(options["all"]), f"no data for: {empty(options['all'])}"
-    for dimension in ("team", "channel", "priority"):
-        segments = {text: value for text, value in options.items() if text.startswith(dimension)}
-        assert segments and all(value.count('"all"') == 2 for value in segments.values())
-        gaps = {text: empty(value) for text, value in segments.items()}
-        assert min(map(len, gaps.values())) == 0, f"every {dimension} lacks data: {gaps}"
+
+def test_every_record_is_counted_once_by_outcome(fed_worker: Fed) -> None:
+    counted: Counter[str] = Counter()
+    for (_, outcome), count in events_total(fed_worker.worker).items():
+        counted[outcome] += int(count)
+    assert counted == Counter({**Counter(outcomes(fed_worker.events)), "invalid": 3})
 
 
 def test_every_rule_evaluates_on_exported_metrics_and_labels(prometheus: str) -> None:
