@@ -427,14 +427,17 @@ def wait_until_snapshots_exact(
 ) -> None:
     """Wait until the latest cx-metrics snapshot of every series equals the oracle (snapshots
     go out every CX_SNAPSHOT_INTERVAL, so the latest may still show an earlier state)."""
+    import traceback
+
     failure: list[str | None] = [None]
 
     def check() -> bool:
         want = expected(events, time.time(), cap=cap, hours=hours)
         try:
             assert_snapshots_match(bootstrap, prefix, want)
-        except AssertionError as error:
-            failure[0] = str(error)
+        except AssertionError as error:  # a bare assert says nothing: name its line then
+            failing = traceback.extract_tb(error.__traceback__)[-1]
+            failure[0] = str(error) or f"{failing.name}: {failing.line}"
             return False
         return True
 
