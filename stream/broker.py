@@ -10,6 +10,7 @@ import contextlib
 import logging
 import signal
 import socket
+import ssl
 import subprocess
 import time
 from collections.abc import Iterable, Mapping
@@ -19,9 +20,15 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import (
+    BrokerResponseError,
+    IllegalSaslStateError,
+    KafkaError,
+    TopicAlreadyExistsError,
+)
 
 from .config import Settings
+from .security import KafkaSecurity
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -109,16 +116,43 @@ def partition_counts(
     try:
         return asyncio.run(_partition_counts(options, topics, timeout))
     except (KafkaError, OSError, TimeoutError) as error:
-        why = cause.error or error
-        detail = str(why) or f"no answer within {timeout:g}s"
-        if isinstance(why, TimeoutError) and settings.kafka_security.tls:
-            detail += ": is it a TLS listener? A plaintext one never answers a TLS handshake"
+        detail = _why_refused(cause.error or error, settings.kafka_security, timeout)
         raise BrokerUnreachable(
             f"cannot reach the Kafka broker at {options['bootstrap_servers']} ({detail})"
         ) from None
     finally:
         client_log.removeHandler(cause)
         client_log.propagate = True
+
+
+def _why_refused(error: BaseException, security: KafkaSecurity, timeout: float) -> str:
+    """Why the broker did not answer, in words. aiokafka reports the broker's TLS alert (a
+    client certificate missing or refused) as "Connection closed" with the alert as its cause,
+    and a broker's error code for the SASL handshake with the connection's repr as its text."""
+    if isinstance(error.__cause__, ssl.SSLError):
+        error = error.__cause__
+    if isinstance(error, BrokerResponseError) and error.args and not isinstance(error.args[0], str):
+        detail = f"[Error {error.errno}] {type(error).__name__}: {error.description}"
+    else:
+        detail = str(error) or (
+            "connection reset"
+            if isinstance(error, ConnectionResetError)
+            else f"no answer within {timeout:g}s"
+        )
+    reason = str(error.reason) if isinstance(error, ssl.SSLError) else ""
+    if isinstance(error, IllegalSaslStateError):
+        # Apache Kafka's answer to a SASL handshake at a listener without SASL
+        detail += " The listener takes no SASL login: is CX_KAFKA_SECURITY_PROTOCOL right?"
+    elif "ALERT" in reason and "CERTIFICATE" in reason:
+        detail += (
+            ": the broker refused the client certificate (CX_KAFKA_SSL_CERTFILE)"
+            if security.certfile
+            else ": the listener requires a client certificate (CX_KAFKA_SSL_CERTFILE)"
+        )
+    elif isinstance(error, TimeoutError | ConnectionResetError) and security.tls:
+        # a plaintext listener: Apache Kafka resets the connection, Tansu never answers
+        detail += ": is it a TLS listener? A plaintext one drops a TLS handshake or never answers"
+    return detail
 
 
 class _ConnectionError(logging.Handler):

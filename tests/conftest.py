@@ -42,7 +42,7 @@ def tansu(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
 
 @pytest.fixture(scope="session")
 def certificates(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
-    """A throwaway CA, a broker certificate for 127.0.0.1 and a client certificate."""
+    """A throwaway CA, a broker certificate for 127.0.0.1, client certificates (tests/secure.py)."""
     return make_certificates(tmp_path_factory.mktemp("certificates"))
 
 

@@ -1,6 +1,7 @@
-"""A worker and the simulator against a secured listener: TLS with a client certificate and
-SASL SCRAM (tests/secure.py, in front of the embedded broker); refused credentials are one
-line; no secret ever shows in the output or on /health."""
+"""Workers, the simulator and the demo against Apache Kafka's own secured listeners: SSL, which
+requires a client certificate, and SASL_SSL with PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 (the
+SCRAM users created through Kafka's admin API), with certificates the tests make. Refusals are
+one line and a non-zero exit; no secret ever shows in the output or on /health."""
 
 from __future__ import annotations
 
@@ -10,12 +11,13 @@ import subprocess
 import sys
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from stream.apache_kafka import ApacheKafka
-from stream.broker import EmbeddedBroker, check_reachable, free_port
+from stream.broker import check_reachable, free_port
 from stream.config import from_env
 from tests.kafka import (
     WorkerProcess,
@@ -25,50 +27,104 @@ from tests.kafka import (
     run_cli,
     wait_for,
 )
-from tests.secure import CLIENT_NAME, KEY_PASSWORD, Certificates, SecureProxy
+from tests.secure import KEY_PASSWORD, Certificates
 
 pytestmark = pytest.mark.broker
 
 USER, PASSWORD = "cx-worker", "sasl-Pw-31f7c2"
+MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+SCRAM_LOGIN = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
 
 
-@pytest.fixture
-def proxy(certificates: Certificates, tmp_path: Path) -> Iterator[SecureProxy]:
-    """The secured listener; the broker behind it tells clients to connect to it."""
-    port = free_port()
-    with EmbeddedBroker(log_path=tmp_path / "tansu.log", advertised_port=port) as broker:
-        secured = SecureProxy(certificates, port, broker.port, {USER: PASSWORD}).start()
-        try:
-            yield secured
-        finally:
-            secured.stop()
+@pytest.fixture(scope="module")
+def kafka(
+    certificates: Certificates, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ApacheKafka]:
+    """One secured broker for the module: SSL requires a client certificate signed by the test
+    CA; SASL_SSL knows USER in every mechanism (PLAIN from its JAAS line, SCRAM from users made
+    with Kafka's admin API); PLAINTEXT is the nodes' own listener."""
+    properties = {
+        "ssl.keystore.type": "PEM",
+        "ssl.keystore.location": str(certificates.server),
+        "ssl.truststore.type": "PEM",
+        "ssl.truststore.location": str(certificates.ca),
+        "listener.name.ssl.ssl.client.auth": "required",
+        "sasl.enabled.mechanisms": ",".join(MECHANISMS),
+        "listener.name.sasl_ssl.plain.sasl.jaas.config": (
+            "org.apache.kafka.common.security.plain.PlainLoginModule required"
+            f' user_{USER}="{PASSWORD}";'
+        ),
+        "listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config": SCRAM_LOGIN,
+        "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config": SCRAM_LOGIN,
+    }
+    listeners = {"SSL": "SSL", "SASL_SSL": "SASL_SSL"}
+    folder = tmp_path_factory.mktemp("secured-kafka")
+    with ApacheKafka(folder, listeners=listeners, properties=properties) as running:
+        for mechanism in MECHANISMS[1:]:
+            running.create_scram_user(mechanism, USER, PASSWORD)
+        for mechanism in MECHANISMS[1:]:
+            # a SCRAM user reaches the broker's metadata just after the controller has it
+            login = from_env(sasl(running, certificates, mechanism))
+            wait_for(lambda: check_reachable(login) is None, 30, f"a {mechanism} login")  # noqa: B023
+        yield running
 
 
-def secured(certificates: Certificates, proxy: SecureProxy, **variables: str) -> dict[str, str]:
+def url(kafka: ApacheKafka, listener: str) -> str:
+    return "kafka://" + ";".join(kafka.servers(listener))
+
+
+def mtls(kafka: ApacheKafka, certificates: Certificates, **variables: str) -> dict[str, str]:
+    """A client of the SSL listener, known by its certificate (the key encrypted)."""
     return {
-        "CX_BROKER": proxy.url,
+        "CX_BROKER": url(kafka, "SSL"),
         "CX_KAFKA_SSL_CAFILE": str(certificates.ca),
         "CX_KAFKA_SSL_CERTFILE": str(certificates.client),
         "CX_KAFKA_SSL_KEYFILE": str(certificates.client_key),
         "CX_KAFKA_SSL_KEY_PASSWORD": KEY_PASSWORD,
-        "CX_KAFKA_SASL_USERNAME": USER,
         **variables,
     }
 
 
-def test_worker_and_simulator_over_tls_with_client_certificate_and_scram(
-    certificates: Certificates, proxy: SecureProxy, tmp_path: Path
+def sasl(
+    kafka: ApacheKafka, certificates: Certificates, mechanism: str, **variables: str
+) -> dict[str, str]:
+    """A client of the SASL_SSL listener, logging in as USER (no client certificate)."""
+    return {
+        "CX_BROKER": url(kafka, "SASL_SSL"),
+        "CX_KAFKA_SSL_CAFILE": str(certificates.ca),
+        "CX_KAFKA_SASL_MECHANISM": mechanism,
+        "CX_KAFKA_SASL_USERNAME": USER,
+        "CX_KAFKA_SASL_PASSWORD": PASSWORD,
+        **variables,
+    }
+
+
+def test_every_mechanism_logs_in_and_a_wrong_password_is_refused(
+    kafka: ApacheKafka, certificates: Certificates
 ) -> None:
-    password_file = tmp_path / "kafka-password"
-    password_file.write_text(PASSWORD + "\n")
-    scram = secured(
-        certificates,
-        proxy,
-        CX_KAFKA_SASL_MECHANISM="SCRAM-SHA-512",
-        CX_KAFKA_SASL_PASSWORD_FILE=str(password_file),
-    )
-    # debug: even aiokafka's and Faust's debug logs must not show a secret
-    worker = WorkerProcess(proxy.url, tmp_path, "worker", CX_LOG_LEVEL="debug", **scram).start()
+    for mechanism in MECHANISMS:
+        assert check_reachable(from_env(sasl(kafka, certificates, mechanism))) is None
+        wrong = sasl(kafka, certificates, mechanism, CX_KAFKA_SASL_PASSWORD="not-" + PASSWORD)
+        problem = check_reachable(from_env(wrong))
+        assert problem is not None and "SaslAuthenticationFailed" in problem, problem
+        assert PASSWORD not in problem
+    assert check_reachable(from_env(mtls(kafka, certificates))) is None
+
+
+def run_worker_and_simulator(
+    tmp_path: Path, prefix: str, worker_env: dict[str, str], simulator_env: dict[str, str]
+) -> str:
+    """A worker (debug logs) processes every event the simulator sends; returns all they
+    printed and every /health answer."""
+    worker = WorkerProcess(
+        worker_env["CX_BROKER"],
+        tmp_path,
+        "worker",
+        CX_TOPIC_PREFIX=prefix,
+        # debug: even aiokafka's and Faust's debug logs must not show a secret
+        CX_LOG_LEVEL="debug",
+        **worker_env,
+    ).start()
     try:
         # the worker creates the topics; traffic sent earlier would create them its own way
         health = wait_for(lambda: _get(worker.url + "/health"), 60, "the worker's /health")
@@ -78,12 +134,8 @@ def test_worker_and_simulator_over_tls_with_client_certificate_and_scram(
             "2h",
             "--duration",
             "1s",
-            **secured(
-                certificates,
-                proxy,
-                CX_KAFKA_SASL_MECHANISM="SCRAM-SHA-256",
-                CX_KAFKA_SASL_PASSWORD=PASSWORD,
-            ),
+            CX_TOPIC_PREFIX=prefix,
+            **simulator_env,
         )
         assert simulated.returncode == 0, simulated.stderr
         sent = int(simulated.stderr.split("sent ")[-1].split()[0])
@@ -92,51 +144,57 @@ def test_worker_and_simulator_over_tls_with_client_certificate_and_scram(
         health += _get(worker.url + "/health")
     finally:
         worker.stop()
-    # every connection was TLS with the client certificate, then a SCRAM login: the worker's
-    # topic helpers, Faust's consumer and producer, and the simulator's producer
-    assert proxy.refused == []
-    assert set(proxy.client_names) == {CLIENT_NAME}
-    assert len(proxy.client_names) == len(proxy.logins)
-    assert proxy.logins.count(("SCRAM-SHA-512", USER)) >= 3, proxy.logins
-    assert ("SCRAM-SHA-256", USER) in proxy.logins
-    output = worker.log_path.read_text() + simulated.stdout + simulated.stderr + health
-    assert "Authenticated as cx-worker via SCRAM-SHA-512" in output  # aiokafka's debug line
+    return worker.log_path.read_text() + simulated.stdout + simulated.stderr + health
+
+
+def test_worker_over_tls_with_a_client_certificate(
+    kafka: ApacheKafka, certificates: Certificates, tmp_path: Path, prefix: str
+) -> None:
+    """The worker at the SSL listener (Faust's SSLCredentials), the simulator at SASL_SSL."""
+    key_password = tmp_path / "key-password"
+    key_password.write_text(KEY_PASSWORD + "\n")
+    worker = mtls(
+        kafka,
+        certificates,
+        CX_KAFKA_SSL_KEY_PASSWORD="",
+        CX_KAFKA_SSL_KEY_PASSWORD_FILE=str(key_password),
+    )
+    output = run_worker_and_simulator(
+        tmp_path, prefix, worker, sasl(kafka, certificates, "SCRAM-SHA-256")
+    )
     assert PASSWORD not in output and KEY_PASSWORD not in output
 
 
-def test_plain_password_stays_out_of_debug_logs(
-    certificates: Certificates, proxy: SecureProxy, tmp_path: Path
+def test_worker_over_sasl_plain(
+    kafka: ApacheKafka, certificates: Certificates, tmp_path: Path, prefix: str
 ) -> None:
-    """A PLAIN token is the password itself, and aiokafka would log each request at debug."""
-    plain = secured(
-        certificates, proxy, CX_KAFKA_SASL_MECHANISM="PLAIN", CX_KAFKA_SASL_PASSWORD=PASSWORD
+    """The worker at SASL_SSL with PLAIN, whose token is the password itself (aiokafka logs
+    each request at debug); the simulator at the SSL listener with its client certificate."""
+    password = tmp_path / "kafka-password"
+    password.write_text(PASSWORD + "\n")
+    worker = sasl(
+        kafka,
+        certificates,
+        "PLAIN",
+        CX_KAFKA_SASL_PASSWORD="",
+        CX_KAFKA_SASL_PASSWORD_FILE=str(password),
     )
-    worker = WorkerProcess(proxy.url, tmp_path, "worker", CX_LOG_LEVEL="debug", **plain).start()
-    try:
-        wait_for(lambda: ("PLAIN", USER) in proxy.logins, 60, "Faust's clients logging in")
-        wait_for(lambda: worker.samples(), 60, "the worker serving")
-    finally:
-        worker.stop()
-    assert ("PLAIN", USER) in proxy.logins
-    assert PASSWORD not in worker.log_path.read_text()
+    output = run_worker_and_simulator(tmp_path, prefix, worker, mtls(kafka, certificates))
+    assert "Authenticated as cx-worker via PLAIN" in output  # aiokafka's debug line
+    assert PASSWORD not in output and KEY_PASSWORD not in output
 
 
 def test_demo_against_a_secured_broker(
-    certificates: Certificates, proxy: SecureProxy, tmp_path: Path
+    kafka: ApacheKafka, certificates: Certificates, tmp_path: Path, prefix: str
 ) -> None:
     """The demo's reachability check and simulator, and the worker it starts, all log in."""
     port = free_port()
     environment = {name: value for name, value in os.environ.items() if not name.startswith("CX_")}
-    scram = secured(
-        certificates,
-        proxy,
-        CX_KAFKA_SASL_MECHANISM="SCRAM-SHA-512",
-        CX_KAFKA_SASL_PASSWORD=PASSWORD,
-    )
+    scram = sasl(kafka, certificates, "SCRAM-SHA-512", CX_TOPIC_PREFIX=prefix)
     demo = subprocess.Popen(
         [sys.executable, "-m", "stream", "demo", "--backfill", "2h", "--history-rate", "1"],
-        # the broker behind the proxy is the embedded one: its workarounds apply
-        env={**environment, **scram, "CX_EMBEDDED_BROKER": "1", "CX_WEB_PORT": str(port)},
+        # TMPDIR: the demo's folder of logs and state, in the test's own
+        env={**environment, **scram, "CX_WEB_PORT": str(port), "TMPDIR": str(tmp_path)},
         stdout=subprocess.DEVNULL,
         stderr=open(tmp_path / "demo.err", "wb"),  # noqa: SIM115
         start_new_session=True,
@@ -152,65 +210,68 @@ def test_demo_against_a_secured_broker(
     finally:
         if demo.poll() is None:
             kill_demo(demo)
-    assert proxy.refused == []
-    assert set(proxy.client_names) == {CLIENT_NAME}
-    assert len(proxy.logins) == len(proxy.client_names) >= 4
     errors = (tmp_path / "demo.err").read_text()
-    workdir = Path(errors.rsplit("logs are in ", 1)[1].strip())
+    (workdir,) = tmp_path.glob("cx-stream-demo-*")  # (rich wraps the path it prints)
     output = errors + (workdir / "worker.log").read_text()
-    assert PASSWORD not in output and KEY_PASSWORD not in output
+    assert "Authenticated as cx-worker via SCRAM-SHA-512" in output  # aiokafka's line
+    assert PASSWORD not in output
 
 
-def test_refused_credentials_are_one_line_without_the_secret(
-    certificates: Certificates, proxy: SecureProxy
+def test_refused_connections_are_one_line_without_the_secret(
+    kafka: ApacheKafka, certificates: Certificates
 ) -> None:
     wrong = "not-" + PASSWORD
-    scram = {"CX_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512", "CX_KAFKA_SASL_PASSWORD": PASSWORD}
-    cases = [
-        ({**scram, "CX_KAFKA_SASL_PASSWORD": wrong}, "Authentication failed", "SASL"),
-        (
-            {**scram, "CX_KAFKA_SSL_CAFILE": str(certificates.other_ca)},
-            "certificate verify failed",
-            "TLS",
-        ),
-        (
-            {
-                **scram,
-                "CX_KAFKA_SSL_CERTFILE": "",
-                "CX_KAFKA_SSL_KEYFILE": "",
-                "CX_KAFKA_SSL_KEY_PASSWORD": "",
-            },
-            "closed",
-            "certificate",
-        ),
-    ]
-    for variables, mentions, refused in cases:
-        result = run_cli("worker", **secured(certificates, proxy, **variables))
-        assert_one_line_error(result, mentions)
-        assert PASSWORD not in result.stderr and wrong not in result.stderr
-        assert KEY_PASSWORD not in result.stderr
-        assert refused in proxy.refused[-1]
-
-
-def test_security_against_a_plaintext_broker_is_one_line_without_the_secret(
-    broker: ApacheKafka, certificates: Certificates
-) -> None:
     login = {"CX_KAFKA_SASL_USERNAME": USER, "CX_KAFKA_SASL_PASSWORD": PASSWORD}
-    sasl = run_cli(
-        "worker", CX_BROKER=broker.url, CX_KAFKA_SECURITY_PROTOCOL="SASL_PLAINTEXT", **login
-    )
-    assert_one_line_error(sasl, "UnsupportedSaslMechanism")
-    unreachable = run_cli("worker", CX_BROKER=f"kafka://127.0.0.1:{free_port()}", **login)
-    assert_one_line_error(unreachable, "cannot reach the Kafka broker")
-    demo = run_cli("demo", **login)  # the embedded broker has no TLS or SASL
-    assert_one_line_error(demo, "CX_KAFKA_SECURITY_PROTOCOL=SASL_SSL needs CX_BROKER")
-    for result in (sasl, unreachable, demo):
-        assert PASSWORD not in result.stdout + result.stderr
-    # a TLS handshake sent to a plaintext listener is never answered: the worker waits 10 s
-    tls = from_env({"CX_BROKER": broker.url, "CX_KAFKA_SSL_CAFILE": str(certificates.ca), **login})
-    problem = check_reachable(tls, timeout=1)
-    assert problem is not None and "no answer within 1s: is it a TLS listener?" in problem
-    assert PASSWORD not in problem
+    no_certificate = {
+        "CX_KAFKA_SSL_CERTFILE": "",
+        "CX_KAFKA_SSL_KEYFILE": "",
+        "CX_KAFKA_SSL_KEY_PASSWORD": "",
+    }
+    stranger = str(certificates.stranger)  # signed by a CA the broker does not trust
+    worker = "worker"
+    cases = [
+        (
+            worker,
+            sasl(kafka, certificates, "SCRAM-SHA-512", CX_KAFKA_SASL_PASSWORD=wrong),
+            "SaslAuthenticationFailed: Authentication failed during authentication due to"
+            " invalid credentials with SASL mechanism SCRAM-SHA-512",
+        ),
+        (
+            worker,
+            sasl(kafka, certificates, "PLAIN", CX_KAFKA_SSL_CAFILE=str(certificates.other_ca)),
+            "certificate verify failed",
+        ),
+        (
+            worker,
+            {**mtls(kafka, certificates), **no_certificate},
+            "the listener requires a client certificate (CX_KAFKA_SSL_CERTFILE)",
+        ),
+        (
+            worker,
+            {**mtls(kafka, certificates), **no_certificate, "CX_KAFKA_SSL_CERTFILE": stranger},
+            "the broker refused the client certificate (CX_KAFKA_SSL_CERTFILE)",
+        ),
+        (
+            worker,
+            {"CX_BROKER": kafka.url, "CX_KAFKA_SSL_CAFILE": str(certificates.ca), **login},
+            "connection reset: is it a TLS listener?",
+        ),
+        (
+            worker,
+            {"CX_BROKER": kafka.url, "CX_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT", **login},
+            "IllegalSaslStateError: Request is not valid given the current SASL state."
+            " The listener takes no SASL login",
+        ),
+        # no broker at all; the demo's embedded broker, which has no TLS or SASL
+        (worker, {"CX_BROKER": f"kafka://127.0.0.1:{free_port()}", **login}, "cannot reach"),
+        ("demo", login, "CX_KAFKA_SECURITY_PROTOCOL=SASL_SSL needs CX_BROKER"),
+    ]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(lambda case: run_cli(case[0], **case[1]), cases))
+    for (_, _, mentions), result in zip(cases, results, strict=True):
+        assert_one_line_error(result, mentions)
+        output = result.stdout + result.stderr
+        assert PASSWORD not in output and wrong not in output and KEY_PASSWORD not in output
 
 
 def processed_at(url: str) -> float:
