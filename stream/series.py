@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from .exporter import (
+    LABELS,
     MergedSeries,
     Samples,
     SeriesRow,
@@ -60,6 +61,8 @@ class Series:
         took a third of a worker's time at 500 events/s, polled every 0.1 s."""
         self._stamps: dict[str, int] = {}
         """The version at which each entry last changed."""
+        self._via: dict[SegmentKey, int] = {}
+        """The cx-partials partition each exported series arrives on (one per dimension)."""
         self._merged: dict[SegmentKey, _Merged] = {}
         """Each exported series' rows and samples, with the entries (and their stamps) they were
         merged from: a series is merged and rendered again only when one of its entries changed.
@@ -126,8 +129,10 @@ class Series:
     def _merged_rows(self, owned: frozenset[int]) -> list[SeriesRow]:
         entries = {key: entry for key, entry in self._decoded().items() if entry["via"] in owned}
         sources: dict[SegmentKey, list[str]] = {}
+        self._via = {}
         for series, key in zip(series_keys(entries.values(), self.cap), entries, strict=True):
             sources.setdefault(series, []).append(key)
+            self._via[series] = entries[key]["via"]
         merged: dict[SegmentKey, _Merged] = {}
         for series, keys in sources.items():
             stamps = tuple(sorted((key, self._stamps.get(key, 0)) for key in keys))
@@ -141,6 +146,12 @@ class Series:
             merged[series] = cached
         self._merged = dict(sorted(merged.items()))
         return [row for cached in self._merged.values() for row in cached.rows]
+
+    def via(self, row: SeriesRow) -> int:
+        """The cx-partials partition an exported row's series arrives on."""
+        labels = row.labels
+        dimension = next((name for name in LABELS[1:] if labels[name] != "all"), "all")
+        return self._via[(dimension, labels.get(dimension, "all"))]
 
     def exposition(self) -> str:
         """The rows on /metrics, rendered again only when they changed."""
@@ -156,22 +167,30 @@ class Series:
 
 
 class Snapshots:
-    """cx-metrics: each exported series' values, sent when they changed since last sent."""
+    """cx-metrics: each exported series' values, sent when they changed since last sent, and a
+    tombstone when a series this worker exported is gone (folded into `other`, or its last
+    state forgotten): a compacted topic would otherwise keep its last snapshot for good. A
+    series that moved to another worker is left to that worker."""
 
     def __init__(self, series: Series, topic: Any) -> None:
         self.series = series
         self.topic = topic
-        self.published: dict[str, dict[str, Any]] = {}
+        self.published: dict[str, tuple[int, dict[str, Any]]] = {}
+        """Each key sent: the cx-partials partition its series came on, and what was sent."""
 
     async def publish(self, now: float) -> None:
         rows = self.series.rows()
         current = {row.key for row in rows}
+        owned = self.series.owned_partitions()
         for key in list(self.published):
             if key not in current:
-                del self.published[key]  # no longer ours: the new owner publishes it
+                via, _ = self.published.pop(key)
+                if via in owned:  # gone, not moved to another worker
+                    await self.topic.send(key=key.encode(), value=None)
         for row in rows:
             value = snapshot(row, now)
             comparable = {name: field for name, field in value.items() if name != "as_of"}
-            if self.published.get(row.key) != comparable:
+            sent = self.published.get(row.key)
+            if sent is None or sent[1] != comparable:
                 await self.topic.send(key=row.key.encode(), value=orjson.dumps(value))
-                self.published[row.key] = comparable
+                self.published[row.key] = (self.series.via(row), comparable)

@@ -387,7 +387,10 @@ def assert_snapshots_match(bootstrap: str, prefix: str, want: Expected) -> None:
     )
     latest: dict[str, dict[str, Any]] = {}
     for record in read_topic(bootstrap, prefix + "cx-metrics"):
-        latest[record.key.decode()] = orjson.loads(record.value)
+        if record.value is None:  # a tombstone: the series is gone
+            latest.pop(record.key.decode(), None)
+        else:
+            latest[record.key.decode()] = orjson.loads(record.value)
     assert {tuple(key.split(",")) for key in latest} == {
         tuple(f"{n}={v}" for n, v in zip(LABELS, labels, strict=True)) for labels in want.series
     }

@@ -1,4 +1,4 @@
-"""The processor end to end on the embedded broker: /metrics and cx-metrics against the oracle."""
+"""The processor end to end on Apache Kafka: /metrics and cx-metrics against the oracle."""
 
 from __future__ import annotations
 
@@ -169,3 +169,30 @@ def test_two_workers_split_the_work_and_survive_sigkill(
     restarted = workers("first", **config)
     wait_for(lambda: split(restarted, second), 90, "the restarted worker to take partitions back")
     wait_until_exact([restarted, second], events, timeout=120, hours=hours, sla_clock="business")
+
+
+def test_a_series_folded_into_other_leaves_cx_metrics(
+    broker: ApacheKafka, prefix: str, workers: WorkerFactory
+) -> None:
+    """Exported first under its own label, then folded into `other` when three teams that
+    sort before it come: its snapshots are deleted (tombstones), or the compacted topic would
+    keep them for good."""
+    at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 60))
+
+    def opened(ticket: str, team: str) -> tuple[str, dict[str, Any]]:
+        return (
+            "ticket-opened",
+            {"event_id": f"o-{ticket}", "ticket_id": ticket, "occurred_at": at, "team": team},
+        )
+
+    worker = workers(CX_MAX_SEGMENT_VALUES="3")
+    first = [opened("T1", "shipping")]
+    produce(broker.bootstrap, event_records(first, prefix))
+    wait_until_snapshots_exact(broker.bootstrap, prefix, first)
+    everything = [
+        *first,
+        *(opened(f"T{n}", team) for n, team in enumerate(("accounts", "billing", "onboarding"), 2)),
+    ]
+    produce(broker.bootstrap, event_records(everything[1:], prefix))
+    wait_until_exact([worker], everything)
+    wait_until_snapshots_exact(broker.bootstrap, prefix, everything)
