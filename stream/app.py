@@ -47,10 +47,11 @@ from .health import (
 )
 from .ingest import DEAD_LETTER_MAX_BYTES, BatchStates, Ingest
 from .memory import prepare_long_running_process, release_free_memory
-from .partials import PartialsPublisher, newest_partials
+from .partials import Messages, PartialsPublisher, newest_partials
 from .pipeline import STATE_TABLES, Pipeline, TableName
 from .series import Series, Snapshots
 from .store import ROCKSDB_OPTIONS, STORE_URL
+from .transactions import Transactions
 from .transport import App
 
 log = logging.getLogger("cx_stream")
@@ -120,6 +121,7 @@ def create_app(settings: Settings) -> App:
     what is here is only how Faust runs them: agents, timers, pages and callbacks."""
     app = App(f"{settings.topic_prefix}{settings.app_id}", **faust_settings(settings))
     app.correct_end_offsets = settings.embedded_broker
+    app.exactly_once = settings.processing_guarantee == "exactly_once"
     raw: dict[str, Any] = {
         "key_serializer": "raw",
         "value_serializer": "raw",
@@ -152,7 +154,7 @@ def create_app(settings: Settings) -> App:
         collector(registry=registry)
 
     ingest = _ingest_stage(app, settings, topics, tickets, surveys, registry)
-    _partials_stage(app, settings, ingest.pipeline, topics.partials)
+    _partials_stage(app, settings, ingest, topics.partials)
     snapshots = _merge_and_export_stage(app, settings, topics, series_table, registry)
     _health_stage(app, settings, topics, ingest, snapshots, registry)
     return app
@@ -204,9 +206,26 @@ def _ingest_stage(
         "tickets": tickets.changelog_topic.get_topic_name(),
         "surveys": surveys.changelog_topic.get_topic_name(),
     }
-    # the changelog record batches go around Faust's producer, and so around its transactions
+    # the changelog record batches go around Faust's producer, and so around its transactions:
+    # exactly-once is the ingest's own (transactions.py)
     guarantee: Any = app.conf.processing_guarantee
     assert guarantee == ProcessingGuarantee.AT_LEAST_ONCE
+    transactions = None
+    if app.exactly_once:
+        transactions = Transactions(
+            app.conf.id,
+            {
+                **client_options(settings),
+                "max_request_size": DEAD_LETTER_MAX_BYTES,
+                "max_batch_size": RECORD_BATCH_BYTES,
+            },
+        )
+        app.before_recovery = transactions.assign
+
+        @app.on_before_shutdown.connect  # type: ignore[arg-type]
+        async def stop_transactions(sender: Any, **kwargs: Any) -> None:
+            await transactions.stop()
+
     ingest = Ingest(
         pipeline,
         states,
@@ -217,6 +236,7 @@ def _ingest_stage(
         topics.dead_letter.get_topic_name(),
         outcomes,
         dead_letter_failures,
+        transactions,
     )
     # the consumer hands records of the input topics to ingest a fetch at a time
     app.topics.add(topics.inputs)
@@ -258,9 +278,27 @@ def _ingest_stage(
     return ingest
 
 
-def _partials_stage(app: App, settings: Settings, pipeline: Pipeline, partials: Any) -> None:
-    """Between the stages: every partition's changed window totals to cx-partials."""
-    publisher = PartialsPublisher(pipeline, partials)
+def _partials_stage(app: App, settings: Settings, ingest: Ingest, partials: Any) -> None:
+    """Between the stages: every partition's changed window totals to cx-partials (under
+    exactly-once in a transaction of the partition's producer, between ingest batches)."""
+    transactions = ingest.transactions
+
+    async def send(partition: int, messages: Messages) -> None:
+        if transactions is None:
+            for key, value in messages:
+                await partials.send(key=key, value=value)
+            return
+        topic = partials.get_topic_name()
+
+        async def write(producer: Any) -> None:
+            for key, value in messages:
+                await producer.send(topic, value, key=key)
+
+        async with ingest.lock:
+            if partition in transactions.producers:  # (not revoked meanwhile)
+                await transactions.commit(partition, write, {})
+
+    publisher = PartialsPublisher(ingest.pipeline, send)
 
     @app.timer(settings.publish_interval)
     async def publish_partials() -> None:
@@ -372,6 +410,7 @@ def _health_stage(
         status, body = readiness.answer()
         body |= {
             "input_partitions": sorted(pipeline.partitions),
+            "records": ingest.record_counts(),
             "exported_series": len(snapshots.series.rows()),
             "state_entries": state_entries(pipeline),
         }
@@ -415,11 +454,12 @@ def prepare_topics(settings: Settings) -> Settings:
             f"internal topics do not match the {wanted} input partitions ({', '.join(stale)}):"
             " start with a new CX_APP_ID, whose new consumer group reads the inputs from the start"
         )
-    missing = {
-        settings.topic(name): config
-        for name, config in OWN_TOPICS.items()
-        if settings.topic(name) not in counts
-    }
+    # the changelogs too, before Faust starts: Faust would make them as it joins the group,
+    # and a group leader that assigned before its broker knew of one found it with no
+    # partitions (PartitionsMismatch on every message, until its metadata refreshed)
+    changelogs = {name: {"cleanup.policy": "compact"} for name in internal[1:]}
+    wanted_topics = {**{settings.topic(n): c for n, c in OWN_TOPICS.items()}, **changelogs}
+    missing = {name: config for name, config in wanted_topics.items() if name not in counts}
     create_topics(settings, missing, wanted)
     return settings.with_overrides(partitions=wanted)
 

@@ -77,8 +77,10 @@ started together both create the missing topics, and the slower may see them hal
 
 
 async def _partition_counts(
-    options: Mapping[str, Any], topics: Iterable[str], timeout: float
+    options: Mapping[str, Any], topics: Iterable[str], timeout: float, every: bool = False
 ) -> dict[str, int]:
+    """Partitions of each of `topics` that exists (with `every`: once all of them exist, or
+    when `timeout` runs out)."""
     wanted = list(topics)
     consumer = AIOKafkaConsumer(**options, request_timeout_ms=int(timeout * 1000))
     deadline = time.monotonic() + timeout
@@ -96,7 +98,8 @@ async def _partition_counts(
                 if topic in existing
             }
             # a topic another worker is creating right now may be listed without partitions
-            if 0 not in counts.values() or time.monotonic() > deadline:
+            complete = 0 not in counts.values() and (not every or len(counts) == len(wanted))
+            if complete or time.monotonic() > deadline:
                 return counts
             await asyncio.sleep(METADATA_RETRY_DELAY)
     finally:
@@ -167,6 +170,10 @@ class _ConnectionError(logging.Handler):
             self.error = record.args[-1]
 
 
+CREATED_TOPICS_TIMEOUT = 30.0
+"""Seconds to wait until created topics show in the metadata with their partitions."""
+
+
 async def _create_topics(
     options: Mapping[str, Any],
     topics: Mapping[str, Mapping[str, str]],
@@ -186,6 +193,13 @@ async def _create_topics(
                 raise KafkaError(f"creating topic {name} failed with error code {code}")
     finally:
         await admin.close()
+    # until the metadata lists them all with their partitions: a cluster's brokers learn of a
+    # new topic a moment apart, and a consumer group whose leader assigned before its broker
+    # knew a changelog topic found it with 0 partitions (Faust's PartitionsMismatch)
+    counts = await _partition_counts(options, topics, CREATED_TOPICS_TIMEOUT, every=True)
+    missing = sorted(name for name in topics if not counts.get(name))
+    if missing:
+        raise KafkaError(f"topics created but not in the metadata: {', '.join(missing)}")
 
 
 def create_topics(

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import click
 
-from .config import ConfigError, Settings, check, from_env
+from .config import GUARANTEES, ConfigError, Settings, check, from_env
 from .windows import parse_duration, parse_windows
 
 Command = TypeVar("Command", bound=Callable[..., Any])
@@ -65,7 +65,16 @@ def cli() -> None:
 @click.option(
     "--state-retention", help="forget settled state older than this, e.g. 35d [CX_STATE_RETENTION]"
 )
-@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option(
+    "--processing-guarantee",
+    type=click.Choice(GUARANTEES),
+    help="at_least_once, or exactly_once with Kafka transactions [CX_PROCESSING_GUARANTEE]",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    help="the least severe log lines written [CX_LOG_LEVEL]",
+)
 def worker(**options: Any) -> None:
     """Run one worker; workers with the same app id share the partitions."""
     from .app import run_worker

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from . import security
 from .business_hours import Schedules, load_schedules
@@ -13,6 +13,8 @@ from .tickets import DEFAULT_SLA, SlaClock, SlaTargets, TicketRules
 from .windows import WindowSpec, parse_duration, parse_windows
 
 PRIORITIES = ("low", "normal", "high", "urgent")
+ProcessingGuarantee = Literal["at_least_once", "exactly_once"]
+GUARANTEES: tuple[ProcessingGuarantee, ...] = ("at_least_once", "exactly_once")
 T = TypeVar("T")
 
 
@@ -46,6 +48,9 @@ class Settings:
     snapshot_interval: float = 10.0
     sla: SlaTargets = DEFAULT_SLA
     embedded_broker: bool = False
+    processing_guarantee: ProcessingGuarantee = "at_least_once"
+    """exactly_once: each ingest batch's changelog records, dead letters and input offsets
+    (and each partition's partials) commit in one Kafka transaction (docs/contract.md, 6)."""
     session_timeout: float = 45.0
     """Seconds the consumer group waits for a silent worker before its partitions move
     (Kafka's session.timeout.ms; the Java client's default since Kafka 3.0)."""
@@ -102,6 +107,14 @@ def _parsed(name: str, env: Mapping[str, str], parse: Callable[[str], T]) -> T:
         raise ConfigError(f"{name}: {error}") from None
 
 
+def parse_guarantee(text: str) -> ProcessingGuarantee:
+    if text not in GUARANTEES:
+        raise ConfigError(
+            f"CX_PROCESSING_GUARANTEE={text!r} is neither at_least_once nor exactly_once"
+        )
+    return text
+
+
 def from_env(environ: Mapping[str, str] | None = None) -> Settings:
     """Settings from the CX_* variables of `environ` (default: the process environment)."""
     env = os.environ if environ is None else environ
@@ -142,6 +155,8 @@ def from_env(environ: Mapping[str, str] | None = None) -> Settings:
         if clock not in ("calendar", "business"):
             raise ConfigError(f"CX_SLA_CLOCK={clock!r} is neither calendar nor business")
         values["sla_clock"] = clock
+    if "CX_PROCESSING_GUARANTEE" in env:
+        values["processing_guarantee"] = parse_guarantee(env["CX_PROCESSING_GUARANTEE"])
     if "CX_STATE_RETENTION" in env:
         values["state_retention"] = _parsed("CX_STATE_RETENTION", env, parse_duration)
     defaults = settings.sla
@@ -164,6 +179,11 @@ def check(settings: Settings) -> Settings:
     """Refuse combinations that would make published numbers wrong."""
     if settings.sla_clock == "business" and settings.business_hours is None:
         raise ConfigError("CX_SLA_CLOCK=business needs opening hours: set CX_BUSINESS_HOURS")
+    if settings.processing_guarantee == "exactly_once" and settings.embedded_broker:
+        raise ConfigError(
+            "CX_PROCESSING_GUARANTEE=exactly_once needs Kafka transactions, which the embedded"
+            " broker lacks: set CX_BROKER to an Apache Kafka cluster"
+        )
     largest = max(spec.seconds for spec in settings.windows)
     if settings.retention_seconds < largest:
         raise ConfigError(

@@ -24,13 +24,15 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Se
 from typing import Any, Protocol
 
 import orjson
+from aiokafka import TopicPartition
 from faust.types import Message
 from prometheus_client import Counter as PrometheusCounter
 
 from .events import InvalidEvent
 from .pipeline import STATE_TABLES, Checkpoint, Entries, Pipeline, StoredState, TableName
-from .store import UNDO_TAG, Store
+from .store import OUTCOMES_KEY, UNDO_TAG, Store
 from .tickets import is_forgettable
+from .transactions import Transactions
 
 log = logging.getLogger("cx_stream")
 
@@ -101,6 +103,9 @@ class ChangelogProducer(Protocol):
     ) -> Awaitable[Any]: ...
 
 
+RecordCounts = dict[str, dict[str, int]]
+"""Input records by topic and outcome."""
+
 Sent = list[tuple[Awaitable[Any], int]]
 """Record batches sent to one partition, in order: each one's delivery and record count."""
 
@@ -115,6 +120,10 @@ class BatchStates:
         """The keys in each (table, partition)'s undo log: changed since its checkpoint."""
         self.read: dict[tuple[TableName, int, bytes], bytes | None] = {}
         """The values the batch read from the store, by (table, partition, key)."""
+        self.records: dict[int, RecordCounts] = {}
+        """Per partition owned: its input records by topic and outcome, ever (as stored)."""
+        self.counted: set[int] = set()
+        """The partitions whose record counts the batch changed."""
 
     def get(self, table: TableName, partition: int, key: str) -> StoredState | None:
         pending = self.pending.get((table, partition))
@@ -127,6 +136,21 @@ class BatchStates:
 
     def put(self, table: TableName, partition: int, key: str, value: StoredState | None) -> None:
         self.pending.setdefault((table, partition), {})[key] = value
+
+    def count(self, partition: int, topic: str, outcome: str) -> None:
+        """One more input record of `partition` came to `outcome`: written with the batch."""
+        counts = self.record_counts(partition)
+        by_outcome = counts.setdefault(topic, {})
+        by_outcome[outcome] = by_outcome.get(outcome, 0) + 1
+        self.counted.add(partition)
+
+    def record_counts(self, partition: int) -> RecordCounts:
+        """A partition's record counts, read from its store the first time."""
+        counts = self.records.get(partition)
+        if counts is None:
+            raw = self.stores["surveys"].read(partition, OUTCOMES_KEY)
+            counts = self.records[partition] = {} if raw is None else orjson.loads(raw)
+        return counts
 
     def items(self, table: TableName, partition: int) -> Iterator[tuple[str, StoredState]]:
         for key, raw in self.stores[table].partition_items(partition):
@@ -164,7 +188,10 @@ class BatchStates:
             }
             undo = self._undo(table, partition, states, new_checkpoint)
             changes[(table, partition)] = (states, undo)
-        self.pending, self.read = {}, {}
+        for partition in self.counted:  # (the windows do not depend on them: no undo entry)
+            states, _ = changes.setdefault(("surveys", partition), ({}, {}))
+            states[OUTCOMES_KEY] = orjson.dumps(self.records[partition])
+        self.pending, self.read, self.counted = {}, {}, set()
         return changes
 
     def _undo(
@@ -184,9 +211,11 @@ class BatchStates:
         return {UNDO_TAG + key: self.read[(table, partition, key)] or b"" for key in new}
 
     def drop(self, partition: int) -> None:
-        """Forget the undo log keys of a partition this worker no longer owns."""
+        """Forget the undo log keys and record counts of a partition this worker no longer
+        owns."""
         for table in STATE_TABLES:
             self.logged.pop((table, partition), None)
+        self.records.pop(partition, None)
 
 
 class Ingest:
@@ -201,6 +230,7 @@ class Ingest:
         dead_letter: str,
         outcomes: Any,
         dead_letter_failures: PrometheusCounter,
+        transactions: Transactions | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.states = states
@@ -215,6 +245,8 @@ class Ingest:
         self.outcomes = outcomes
         self.dead_letter_failures = dead_letter_failures
         """Invalid records that could not be sent to the dead-letter topic, by input topic."""
+        self.transactions = transactions
+        """Exactly-once: the transactional producers; None for at-least-once."""
         self.lock = asyncio.Lock()
         """Held while a batch, a sweep step or a restore changes state; a rebalance waits."""
         self.windows_restored = False
@@ -226,7 +258,7 @@ class Ingest:
             now = time.time()
             outcomes: dict[int, tuple[Message, str]] = {}
             """By id(message): the message and its outcome."""
-            dead_letters: list[DeadLetter] = []
+            invalid: list[tuple[Message, Headers]] = []
             for message in messages:
                 # a record without a timestamp (-1) is judged by the clock that reads it
                 record_time = message.timestamp if message.timestamp > 0 else now
@@ -240,21 +272,39 @@ class Ingest:
                     )
                 except InvalidEvent as error:
                     outcome = "invalid"
-                    dead_letters.append(await self._dead_letter(message, str(error)))
+                    invalid.append((message, _headers(message, str(error))))
                 except Exception as error:  # a bug must cost one record, never the partition
                     outcome = "invalid"
-                    dead_letters.append(await self._internal_error(message, error))
+                    invalid.append(self._internal_error(message, error))
                 outcomes[id(message)] = (message, outcome)
             for failure in self.pipeline.settle(now):
                 for token in failure.tokens:
                     assert isinstance(token, Message)
                     outcomes[id(token)] = (token, "invalid")
-                    dead_letters.append(await self._internal_error(token, failure.error))
-            await self._write_back()
-            await asyncio.gather(*(self._deliver(*letter) for letter in dead_letters))
+                    invalid.append(self._internal_error(token, failure.error))
+            for message, outcome in outcomes.values():
+                self.states.count(message.partition, message.topic, outcome)
+            if self.transactions is None:
+                dead_letters = [await self._dead_letter(*letter) for letter in invalid]
+                await self._write_back()
+                await asyncio.gather(*(self._deliver(*letter) for letter in dead_letters))
+            else:
+                await self._write_back(messages, invalid)
             counted = Counter((message.topic, outcome) for message, outcome in outcomes.values())
             for (topic, outcome), count in counted.items():
                 self.outcomes.labels(topic, outcome).inc(count)
+
+    def record_counts(self) -> RecordCounts:
+        """The input records of the partitions owned, by topic and outcome, since the topics
+        began: kept with the states (under exactly-once, each record counted once whatever
+        crashed; under at-least-once a record read again after a crash counts again)."""
+        totals: RecordCounts = {}
+        for partition in sorted(self.pipeline.partitions):
+            for topic, by_outcome in self.states.record_counts(partition).items():
+                for outcome, count in by_outcome.items():
+                    mine = totals.setdefault(topic, {})
+                    mine[outcome] = mine.get(outcome, 0) + count
+        return totals
 
     async def restore_windows(self, partitions: Iterable[int], now: float) -> None:
         """Once Faust restored the tables (start, crash, rebalance): the windows of
@@ -278,7 +328,7 @@ class Ingest:
                 self.pipeline.drop(partition)
                 self.states.drop(partition)
 
-    async def _internal_error(self, message: Message, error: Exception) -> DeadLetter:
+    def _internal_error(self, message: Message, error: Exception) -> tuple[Message, Headers]:
         # where it failed, not the error's message: that may quote the record
         log.error(
             "failed to process a record; sent to the dead-letter topic",
@@ -288,7 +338,7 @@ class Ingest:
                 "stack": "".join(traceback.format_tb(error.__traceback__)),
             },
         )
-        return await self._dead_letter(message, f"internal error: {type(error).__name__}")
+        return message, _headers(message, f"internal error: {type(error).__name__}")
 
     async def forget_expired(self, retention_seconds: float) -> int:
         """Delete the states past the retention horizon in every partition owned, a chunk at a
@@ -318,17 +368,8 @@ class Ingest:
             if is_forgettable(stored, horizon):
                 yield key
 
-    async def _dead_letter(self, message: Message, reason: str) -> DeadLetter:
+    async def _dead_letter(self, message: Message, headers: Headers) -> DeadLetter:
         """Queue the record for the dead-letter topic; its delivery is awaited with the batch."""
-        if len(reason) > MAX_REASON_CHARS:
-            reason = reason[: MAX_REASON_CHARS - 3] + "..."
-        headers = [
-            *(message.headers or []),
-            ("cx-error", reason.encode()),
-            ("cx-source-topic", message.topic.encode()),
-            ("cx-source-partition", str(message.partition).encode()),
-            ("cx-source-offset", str(message.offset).encode()),
-        ]
         return message, headers, await self._send_dead_letter(message, headers)
 
     async def _send_dead_letter(self, message: Message, headers: Headers) -> Awaitable[Any]:
@@ -353,14 +394,29 @@ class Ingest:
         try:
             await delivery
         except Exception as error:
-            log.error(
-                "could not send a record to the dead-letter topic; counted as invalid",
-                extra={**_source(message), "error": repr(error)},
-            )
-            self.dead_letter_failures.labels(message.topic).inc()
+            self._report_undeliverable(message, error)
 
-    async def _write_back(self) -> None:
+    def _report_undeliverable(self, message: Message, error: Exception) -> None:
+        log.error(
+            "could not send a record to the dead-letter topic; counted as invalid",
+            extra={**_source(message), "error": repr(error)},
+        )
+        self.dead_letter_failures.labels(message.topic).inc()
+
+    async def _write_back(
+        self,
+        messages: Sequence[Message] = (),
+        invalid: Sequence[tuple[Message, Headers]] = (),
+    ) -> None:
+        """The batch's changes to their changelogs, then to the local store. Under
+        exactly-once, each partition's changes go in one transaction with the dead letters of
+        its `invalid` records and the offsets past its `messages`, and the store takes them
+        once it committed; otherwise (the dead letters sent by the caller) as soon as Kafka
+        has the changelog records."""
         changes = self.states.take(self.pipeline.checkpoint_entries)
+        if self.transactions is not None:
+            await self._commit(changes, messages, invalid)
+            return
         if not changes:
             return
         producer = self.changelog_producer()
@@ -374,10 +430,73 @@ class Ingest:
         # a changelog that cannot be written must stop the worker before offsets move on, and
         # before the store has anything the changelog may lack
         last_offsets = await asyncio.gather(*map(last_offset_of, sent))
-        for ((table, partition), (states, windows)), last_offset in zip(
-            changes.items(), last_offsets, strict=True
-        ):
-            self.states.stores[table].write(partition, states, last_offset, windows)
+        self._store(changes, dict(zip(changes, last_offsets, strict=True)))
+
+    async def _commit(
+        self,
+        changes: Mapping[tuple[TableName, int], tuple[Entries, Entries]],
+        messages: Sequence[Message],
+        invalid: Sequence[tuple[Message, Headers]],
+    ) -> None:
+        """A transaction per partition the batch reached (all at once); what it wrote to the
+        store once every transaction committed. A transaction that fails stops the worker,
+        whose records are then read again from the last committed offsets."""
+        assert self.transactions is not None
+        offsets: dict[int, dict[TopicPartition, int]] = {}
+        for message in messages:
+            tp = TopicPartition(message.topic, message.partition)
+            by_tp = offsets.setdefault(message.partition, {})
+            by_tp[tp] = max(by_tp.get(tp, 0), message.offset + 1)
+        letters: dict[int, list[tuple[Message, Headers]]] = {}
+        for message, headers in invalid:
+            letters.setdefault(message.partition, []).append((message, headers))
+        partitions = sorted({partition for _, partition in changes} | set(offsets))
+
+        async def transaction(partition: int) -> dict[TableName, int]:
+            tables = {
+                table: states for (table, at), (states, _) in changes.items() if at == partition
+            }
+
+            async def write(producer: Any) -> dict[TableName, Sent]:
+                for message, headers in letters.get(partition, ()):
+                    await self._send_in_transaction(producer, message, headers)
+                return {
+                    table: await send_changelog(producer, self.changelogs[table], partition, states)
+                    for table, states in tables.items()
+                }
+
+            assert self.transactions is not None
+            sent = await self.transactions.commit(partition, write, offsets.get(partition, {}))
+            return {table: await last_offset_of(batches) for table, batches in sent.items()}
+
+        committed = await asyncio.gather(*map(transaction, partitions))
+        self._store(
+            changes,
+            {
+                (table, partition): last
+                for partition, offsets_by_table in zip(partitions, committed, strict=True)
+                for table, last in offsets_by_table.items()
+            },
+        )
+
+    async def _send_in_transaction(self, producer: Any, message: Message, headers: Headers) -> None:
+        """A dead letter in the partition's transaction. One the producer refuses outright
+        (too large, neither key nor value) is reported and skipped, as with at-least-once; one
+        that fails later fails the transaction."""
+        try:
+            await producer.send(self.dead_letter, message.value, key=message.key, headers=headers)
+        except Exception as error:
+            self._report_undeliverable(message, error)
+
+    def _store(
+        self,
+        changes: Mapping[tuple[TableName, int], tuple[Entries, Entries]],
+        last_offsets: Mapping[tuple[TableName, int], int],
+    ) -> None:
+        for (table, partition), (states, windows) in changes.items():
+            self.states.stores[table].write(
+                partition, states, last_offsets.get((table, partition)), windows
+            )
 
     def checkpoint_all(self) -> None:
         """Checkpoint the windows of every (table, partition): after they were restored."""
@@ -386,6 +505,19 @@ class Ingest:
                 windows = self.pipeline.checkpoint_entries(table, partition)
                 entries = self.states.replacing_undo_log(table, partition, windows)
                 self.states.stores[table].write(partition, {}, None, entries)
+
+
+def _headers(message: Message, reason: str) -> Headers:
+    """A dead letter's headers: the record's own, then why and where it came from."""
+    if len(reason) > MAX_REASON_CHARS:
+        reason = reason[: MAX_REASON_CHARS - 3] + "..."
+    return [
+        *(message.headers or []),
+        ("cx-error", reason.encode()),
+        ("cx-source-topic", message.topic.encode()),
+        ("cx-source-partition", str(message.partition).encode()),
+        ("cx-source-offset", str(message.offset).encode()),
+    ]
 
 
 def _source(message: Message) -> dict[str, Any]:

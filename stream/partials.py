@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,12 +97,20 @@ def newest_partials(messages: Sequence[bytes]) -> list[Carried]:
     return carried
 
 
+Messages = list[tuple[bytes, bytes]]
+"""cx-partials messages: (key, value)."""
+
+PartialsSink = Callable[[int, Messages], Awaitable[None]]
+"""Sends the cx-partials messages of one input partition (at-least-once: one at a time;
+exactly-once: in a transaction of that partition's producer)."""
+
+
 class PartialsPublisher:
     def __init__(
-        self, pipeline: Pipeline, topic: Any, clock: Callable[[], float] = time.monotonic
+        self, pipeline: Pipeline, send: PartialsSink, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self.pipeline = pipeline
-        self.topic = topic
+        self.send = send
         self.cycle = 0
         self.clock = clock
         """Measures the time spent, and when to resume (not wall-clock: it may step back)."""
@@ -123,19 +131,17 @@ class PartialsPublisher:
             complete = self.cycle % FULL_REPUBLISH_EVERY == 0
             if complete:
                 keys |= windows.series_keys()
+            messages: Messages = []
             for dimension, group in _by_dimension(keys, every_dimension=complete):
-                if self.pipeline.partitions.get(partition) is not windows:
-                    break  # revoked while we were sending
                 payload: dict[str, Any] = {
                     "partials": [partial(windows, key, partition) for key in group]
                 }
                 if complete:
                     payload["complete"] = {"dimension": dimension, "source_partition": partition}
-                value = orjson.dumps(payload)
-                busy += self.clock() - started
-                await self.topic.send(key=dimension.encode(), value=value)
-                started = self.clock()
+                messages.append((dimension.encode(), orjson.dumps(payload)))
             busy += self.clock() - started
+            if messages and self.pipeline.partitions.get(partition) is windows:
+                await self.send(partition, messages)  # (unless revoked meanwhile)
         self.resume_at = self.clock() + busy * (1 / PUBLISH_SHARE - 1)
 
 

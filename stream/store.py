@@ -25,6 +25,7 @@ from faust.stores import STORES
 from faust.stores import rocksdb as faust_rocksdb
 from faust.types import TP, EventT
 
+from .pipeline import STATE_TABLES
 from .windows import META_KEY
 
 log = logging.getLogger("cx_stream")
@@ -33,6 +34,11 @@ STORE_URL = "cxrocksdict://"
 
 WINDOWS_FAMILY = "cx-windows"
 """The column family of the windows' checkpoint and the undo log."""
+
+OUTCOMES_KEY = b"outcomes"
+"""In the surveys table of each partition: how many of the partition's input records came to
+each outcome, by topic, written with the states they changed (and so exactly once under
+exactly-once processing). No survey slot key looks like it: they all hold a colon."""
 
 UNDO_TAG = b"u"
 """Undo log entries: UNDO_TAG + state key -> the state's value at the checkpoint (b"": none)."""
@@ -87,6 +93,9 @@ class Store(faust_rocksdb.Store):
         """
         await super().on_rebalance(assigned, revoked, newly_assigned, generation_id)
         mine = {tp for tp in assigned if tp.topic in self.table.changelog_topic.topics}
+        before_recovery = getattr(self.app, "before_recovery", None)
+        if before_recovery is not None and self.table.name in STATE_TABLES:
+            await before_recovery({tp.partition for tp in mine})
         if not mine:
             return
         ends = await self.app.consumer.highwaters(*mine)
@@ -171,7 +180,7 @@ class Store(faust_rocksdb.Store):
 
     def _log_undo(self, partition: int, key: bytes, writes: Any, logged: set[bytes]) -> None:
         """Log the state's value at the checkpoint, unless it is logged already."""
-        if key in logged:
+        if key in logged or key == OUTCOMES_KEY:  # (the windows do not depend on the counts)
             return
         logged.add(key)
         db = self._db_for_partition(partition)
@@ -200,8 +209,11 @@ class Store(faust_rocksdb.Store):
         rocksdict.Rdict.destroy(str(self.partition_path(partition)))
 
     def partition_items(self, partition: int) -> Iterator[tuple[bytes, bytes]]:
-        """Every (key, value) of one partition, without Faust's offset bookkeeping key."""
-        yield from self._visible_items(self._db_for_partition(partition))
+        """Every state of one partition: without Faust's offset bookkeeping key and the record
+        counts."""
+        for key, value in self._visible_items(self._db_for_partition(partition)):
+            if key != OUTCOMES_KEY:
+                yield key, value
 
 
 STORES.aliases["cxrocksdict"] = f"{__name__}:Store"

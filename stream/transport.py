@@ -1,4 +1,4 @@
-"""Faust's Kafka transport with five changes, each at the depth where its cause lives.
+"""Faust's Kafka transport with six changes, each at the depth where its cause lives.
 
 1. **Batches for the input topics.** Faust's consumer loop hands records to streams one at a
    time: `Consumer._drain_messages` awaits `wait_first(callback(message), ...)` per record, and
@@ -23,7 +23,13 @@
    does not, so each hop (input, then cx-partials) added up to that wait to an event's way to
    /metrics (measured: a record produced every 0.1 s reached an aiokafka consumer after 0.37 s
    at the median with a 1.5 s wait, 3 ms with 0.1 s). With Tansu the wait is 0.1 s.
-5. **Record batches for the changelogs.** Faust's producer sends a record at a time, and each
+5. **Every topic a producer sends to is tracked in its metadata.** aiokafka 0.14's client
+   fetches every topic's metadata until it first meets a topic it does not know; from then on
+   it asks only for the topics it met so, and the leaders of the others vanish from its view.
+   A changelog record batch queued for such a topic then waited for a leader until Faust's
+   producer request timeout (20 minutes, with the ingest and so the partition waiting too):
+   seen in a three-broker cluster. `Producer` tracks each topic at its first send.
+6. **Record batches for the changelogs.** Faust's producer sends a record at a time, and each
    `send` costs aiokafka a future and its accumulator's work (18-26 us of CPU a record, against
    4-7 us in a batch). `App.kafka_producer` gives the ingest the aiokafka producer underneath,
    whose `create_batch`/`send_batch` write a partition's changes as one record batch.
@@ -38,8 +44,9 @@ from time import monotonic
 from typing import Any
 
 import faust
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka import TopicPartition as KafkaTopicPartition
+from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import IllegalStateError
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, Message
@@ -53,10 +60,25 @@ EMBEDDED_FETCH_MAX_WAIT_MS = 100
 
 
 class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    async def on_thread_stop(self) -> None:
+        """Faust's, except that a consumer call cancelled by the stop (a rebalance's end
+        offsets, say) does not end the thread with the consumer unstopped: the worker then
+        waited for the thread until it was killed."""
+        try:
+            await super().on_thread_stop()
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+            log.warning("a consumer call was cancelled by the stop; stopping on")
+
     def _create_worker_consumer(self, transport: Any) -> AIOKafkaConsumer:
         consumer: AIOKafkaConsumer = super()._create_worker_consumer(transport)
-        if isinstance(self.app, App) and self.app.correct_end_offsets:  # its fetcher reads it
-            consumer._fetch_max_wait_ms = EMBEDDED_FETCH_MAX_WAIT_MS
+        if isinstance(self.app, App):  # (read when it starts its fetcher)
+            if self.app.correct_end_offsets:
+                consumer._fetch_max_wait_ms = EMBEDDED_FETCH_MAX_WAIT_MS
+            if self.app.exactly_once:  # inputs, changelogs and partials: committed records only
+                consumer._isolation_level = "read_committed"
         return consumer
 
 
@@ -96,6 +118,24 @@ class Consumer(faust_aiokafka.Consumer):
             self._read_offset[message.tp] = message.offset
             self.ack(message)
 
+    def _filter_committable_offsets(self, tps: Any) -> dict[TP, int]:
+        """Faust's, but under exactly-once the batch topics' offsets are committed by the
+        ingest's transactions, not here: their acknowledgements are only noted as committed."""
+        if not self.app.exactly_once:
+            offsets: dict[TP, int] = super()._filter_committable_offsets(tps)
+            return offsets
+        batch_topics = self.app.batch_topics
+        others = []
+        for tp in tps:
+            if tp.topic not in batch_topics:
+                others.append(tp)
+                continue
+            offset = self._new_offset(tp)  # acknowledged once its transaction committed
+            if offset is not None and self._should_commit(tp, offset):
+                self._committed_offset[tp] = offset
+        offsets = super()._filter_committable_offsets(others)
+        return offsets
+
     def read_offset(self, tp: TP) -> int | None:
         """The offset of the last record of `tp` processed, if any since the assignment."""
         offset: int | None = self._read_offset.get(tp)
@@ -120,15 +160,20 @@ class Consumer(faust_aiokafka.Consumer):
         log.info("re-reading records fetched while paused", extra={"tp": str(tp), "offset": offset})
 
     async def highwaters(self, *partitions: TP) -> Mapping[TP, int]:
+        """End offsets as Faust's changelog recovery needs them: one past the last record
+        there is to read."""
         ends = await super().highwaters(*partitions)
+        # the connection security Faust gives its own clients (from broker_credentials)
+        conf = self.app.conf
+        auth = faust_aiokafka.credentials_to_aiokafka_auth(
+            conf.broker_credentials, conf.ssl_context
+        )
         if self.app.correct_end_offsets:
-            # the connection security Faust gives its own clients (from broker_credentials)
-            conf = self.app.conf
-            auth = faust_aiokafka.credentials_to_aiokafka_auth(
-                conf.broker_credentials, conf.ssl_context
-            )
-            ends = await true_end_offsets(self.transport.url, ends, auth)
-        return ends
+            return await true_end_offsets(self.transport.url, ends, auth)
+        isolation = "read_committed" if self.app.exactly_once else "read_uncommitted"
+        return await last_record_ends(
+            self.transport.url, ends, {**auth, "isolation_level": isolation}
+        )
 
 
 async def true_end_offsets(
@@ -156,8 +201,93 @@ async def true_end_offsets(
     }
 
 
+LAST_RECORD_TIMEOUT = 30.0
+"""Seconds `last_record_ends` may read before it settles for the ends as reported."""
+
+
+async def last_record_ends(
+    urls: Sequence[Any], reported: Mapping[TP, int], options: Mapping[str, Any]
+) -> dict[TP, int]:
+    """One past the last record of each partition that a reader can read, the `reported` end
+    offsets being Kafka's: a transaction's commit or abort marker takes an offset of its own
+    at the end of a log, and an aborted transaction's records are not read under
+    read_committed, so the last record can be some way before the end offset. Faust's
+    recovery waits for a record at (end offset - 1). Read back from the end, further each
+    round, until a record shows; 0 where there is none to read. `options`: aiokafka's
+    security and isolation keyword arguments."""
+    ends = {KafkaTopicPartition(tp.topic, tp.partition): end for tp, end in reported.items() if end}
+    found: dict[KafkaTopicPartition, int] = {}
+    if ends:  # (an aiokafka consumer assigned nothing fails to stop)
+        servers = ",".join(f"{url.host}:{url.port or 9092}" for url in urls)
+        reader = AIOKafkaConsumer(bootstrap_servers=servers, enable_auto_commit=False, **options)
+        await reader.start()
+        try:
+            reader.assign(list(ends))
+            starts = await reader.beginning_offsets(list(ends))
+            await asyncio.wait_for(_read_back(reader, ends, starts, found), LAST_RECORD_TIMEOUT)
+        except TimeoutError:
+            log.warning("could not find the last records; recovery uses the end offsets")
+            return dict(reported)
+        finally:
+            await reader.stop()
+    return {
+        tp: found.get(KafkaTopicPartition(tp.topic, tp.partition), end)
+        for tp, end in reported.items()
+    }
+
+
+async def _read_back(
+    reader: AIOKafkaConsumer,
+    ends: Mapping[KafkaTopicPartition, int],
+    starts: Mapping[KafkaTopicPartition, int],
+    found: dict[KafkaTopicPartition, int],
+) -> None:
+    lookback = 2
+    pending = dict(ends)
+    while pending:
+        last: dict[KafkaTopicPartition, int] = {}
+        for partition, end in pending.items():
+            reader.seek(partition, max(starts[partition], end - lookback))
+        while [p for p, end in pending.items() if await reader.position(p) < end]:
+            fetched = await reader.getmany(*pending, timeout_ms=200)
+            for partition, records in fetched.items():
+                if records:
+                    last[partition] = max(last.get(partition, -1), records[-1].offset)
+        for partition, end in list(pending.items()):
+            if partition in last:
+                found[partition] = last.pop(partition) + 1
+            elif end - lookback <= starts[partition]:
+                found[partition] = 0  # nothing to read at all
+            else:
+                continue
+            del pending[partition]
+        lookback *= 16
+
+
+class _TopicTrackingClient(AIOKafkaClient):  # type: ignore[misc]
+    async def _wait_on_metadata(self, topic: str) -> Any:
+        if topic not in self._topics:
+            await self.add_topic(topic)
+        return await super()._wait_on_metadata(topic)
+
+
+class TopicTrackingProducer(AIOKafkaProducer):  # type: ignore[misc]
+    """aiokafka's producer, its client tracking every topic it sends to (change 5)."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.client.__class__ = _TopicTrackingClient  # the client it made, one method changed
+
+
+class Producer(faust_aiokafka.Producer):
+    @property
+    def _producer_type(self) -> type[AIOKafkaProducer]:
+        return TopicTrackingProducer
+
+
 class Transport(faust_aiokafka.Transport):
     Consumer = Consumer
+    Producer = Producer
 
 
 class App(faust.App):
@@ -166,6 +296,12 @@ class App(faust.App):
     batch_handler: BatchHandler | None = None
     correct_end_offsets = False
     """Whether the broker is the embedded one, whose end offsets need correcting."""
+    exactly_once = False
+    """CX_PROCESSING_GUARANTEE=exactly_once: the ingest commits the input offsets in its
+    transactions, and the consumer reads committed records only."""
+    before_recovery: Callable[[set[int]], Awaitable[None]] | None = None
+    """Called with every partition of the state tables assigned, before their changelogs are
+    read (exactly-once: the transactional producers fence their previous owners)."""
 
     def _new_transport(self) -> Transport:
         return Transport(self.conf.broker_consumer, self)

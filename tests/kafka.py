@@ -229,7 +229,11 @@ def read_topic(bootstrap: str, topic: str) -> list[Any]:
     """Every record of `topic`, from the beginning to its current end."""
 
     async def read() -> list[Any]:
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        # committed records only, as a downstream service reads them (with exactly-once, a
+        # crashed transaction's dead letters are never read)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level="read_committed"
+        )
         await consumer.start()
         try:
             # a fresh metadata answer: the consumer's own has only the topics it subscribed to

@@ -26,8 +26,6 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import jsonschema_rs
-import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
@@ -36,20 +34,18 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from stream.apache_kafka import ApacheKafka, run_java
 from stream.broker import create_topics
 from stream.config import Settings
-from stream.events import TOPICS, schema_dir
+from stream.events import TOPICS
 from tests.kafka import (
-    LABELS,
     TOPIC_PARTITIONS,
     WorkerProcess,
-    assert_snapshots_match,
     event_records,
-    processed,
     read_topic,
     split,
     wait_for,
     wait_until_exact,
+    wait_until_snapshots_exact,
 )
-from tests.oracle import Event, Expected, assert_matches, expected
+from tests.oracle import Event
 from tests.scenario import delivery, scenario
 
 pytestmark = pytest.mark.broker
@@ -69,11 +65,6 @@ RESTARTED_AFTER = 6
 Produced = tuple[str, bytes | None, bytes | None]
 Placement = dict[tuple[str, int], tuple[int, list[int]]]
 """(topic, partition) -> its leader and in-sync replicas."""
-
-
-class KnownIssue(Exception):
-    """A failure recognised as one of the known bugs the xfail names, none of them the broker's
-    death: raised only once it is recognised, so that any other failure fails the test."""
 
 
 @pytest.fixture
@@ -103,9 +94,7 @@ def cluster_workers(
         return worker
 
     yield start
-    # all at once: a worker sent SIGTERM while it takes over the partitions of one that just
-    # stopped hangs until killed (the stop cancels the rebalance callback under its consumer
-    # thread, which dies without telling the worker it stopped)
+    # all at once, so that they stop in parallel
     for worker in started:
         if worker.process is not None and worker.process.poll() is None:
             worker.process.send_signal(signal.SIGTERM)
@@ -121,21 +110,6 @@ def cluster_workers(
             print(f"--- {node.log_path} ---\n" + "\n".join(warnings[-20:]))
 
 
-@pytest.mark.xfail(
-    raises=KnownIssue,
-    strict=False,
-    reason="known bugs besides the broker's death, each recognised before it is raised:"
-    " (1) cx-metrics keeps the last snapshot of a series no longer exported (folded into"
-    " 'other' once a value sorting before it arrived; stream/series.py sends no tombstone),"
-    " seen at the end of about half the runs, every other check passed;"
-    " (2) before the kill, a worker's ingest waits for good on a changelog batch aiokafka"
-    " stranded (its producer tracks only the topics unknown at their first send, and a"
-    " metadata update for those drops the others' leaders; the batch fails only after Faust's"
-    " 20-minute producer_request_timeout);"
-    " (3) a group leader assigned while a changelog topic just created was missing from its"
-    " metadata ('Ignoring missing topic'), and its merge agent then crashes on every message"
-    " (PartitionsMismatch). (2) and (3) were each seen in about one run in ten on a busy machine.",
-)
 def test_workers_stay_exact_when_a_broker_of_three_dies_and_comes_back(
     cluster: ApacheKafka, cluster_workers: Callable[[str], WorkerProcess]
 ) -> None:
@@ -182,7 +156,7 @@ def test_workers_stay_exact_when_a_broker_of_three_dies_and_comes_back(
 
     for chunk in chunks[: KILLED_AFTER - 1]:
         produce(chunk)
-    exact(both, so_far(KILLED_AFTER - 1), 120, before_the_fault=True)
+    exact(both, so_far(KILLED_AFTER - 1), 120)
     note("exact before the kill")
 
     produce(chunks[KILLED_AFTER - 1])
@@ -244,25 +218,11 @@ def test_workers_stay_exact_when_a_broker_of_three_dies_and_comes_back(
     }
     assert {place: stored.get(place) for place in acknowledged} == acknowledged
     note(f"{len(stored) - len(acknowledged)} records stored twice by the producer's retries")
-    want = expected(events, time.time(), cap=3)
-    stale = wait_for(
-        lambda: (snapshots_of_expected_series_match(cluster.bootstrap, want),),
-        30,
-        "the latest snapshot of every series to equal the oracle",
-    )[0]
+    wait_until_snapshots_exact(cluster.bootstrap, "", events)
     assert_alive(both)
-    if stale:
-        note(f"snapshots of series no longer exported: {stale}")
-        raise KnownIssue(f"(1) cx-metrics keeps snapshots of series no longer exported: {stale}")
-    assert_snapshots_match(cluster.bootstrap, "", want)
 
 
-def exact(
-    workers: list[WorkerProcess],
-    events: list[Event],
-    timeout: float,
-    before_the_fault: bool = False,
-) -> None:
+def exact(workers: list[WorkerProcess], events: list[Event], timeout: float) -> None:
     """Both workers' /metrics together equal the oracle (each series from one of them) within
     `timeout`, and neither exits meanwhile (checked every 15 s: a dead worker fails at once)."""
     deadline = time.monotonic() + timeout
@@ -270,38 +230,11 @@ def exact(
         try:
             wait_until_exact(workers, events, timeout=min(15.0, deadline - time.monotonic()))
             return
-        except AssertionError as error:
+        except AssertionError:
             assert_alive(workers)
             if time.monotonic() < deadline - 1:
                 continue
-            known = known_issue(workers, before_the_fault)
-            if known:
-                raise KnownIssue(known) from error
             raise
-
-
-def known_issue(workers: list[WorkerProcess], before_the_fault: bool) -> str | None:
-    """Which of the known bugs (2) and (3) of the xfail kept the workers from the oracle's
-    numbers, if one did."""
-    for worker in workers:
-        log = worker.log_path.read_text(errors="replace")
-        if "Ignoring missing topic" in log and "PartitionsMismatch" in log:
-            return f"(3) {worker.log_path.name}: a changelog topic missing at the assignment"
-    if before_the_fault:
-        progress = {worker.log_path.name: processed(worker) for worker in workers}
-        time.sleep(20)  # what a worker does in 20 s: a stalled ingest does nothing
-        stalled = [
-            worker.log_path.name
-            for worker in workers
-            if processed(worker) == progress[worker.log_path.name] and lag(worker) > 0
-        ]
-        if stalled:
-            return f"(2) {stalled}: the ingest stalled with records to read, before any fault"
-    return None
-
-
-def lag(worker: WorkerProcess) -> float:
-    return sum(v for (name, _), v in worker.samples().items() if name == "cx_consumer_lag")
 
 
 def assert_alive(workers: list[WorkerProcess]) -> None:
@@ -410,27 +343,3 @@ def active_controller(cluster: ApacheKafka) -> int | None:
         )
     ]
     return max(became)[1] if became else None
-
-
-def snapshots_of_expected_series_match(bootstrap: str, want: Expected) -> list[str]:
-    """The latest cx-metrics snapshot of every series `want` has equals it (and its schema);
-    returns the keys of the other snapshots there, those of series not exported now."""
-    validator = jsonschema_rs.validator_for(
-        orjson.loads((schema_dir() / "metrics-snapshot.schema.json").read_bytes())
-    )
-    latest = {
-        record.key.decode(): orjson.loads(record.value)
-        for record in read_topic(bootstrap, "cx-metrics")
-    }
-    keys = {
-        ",".join(f"{n}={v}" for n, v in zip(LABELS, labels, strict=True)): labels
-        for labels in want.series
-    }
-    missing = set(keys) - set(latest)
-    assert not missing, f"no snapshot of {sorted(missing)[:3]}"
-    for key, labels in keys.items():
-        snapshot = latest[key]
-        validator.validate(snapshot)
-        assert_matches(snapshot, want.series[labels], key)
-        assert snapshot["tickets_open"] == want.tickets_open[labels[1:]], key
-    return sorted(set(latest) - set(keys))

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -18,11 +19,11 @@ from stream.apache_kafka import ApacheKafka
 from stream.ingest import (
     DEAD_LETTER_RETRY_DELAYS,
     BatchStates,
-    ChangelogProducer,
     Headers,
     Ingest,
 )
-from stream.pipeline import Pipeline
+from stream.pipeline import STATE_TABLES, Pipeline
+from stream.store import OUTCOMES_KEY
 from tests.conftest import WorkerFactory
 from tests.helpers import new_pipeline, states_of
 from tests.kafka import (
@@ -35,6 +36,7 @@ from tests.kafka import (
     wait_for,
     worker_log,
 )
+from tests.stores import Changelog, close, open_stores
 
 ATTEMPTS = 1 + len(DEAD_LETTER_RETRY_DELAYS)
 
@@ -69,27 +71,37 @@ class FlakyProducer:
         return delivery
 
 
-def no_changelog() -> ChangelogProducer:
-    raise AssertionError("an invalid record changes no state")
-
-
 def run_ingest(
-    producer: FlakyProducer, message: Message, pipeline: Pipeline | None = None
+    producer: FlakyProducer,
+    message: Message,
+    datadir: Path,
+    pipeline: Pipeline | None = None,
 ) -> CollectorRegistry:
-    """One batch of one record through Ingest; returns the registry of its counters."""
+    """One batch of one record through Ingest, on the production store; returns the registry
+    of its counters. The record changes no state, only the partition's record counts."""
     registry = CollectorRegistry()
-    ingest = Ingest(
-        pipeline or new_pipeline(),
-        BatchStates({}),
-        producer,
-        no_changelog,
-        {},
-        {"ticket-opened": "ticket-opened"},
-        "cx-dead-letter",
-        Counter("cx_events", "", ["topic", "outcome"], registry=registry),
-        Counter("cx_dead_letter_failures", "", ["topic"], registry=registry),
-    )
-    asyncio.run(ingest.process([message]))
+    stores = open_stores(datadir)
+    changelog = Changelog()
+    try:
+        ingest = Ingest(
+            pipeline or new_pipeline(),
+            BatchStates(stores),
+            producer,
+            lambda: changelog,
+            {name: f"{name}-changelog" for name in STATE_TABLES},
+            {"ticket-opened": "ticket-opened"},
+            "cx-dead-letter",
+            Counter("cx_events", "", ["topic", "outcome"], registry=registry),
+            Counter("cx_dead_letter_failures", "", ["topic"], registry=registry),
+        )
+        asyncio.run(ingest.process([message]))
+        counted = {"ticket-opened": {"invalid": 1}}
+        assert changelog.records == {
+            ("surveys-changelog", 2): [(OUTCOMES_KEY, orjson.dumps(counted))]
+        }
+        assert BatchStates(stores).record_counts(2) == counted  # as the store now has them
+    finally:
+        close(stores)
     return registry
 
 
@@ -106,9 +118,11 @@ INVALID = Message(
 )
 
 
-def test_a_failed_dead_letter_is_sent_again(caplog: pytest.LogCaptureFixture) -> None:
+def test_a_failed_dead_letter_is_sent_again(
+    caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
     producer = FlakyProducer(failures=ATTEMPTS - 1)
-    registry = run_ingest(producer, INVALID)
+    registry = run_ingest(producer, INVALID, tmp_path)
     assert producer.attempts == ATTEMPTS
     [(topic, key, value, headers)] = producer.delivered
     assert (topic, key, value) == ("cx-dead-letter", b"T1", b"{oops")
@@ -118,10 +132,10 @@ def test_a_failed_dead_letter_is_sent_again(caplog: pytest.LogCaptureFixture) ->
 
 
 def test_a_dead_letter_that_keeps_failing_is_reported_and_counted(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
     producer = FlakyProducer(failures=ATTEMPTS)
-    registry = run_ingest(producer, INVALID)  # returns: the partition goes on
+    registry = run_ingest(producer, INVALID, tmp_path)  # returns: the partition goes on
     assert producer.attempts == ATTEMPTS and not producer.delivered
     assert counts(registry, "ticket-opened") == (1, 1)
     [report] = [record for record in caplog.records if record.levelno >= logging.ERROR]
@@ -131,7 +145,7 @@ def test_a_dead_letter_that_keeps_failing_is_reported_and_counted(
 
 
 def test_an_internal_error_is_dead_lettered_and_logged_without_the_record(
-    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     secret = "a customer's words"
     pipeline = new_pipeline()
@@ -141,7 +155,7 @@ def test_an_internal_error_is_dead_lettered_and_logged_without_the_record(
 
     monkeypatch.setattr(pipeline, "process", bug)
     producer = FlakyProducer(failures=0)
-    registry = run_ingest(producer, INVALID, pipeline)
+    registry = run_ingest(producer, INVALID, tmp_path, pipeline)
     [(_, _, _, headers)] = producer.delivered
     assert headers is not None and ("cx-error", b"internal error: KeyError") in headers
     assert counts(registry, "ticket-opened") == (1, None)
@@ -153,7 +167,7 @@ def test_an_internal_error_is_dead_lettered_and_logged_without_the_record(
 
 
 def test_a_state_that_fails_to_settle_costs_its_records_and_changes_nothing(
-    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """The batch's states are folded into the windows after its records were read: a bug
     there dead-letters the records that changed that state, which keeps its old value."""
@@ -166,7 +180,7 @@ def test_a_state_that_fails_to_settle_costs_its_records_and_changes_nothing(
     fields = {"event_id": "E1", "occurred_at": rfc3339(time.time() - 60), "ticket_id": "T1"}
     valid = Message("ticket-opened", 2, 17, time.time(), 0, None, b"T1", orjson.dumps(fields), None)
     producer = FlakyProducer(failures=0)
-    registry = run_ingest(producer, valid, pipeline)
+    registry = run_ingest(producer, valid, tmp_path, pipeline)
     [(topic, _, value, headers)] = producer.delivered
     assert topic == "cx-dead-letter" and value == valid.value
     assert headers is not None and ("cx-error", b"internal error: ZeroDivisionError") in headers

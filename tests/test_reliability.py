@@ -116,3 +116,19 @@ def test_sigterm_finishes_the_batch_in_flight_commits_and_exits_in_seconds(
 
 def processed(worker: WorkerProcess) -> float:
     return sum(v for (name, _), v in worker.samples().items() if name == "cx_events_total")
+
+
+def test_sigterm_during_a_takeover_still_exits_in_seconds(workers: WorkerFactory) -> None:
+    """A rolling restart: one worker stops, and the other is stopped while it takes over the
+    partitions (its consumer thread is in a rebalance callback reading end offsets). The stop
+    cancelled that call, the consumer thread died of it, and the worker waited for the thread
+    until it was killed."""
+    first, second = workers("first"), workers("second")
+    wait_for(lambda: all(ready(w) for w in (first, second)), 90, "both workers ready")
+    assert first.process is not None and second.process is not None
+    first.process.send_signal(signal.SIGTERM)
+    assert first.process.wait(timeout=30) == 0
+    second.process.send_signal(signal.SIGTERM)  # while it takes over the first one's partitions
+    stopping = time.monotonic()
+    assert second.process.wait(timeout=60) == 0
+    assert time.monotonic() - stopping < 15, "a stop during a takeover takes seconds"

@@ -28,11 +28,13 @@ CX_PARTIALS_PARTITIONS = 3
 
 
 class RecordingTopic:
+    """Keeps what a partials publisher sends, in order."""
+
     def __init__(self) -> None:
         self.sent: list[tuple[bytes, bytes]] = []
 
-    async def send(self, key: bytes, value: bytes) -> None:
-        self.sent.append((key, value))
+    async def __call__(self, partition: int, messages: list[tuple[bytes, bytes]]) -> None:
+        self.sent.extend(messages)
 
 
 def assert_same_rows(rows: list[SeriesRow], wanted: list[SeriesRow]) -> None:
