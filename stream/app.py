@@ -15,6 +15,7 @@ and the cx-partials partition of a dimension decides the one worker that merges 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import weakref
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import faust
+import orjson
 from faust import streams as faust_streams
 from faust.types.enums import ProcessingGuarantee
 from prometheus_client import (
@@ -34,6 +36,7 @@ from prometheus_client import (
     generate_latest,
 )
 
+from .accounts import Totals, evaluate
 from .broker import client_options
 from .config import Settings
 from .events import TOPICS
@@ -47,8 +50,15 @@ from .health import (
 )
 from .ingest import DEAD_LETTER_MAX_BYTES, BatchStates, Ingest
 from .memory import prepare_long_running_process, release_free_memory
-from .partials import Messages, PartialsPublisher, newest_partials
+from .partials import Messages, PartialsPublisher, PartialsSink, newest_partials
 from .pipeline import STATE_TABLES, Pipeline, TableName
+from .revenue import (
+    PARTIAL_KEY,
+    Revenue,
+    account_samples,
+    as_of_instant,
+    partial_message,
+)
 from .series import Series, Snapshots
 from .store import ROCKSDB_OPTIONS, STORE_URL
 from .transactions import Transactions
@@ -141,8 +151,7 @@ def create_app(settings: Settings) -> App:
     # ingest reads and writes the state tables' bytes itself (JSON values, UTF-8 keys); the
     # series table holds JSON too (written with orjson: Faust's JSON codec cost the merging
     # stage a millisecond per partial, and it fell minutes behind a large backlog)
-    tickets = table("tickets", key_type=bytes, value_type=bytes)
-    surveys = table("surveys", key_type=bytes, value_type=bytes)
+    states = {name: table(name, key_type=bytes, value_type=bytes) for name in STATE_TABLES}
     series_table = table("series", key_type=str, value_type=bytes)
 
     # *_created samples would only add noise to every scrape
@@ -153,8 +162,9 @@ def create_app(settings: Settings) -> App:
     for collector in (ProcessCollector, PlatformCollector, GCCollector):
         collector(registry=registry)
 
-    ingest = _ingest_stage(app, settings, topics, tickets, surveys, registry)
-    _partials_stage(app, settings, ingest, topics.partials)
+    ingest = _ingest_stage(app, settings, topics, states, registry)
+    send_partials = _partials_stage(app, settings, ingest, topics.partials)
+    _accounts_stage(app, settings, ingest, send_partials)
     snapshots = _merge_and_export_stage(app, settings, topics, series_table, registry)
     _health_stage(app, settings, topics, ingest, snapshots, registry)
     return app
@@ -180,17 +190,17 @@ def _ingest_stage(
     app: App,
     settings: Settings,
     topics: Topics,
-    tickets: Any,
-    surveys: Any,
+    tables: dict[TableName, Any],
     registry: CollectorRegistry,
 ) -> Ingest:
     """Stage 1: input records a fetch at a time into the state tables and the windows; the
     windows restored after every recovery; old state forgotten."""
-    states = BatchStates({"tickets": tickets.data, "surveys": surveys.data})
-    pipeline = Pipeline(settings.windows, settings.ticket_rules(), states)
+    states = BatchStates({name: table.data for name, table in tables.items()})
+    pipeline = Pipeline(settings.windows, settings.ticket_rules(), states, settings.currency)
     outcomes = Counter(
         "cx_events",
-        "Input records processed, by topic and outcome",
+        "Input records processed since the worker started, by input topic and outcome:"
+        " accepted, duplicate, anomaly or invalid (dead-lettered)",
         ["topic", "outcome"],
         registry=registry,
     )
@@ -202,10 +212,7 @@ def _ingest_stage(
     )
     for topic in topics.kinds:  # exported as 0 from the start, so that an increase shows
         dead_letter_failures.labels(topic)
-    changelogs: dict[TableName, str] = {
-        "tickets": tickets.changelog_topic.get_topic_name(),
-        "surveys": surveys.changelog_topic.get_topic_name(),
-    }
+    changelogs = {name: table.changelog_topic.get_topic_name() for name, table in tables.items()}
     # the changelog record batches go around Faust's producer, and so around its transactions:
     # exactly-once is the ingest's own (transactions.py)
     guarantee: Any = app.conf.processing_guarantee
@@ -243,7 +250,7 @@ def _ingest_stage(
     app.batch_topics = frozenset(topics.kinds)
     app.batch_handler = ingest.process
 
-    @tickets.on_recover
+    @tables["tickets"].on_recover
     async def restore_windows() -> None:
         started = time.monotonic()
         partitions = _owned_partitions(app, *topics.kinds)
@@ -272,13 +279,13 @@ def _ingest_stage(
 
     @app.timer(settings.sweep_interval)
     async def retention_sweep() -> None:
-        forgotten = await ingest.forget_expired(settings.retention_seconds)
+        forgotten = await ingest.forget_expired(settings.retention_by_table)
         log.info("retention sweep", extra={"forgotten": forgotten, **state_entries(pipeline)})
 
     return ingest
 
 
-def _partials_stage(app: App, settings: Settings, ingest: Ingest, partials: Any) -> None:
+def _partials_stage(app: App, settings: Settings, ingest: Ingest, partials: Any) -> PartialsSink:
     """Between the stages: every partition's changed window totals to cx-partials (under
     exactly-once in a transaction of the partition's producer, between ingest batches)."""
     transactions = ingest.transactions
@@ -304,6 +311,41 @@ def _partials_stage(app: App, settings: Settings, ingest: Ingest, partials: Any)
     async def publish_partials() -> None:
         await publisher.publish(time.time())
 
+    return send
+
+
+ACCOUNTS_STEP = 5000
+"""Accounts evaluated between turns of the event loop: an evaluation of 100,000 accounts
+takes a while, and batches, heartbeats and scrapes must not wait for all of it."""
+
+
+def _accounts_stage(app: App, settings: Settings, ingest: Ingest, send: PartialsSink) -> None:
+    """Every input partition's accounts evaluated at each instant of the CX_ACCOUNT_INTERVAL
+    grid, their totals to cx-partials (docs/contract.md 7.5), off the batches' path."""
+    windows = [spec.seconds for spec in settings.account_windows]
+    evaluated: dict[int, float] = {}
+    """The instant each partition was last evaluated at."""
+
+    @app.timer(min(settings.account_interval / 4, 1.0))
+    async def evaluate_accounts() -> None:
+        as_of = as_of_instant(time.time(), settings.account_interval)
+        for partition in sorted(ingest.pipeline.partitions):
+            if evaluated.get(partition) == as_of or not ingest.windows_restored:
+                continue
+            async with ingest.lock:  # between batches: the accounts as their last batch left them
+                book = ingest.pipeline.accounts
+                lines = list(book.partitions.get(partition, {}).values())
+            totals = Totals(len(windows))
+            for start in range(0, len(lines), ACCOUNTS_STEP):
+                for line in lines[start : start + ACCOUNTS_STEP]:
+                    evaluate(line, as_of, windows, totals)
+                await asyncio.sleep(0)
+            if ingest.pipeline.accounts is not book or partition not in ingest.pipeline.partitions:
+                continue  # revoked (or restored anew) meanwhile
+            message = partial_message(partition, settings.partitions, as_of, totals)
+            await send(partition, [(PARTIAL_KEY, message)])
+            evaluated[partition] = as_of
+
 
 def _merge_and_export_stage(
     app: App,
@@ -321,7 +363,9 @@ def _merge_and_export_stage(
         lambda: _owned_partitions(app, topics.partials.get_topic_name()),
         business_hours=settings.business_hours is not None,
     )
-    snapshots = Snapshots(series, topics.metrics)
+    owned = lambda: _owned_partitions(app, topics.partials.get_topic_name())  # noqa: E731
+    revenue = Revenue(settings.account_windows, settings.gross_margin, owned)
+    snapshots = Snapshots(series, revenue, topics.metrics)
 
     @series_table.on_recover
     async def series_restored() -> None:
@@ -330,8 +374,15 @@ def _merge_and_export_stage(
     @app.agent(topics.partials, name="merge-partials")
     async def merge_partials(stream: Any) -> None:
         async for events in stream.take_events(MERGE_BATCH, within=MERGE_WAIT):
-            carried = newest_partials([event.message.value for event in events])
-            for event, message in zip(events, carried, strict=True):
+            tickets = []
+            for event in events:
+                message = event.message
+                if message.key == PARTIAL_KEY:
+                    revenue.apply(orjson.loads(message.value)["accounts"], message.partition)
+                else:
+                    tickets.append(event)
+            carried = newest_partials([event.message.value for event in tickets])
+            for event, message in zip(tickets, carried, strict=True):
                 # The series table writes its changelog to the partition of Faust's current
                 # event, which within a run is the run's last: each message's own is set here.
                 # (Faust's private context variable, as of faust-streaming 0.15.3; this loop
@@ -345,9 +396,11 @@ def _merge_and_export_stage(
 
     @app.page("/metrics")
     async def metrics_page(view: Any, request: Any) -> Any:
+        accounts = revenue.latest()
+        body = series.exposition() + ("" if accounts is None else account_samples(accounts))
         # aiohttp refuses a charset in content_type, so the exposition type goes in as a header
-        body = series.exposition().encode() + generate_latest(registry)
-        return view.bytes(body, content_type=None, headers={"Content-Type": CONTENT_TYPE})
+        page = body.encode() + generate_latest(registry)
+        return view.bytes(page, content_type=None, headers={"Content-Type": CONTENT_TYPE})
 
     return snapshots
 

@@ -9,6 +9,7 @@ from typing import Any, Literal, TypeVar
 
 from . import security
 from .business_hours import Schedules, load_schedules
+from .pipeline import TableName
 from .tickets import DEFAULT_SLA, SlaClock, SlaTargets, TicketRules
 from .windows import WindowSpec, parse_duration, parse_windows
 
@@ -64,6 +65,18 @@ class Settings:
     sla_clock: SlaClock = "calendar"
     kafka_security: security.KafkaSecurity = field(default_factory=security.KafkaSecurity)
     """TLS and SASL of every Kafka client, from the CX_KAFKA_* variables."""
+    account_windows: tuple[WindowSpec, ...] = field(
+        default_factory=lambda: parse_windows("30d,90d,365d")
+    )
+    """CX_ACCOUNT_WINDOWS: the revenue and retention windows (docs/contract.md 7.3)."""
+    account_interval: float = 60.0
+    """CX_ACCOUNT_INTERVAL: seconds between evaluation instants (as_of), on one grid."""
+    account_retention: float = 730 * 86400.0
+    """CX_ACCOUNT_RETENTION: an account not paying and without events for this long goes."""
+    currency: str = "USD"
+    """CX_CURRENCY: the reporting currency; subscription events in another are invalid."""
+    gross_margin: float = 1.0
+    """CX_GROSS_MARGIN: the share of revenue kept, for the customer lifetime value."""
 
     def ticket_rules(self) -> TicketRules:
         return TicketRules(self.sla, self.business_hours, self.sla_clock)
@@ -77,6 +90,12 @@ class Settings:
         if self.state_retention is not None:
             return self.state_retention
         return max(spec.seconds for spec in self.windows) + 7 * 86400
+
+    @property
+    def retention_by_table(self) -> dict[TableName, float]:
+        """Seconds each state table keeps what may be forgotten."""
+        tickets = self.retention_seconds
+        return {"tickets": tickets, "surveys": tickets, "accounts": self.account_retention}
 
     @property
     def publish_interval(self) -> float:
@@ -105,6 +124,24 @@ def _parsed(name: str, env: Mapping[str, str], parse: Callable[[str], T]) -> T:
         return parse(env.get(name, ""))
     except ValueError as error:
         raise ConfigError(f"{name}: {error}") from None
+
+
+def parse_currency(text: str) -> str:
+    """An ISO 4217 code: three capital letters."""
+    if len(text) != 3 or not text.isascii() or not text.isupper() or not text.isalpha():
+        raise ValueError(f"{text!r} is not an ISO 4217 currency code like USD or EUR")
+    return text
+
+
+def parse_share(text: str) -> float:
+    """A share between 0 (exclusive) and 1."""
+    try:
+        share = float(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a number") from None
+    if not 0 < share <= 1:
+        raise ValueError(f"{text!r} is not a share above 0 and at most 1")
+    return share
 
 
 def parse_guarantee(text: str) -> ProcessingGuarantee:
@@ -155,6 +192,18 @@ def from_env(environ: Mapping[str, str] | None = None) -> Settings:
         if clock not in ("calendar", "business"):
             raise ConfigError(f"CX_SLA_CLOCK={clock!r} is neither calendar nor business")
         values["sla_clock"] = clock
+    if "CX_ACCOUNT_WINDOWS" in env:
+        values["account_windows"] = _parsed("CX_ACCOUNT_WINDOWS", env, parse_windows)
+    for variable, attribute in (
+        ("CX_ACCOUNT_INTERVAL", "account_interval"),
+        ("CX_ACCOUNT_RETENTION", "account_retention"),
+    ):
+        if variable in env:
+            values[attribute] = _parsed(variable, env, parse_duration)
+    if "CX_CURRENCY" in env:
+        values["currency"] = _parsed("CX_CURRENCY", env, parse_currency)
+    if "CX_GROSS_MARGIN" in env:
+        values["gross_margin"] = _parsed("CX_GROSS_MARGIN", env, parse_share)
     if "CX_PROCESSING_GUARANTEE" in env:
         values["processing_guarantee"] = parse_guarantee(env["CX_PROCESSING_GUARANTEE"])
     if "CX_STATE_RETENTION" in env:
@@ -183,6 +232,13 @@ def check(settings: Settings) -> Settings:
         raise ConfigError(
             "CX_PROCESSING_GUARANTEE=exactly_once needs Kafka transactions, which the embedded"
             " broker lacks: set CX_BROKER to an Apache Kafka cluster"
+        )
+    longest_account_window = max(spec.seconds for spec in settings.account_windows)
+    if settings.account_retention < longest_account_window:
+        raise ConfigError(
+            f"CX_ACCOUNT_RETENTION ({settings.account_retention:g}s) is shorter than the largest"
+            f" account window ({longest_account_window:g}s): accounts still counted in a window"
+            " would be forgotten"
         )
     largest = max(spec.seconds for spec in settings.windows)
     if settings.retention_seconds < largest:

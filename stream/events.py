@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import ROUND_HALF_EVEN, Decimal
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -19,10 +20,14 @@ TOPICS = (
     "ticket-resolved",
     "ticket-reopened",
     "survey-answered",
+    "subscription-updated",
 )
-"""The five input topics of docs/contract.md section 2 (before any CX_TOPIC_PREFIX)."""
+"""The six input topics of docs/contract.md sections 2 and 7.1 (before any CX_TOPIC_PREFIX)."""
 
 FUTURE_TOLERANCE_SECONDS = 5 * 60
+
+MILLIONTHS = 10**6
+"""Amounts are kept in integer millionths of the currency unit (docs/contract.md 7.1)."""
 
 SurveyKind = Literal["nps", "csat", "ces"]
 
@@ -43,6 +48,7 @@ class TicketOpened:
     ticket_id: str
     occurred_at: float
     segment: Segment
+    account_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,9 +82,28 @@ class SurveyAnswered:
     survey: SurveyKind
     score: int
     segment: Segment
+    account_id: str | None = None
 
 
-Event = TicketOpened | TicketReplied | TicketResolved | TicketReopened | SurveyAnswered
+@dataclass(frozen=True, slots=True)
+class SubscriptionUpdated:
+    event_id: str
+    account_id: str
+    subscription_id: str
+    occurred_at: float
+    contribution: int
+    """What the subscription adds to its account's MRR from occurred_at on, in millionths: its
+    mrr while active, else 0."""
+
+
+Event = (
+    TicketOpened
+    | TicketReplied
+    | TicketResolved
+    | TicketReopened
+    | SurveyAnswered
+    | SubscriptionUpdated
+)
 
 
 class InvalidEvent(ValueError):
@@ -123,6 +148,16 @@ def parse_timestamp(text: str) -> float:
     return moment.timestamp() + (1 if leap else 0)
 
 
+def to_millionths(amount: int | float) -> int:
+    """A JSON number of currency units in integer millionths, rounded half to even. A float
+    is taken as the shortest decimal that reads back as it (its JSON text, for any number
+    written with up to 15 significant digits), not as its binary value."""
+    if isinstance(amount, int):
+        return amount * MILLIONTHS
+    scaled = Decimal(repr(amount)) * MILLIONTHS
+    return int(scaled.quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
+
+
 def _segment(fields: dict[str, Any]) -> Segment:
     return Segment(
         team=fields.get("team", "unassigned"),
@@ -131,11 +166,12 @@ def _segment(fields: dict[str, Any]) -> Segment:
     )
 
 
-def decode(topic: str, value: bytes | None, record_time: float) -> Event:
+def decode(topic: str, value: bytes | None, record_time: float, currency: str = "USD") -> Event:
     """Decode a record value of an input topic (named without prefix).
 
     `record_time` is the record's Kafka timestamp: an event more than five minutes after it is
-    invalid, a verdict that a replay of the same record reaches again.
+    invalid, a verdict that a replay of the same record reaches again. A subscription event in
+    another currency than `currency` (CX_CURRENCY) is invalid: amounts are never converted.
     Raises InvalidEvent with a reason a person can act on.
     """
     if value is None:
@@ -162,7 +198,13 @@ def decode(topic: str, value: bytes | None, record_time: float) -> Event:
     event_id = fields["event_id"]
     match topic:
         case "ticket-opened":
-            return TicketOpened(event_id, fields["ticket_id"], occurred_at, _segment(fields))
+            return TicketOpened(
+                event_id,
+                fields["ticket_id"],
+                occurred_at,
+                _segment(fields),
+                fields.get("account_id"),
+            )
         case "ticket-replied":
             return TicketReplied(
                 event_id,
@@ -183,5 +225,18 @@ def decode(topic: str, value: bytes | None, record_time: float) -> Event:
                 fields["survey"],
                 int(fields["score"]),
                 _segment(fields),
+                fields.get("account_id"),
+            )
+        case "subscription-updated":
+            stated = fields.get("currency", currency)
+            if stated != currency:
+                raise InvalidEvent(f"currency {stated} is not CX_CURRENCY ({currency})")
+            mrr = to_millionths(fields["mrr"])
+            return SubscriptionUpdated(
+                event_id,
+                fields["account_id"],
+                fields["subscription_id"],
+                occurred_at,
+                mrr if fields["status"] == "active" else 0,
             )
     raise ValueError(f"not an input topic: {topic}")

@@ -203,13 +203,18 @@ def series_rows(
 
 def snapshot(row: SeriesRow, as_of: float) -> dict[str, Any]:
     """The cx-metrics value of a series (schemas/metrics-snapshot.schema.json)."""
-    moment = datetime.fromtimestamp(as_of, UTC).isoformat(timespec="milliseconds")
     return {
         **row.labels,
         **row.metrics,
         "tickets_open": row.tickets_open,
-        "as_of": moment.replace("+00:00", "Z"),
+        "as_of": rfc3339(as_of),
     }
+
+
+def rfc3339(moment: float) -> str:
+    """A snapshot's as_of: RFC 3339 in UTC, milliseconds."""
+    stamp = datetime.fromtimestamp(moment, UTC).isoformat(timespec="milliseconds")
+    return stamp.replace("+00:00", "Z")
 
 
 Samples = dict[str, str]

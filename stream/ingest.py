@@ -29,9 +29,16 @@ from faust.types import Message
 from prometheus_client import Counter as PrometheusCounter
 
 from .events import InvalidEvent
-from .pipeline import STATE_TABLES, Checkpoint, Entries, Pipeline, StoredState, TableName
+from .pipeline import (
+    STATE_TABLES,
+    Checkpoint,
+    Entries,
+    Pipeline,
+    StoredState,
+    TableName,
+    forgettable,
+)
 from .store import OUTCOMES_KEY, UNDO_TAG, Store
-from .tickets import is_forgettable
 from .transactions import Transactions
 
 log = logging.getLogger("cx_stream")
@@ -340,32 +347,35 @@ class Ingest:
         )
         return message, _headers(message, f"internal error: {type(error).__name__}")
 
-    async def forget_expired(self, retention_seconds: float) -> int:
-        """Delete the states past the retention horizon in every partition owned, a chunk at a
-        time; returns how many. None while the windows are not restored (a rebalance, or a
-        restore that failed)."""
+    async def forget_expired(self, retention: Mapping[TableName, float]) -> int:
+        """Delete the states past their table's retention (seconds) in every partition owned,
+        a chunk at a time; returns how many. None while the windows are not restored (a
+        rebalance, or a restore that failed)."""
         if not self.windows_restored:
             return 0
-        horizon = time.time() - retention_seconds
+        now = time.time()
+        horizons = {table: now - seconds for table, seconds in retention.items()}
         forgotten = 0
         for partition in sorted(self.pipeline.partitions):
             for table in STATE_TABLES:
-                candidates = self._expired_keys(table, partition, horizon)
+                candidates = self._expired_keys(table, partition, horizons[table], now)
                 while chunk := [next(candidates, None) for _ in range(SWEEP_CHUNK)]:
                     keys = [(table, key) for key in chunk if key is not None]
                     async with self.lock:
                         if partition not in self.pipeline.partitions:
                             break  # revoked meanwhile
-                        forgotten += self.pipeline.forget(partition, keys, horizon, time.time())
+                        forgotten += self.pipeline.forget(partition, keys, horizons, time.time())
                         await self._write_back()
                     if len(keys) < SWEEP_CHUNK:
                         break
                     await asyncio.sleep(0)
         return forgotten
 
-    def _expired_keys(self, table: TableName, partition: int, horizon: float) -> Iterator[str]:
+    def _expired_keys(
+        self, table: TableName, partition: int, horizon: float, now: float
+    ) -> Iterator[str]:
         for key, stored in self.states.items(table, partition):
-            if is_forgettable(stored, horizon):
+            if forgettable(table, stored, horizon, now):
                 yield key
 
     async def _dead_letter(self, message: Message, headers: Headers) -> DeadLetter:

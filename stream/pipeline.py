@@ -7,11 +7,19 @@ tables, a dict in unit tests), and a state is written back only when the event c
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from .events import SurveyAnswered, decode
+from .accounts import (
+    AccountBook,
+    AccountState,
+    SubscriptionEvent,
+    apply_subscription_event,
+    is_account,
+)
+from .accounts import is_forgettable as account_forgettable
+from .events import SubscriptionUpdated, SurveyAnswered, decode
 from .tickets import (
     Observation,
     SurveyResponse,
@@ -28,11 +36,13 @@ from .tickets import (
 from .windows import CombinedWindows, PartitionWindows, WindowSpec
 
 Outcome = Literal["accepted", "duplicate", "anomaly"]
-TableName = Literal["tickets", "surveys"]
-STATE_TABLES: tuple[TableName, ...] = ("tickets", "surveys")
+TableName = Literal["tickets", "surveys", "accounts"]
+STATE_TABLES: tuple[TableName, ...] = ("tickets", "surveys", "accounts")
 StoredState = dict[str, Any]
 
 RESTORE_STEP = 5000
+
+State = TicketState | SurveyResponse | AccountState
 
 Entries = dict[bytes, bytes | None]
 """Store entries to write; None deletes."""
@@ -67,8 +77,8 @@ class _Touched:
     """A state the current batch reached: as it was before the batch, as it is now."""
 
     stored: StoredState | None
-    original: TicketState | SurveyResponse | None
-    current: TicketState | SurveyResponse | None
+    original: State | None
+    current: State | None
     tokens: list[object] = field(default_factory=list)
     """One per record that changed it: what the caller passed along (the worker: messages)."""
 
@@ -93,10 +103,20 @@ class Pipeline:
     what to store with the states so that `restore` can load them instead of deriving them.
     """
 
-    def __init__(self, specs: Sequence[WindowSpec], rules: TicketRules, states: States) -> None:
+    def __init__(
+        self,
+        specs: Sequence[WindowSpec],
+        rules: TicketRules,
+        states: States,
+        currency: str = "USD",
+    ) -> None:
         self.specs = tuple(specs)
         self.rules = rules
         self.states = states
+        self.currency = currency
+        """CX_CURRENCY: a subscription event in another currency is invalid."""
+        self.accounts = AccountBook()
+        """The MRR timelines of the accounts of every partition owned, kept with their states."""
         self.partitions: dict[int, CombinedWindows] = {}
         self.entries: Counter[tuple[TableName, int]] = Counter()
         """How many states each (table, partition) keeps."""
@@ -128,11 +148,25 @@ class Pipeline:
 
         Raises events.InvalidEvent for a record that belongs in the dead-letter topic.
         """
-        event = decode(topic, value, record_time)
+        event = decode(topic, value, record_time, self.currency)
+        if isinstance(event, SubscriptionUpdated):
+            touched = self._reach("accounts", partition, event.account_id)
+            account = touched.current
+            if account is None:
+                account = AccountState(partition)
+            assert isinstance(account, AccountState)
+            if account.holds(event.event_id):
+                return "duplicate"
+            change = SubscriptionEvent(
+                event.occurred_at, event.event_id, event.subscription_id, event.contribution
+            )
+            touched.current = apply_subscription_event(account, change)
+            touched.tokens.append(token)
+            return "accepted"
         if isinstance(event, SurveyAnswered):
             touched = self._reach("surveys", partition, survey_slot(event))
             response = touched.current
-            assert not isinstance(response, TicketState)
+            assert response is None or isinstance(response, SurveyResponse)
             if response is not None and response.holds(event.event_id):
                 return "duplicate"
             touched.current = apply_survey_event(response, event, partition)
@@ -174,15 +208,17 @@ class Pipeline:
                 continue
             self._store(table, partition, key, touched.stored, current.to_json())
             self._fold(self.windows(table, partition, now), before, after)
+            if isinstance(current, AccountState):
+                self.accounts.put(partition, key, current)
         self._touched = {}
         for combined in self.partitions.values():
             for windows in combined.parts.values():
                 windows.flush()
         return failures
 
-    def _observations_of(self, state: TicketState | SurveyResponse | None) -> list[Observation]:
-        if state is None:
-            return []
+    def _observations_of(self, state: State | None) -> list[Observation]:
+        if state is None or isinstance(state, AccountState):
+            return []  # (an account's numbers are evaluated at instants, not windowed)
         if isinstance(state, TicketState):
             return ticket_observations(state, self.rules)
         return survey_observations(state)
@@ -214,10 +250,11 @@ class Pipeline:
         self,
         partition: int,
         candidates: Iterable[tuple[TableName, str]],
-        horizon: float,
+        horizons: Mapping[TableName, float],
         now: float,
     ) -> int:
-        """Delete the candidate states that are (still) forgettable; returns how many.
+        """Delete the candidate states that are (still) forgettable by their table's horizon;
+        returns how many.
 
         Their observations are older than every window, so retracting them changes no number;
         it only drops the segment references they held.
@@ -225,9 +262,11 @@ class Pipeline:
         forgotten = 0
         for table, key in candidates:
             stored = self.states.get(table, partition, key)
-            if stored is None or not is_forgettable(stored, horizon):
+            if stored is None or not forgettable(table, stored, horizons[table], now):
                 continue
             self._store(table, partition, key, stored, None)
+            if table == "accounts":
+                self.accounts.put(partition, key, None)
             windows = self.windows(table, partition, now)
             self._fold(windows, self._observations_of(_decoded(stored)), [])
             windows.flush()
@@ -255,6 +294,7 @@ class Pipeline:
         self.partitions = {}
         self.entries.clear()
         self.restored.clear()
+        self.accounts = AccountBook()
         done = 0
         for partition in partitions:
             parts: dict[str, PartitionWindows] = {}
@@ -294,6 +334,11 @@ class Pipeline:
                     windows.sum_buckets()
                     windows.pack(idle_only=False)  # before the next partition: a lower peak
                 parts[table] = windows
+            for key, stored in self.states.items("accounts", partition):
+                self.accounts.put(partition, key, AccountState.from_json(stored))
+                done += 1
+                if done % RESTORE_STEP == 0:
+                    yield done
             # published only once complete
             self.partitions[partition] = CombinedWindows(self.specs, parts)
         yield done
@@ -301,12 +346,23 @@ class Pipeline:
     def drop(self, partition: int) -> None:
         """Forget the derived state of a partition this worker no longer owns."""
         self.partitions.pop(partition, None)
+        self.accounts.drop(partition)
         for table in STATE_TABLES:
             self.entries.pop((table, partition), None)
 
 
-def _decoded(stored: StoredState) -> TicketState | SurveyResponse:
-    """A stored ticket state or survey response (surveys have a score)."""
+def forgettable(table: TableName, stored: StoredState, horizon: float, now: float) -> bool:
+    """Whether a stored state may be forgotten: its table's retention (docs/contract.md 3,
+    *State retention*, and 7.2) has passed `horizon`."""
+    if table == "accounts":
+        return account_forgettable(stored, horizon, now)
+    return is_forgettable(stored, horizon)
+
+
+def _decoded(stored: StoredState) -> State:
+    """A stored ticket state, survey response (surveys have a score) or account."""
     if "score" in stored:
         return SurveyResponse.from_json(stored)
+    if is_account(stored):
+        return AccountState.from_json(stored)
     return TicketState.from_json(stored)

@@ -25,6 +25,7 @@ from .exporter import (
     snapshot,
 )
 from .partials import Carried
+from .revenue import Revenue, account_snapshots
 from .windows import SegmentKey
 
 
@@ -172,9 +173,12 @@ class Snapshots:
     state forgotten): a compacted topic would otherwise keep its last snapshot for good. A
     series that moved to another worker is left to that worker."""
 
-    def __init__(self, series: Series, topic: Any) -> None:
+    def __init__(self, series: Series, revenue: Revenue, topic: Any) -> None:
         self.series = series
+        self.revenue = revenue
         self.topic = topic
+        self.accounts_as_of: float | None = None
+        """The instant of the account snapshots last sent (sent anew at each instant)."""
         self.published: dict[str, tuple[int, dict[str, Any]]] = {}
         """Each key sent: the cx-partials partition its series came on, and what was sent."""
 
@@ -194,3 +198,8 @@ class Snapshots:
             if sent is None or sent[1] != comparable:
                 await self.topic.send(key=row.key.encode(), value=orjson.dumps(value))
                 self.published[row.key] = (self.series.via(row), comparable)
+        accounts = self.revenue.latest()
+        if accounts is not None and accounts.as_of != self.accounts_as_of:
+            for key, value in account_snapshots(accounts):
+                await self.topic.send(key=key.encode(), value=orjson.dumps(value))
+            self.accounts_as_of = accounts.as_of

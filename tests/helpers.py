@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import zlib
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -34,8 +35,9 @@ class MemoryStates:
         self.writes = 0
         self.checkpoints: dict[tuple[TableName, int], dict[bytes, bytes]] = {}
         self.undo: dict[tuple[TableName, int], dict[str, StoredState | None]] = {}
-        self.scans = 0
-        """How many times every state of a (table, partition) was read."""
+        self.scans: Counter[TableName] = Counter()
+        """How many times every state of a (table, partition) was read, by table (the
+        accounts are always read: their timelines are kept in memory)."""
 
     def get(self, table: TableName, partition: int, key: str) -> StoredState | None:
         return self.tables.get((table, partition), {}).get(key)
@@ -50,7 +52,7 @@ class MemoryStates:
             entries[key] = value
 
     def items(self, table: TableName, partition: int) -> Iterator[tuple[str, StoredState]]:
-        self.scans += 1
+        self.scans[table] += 1
         yield from list(self.tables.get((table, partition), {}).items())
 
     def load_checkpoint(self, table: TableName, partition: int) -> Checkpoint:

@@ -163,8 +163,13 @@ def test_every_number_is_exact_after_a_dozen_kills(
         want = expected_counts(delivered, invalid, prefix)
         wait_for(lambda: split(*final), 60, "the two workers to own every partition")
         found: list[Counter[Any]] = []
+
+        def exact_counts() -> bool:
+            found.append(counted(final))
+            return found[-1] == want
+
         try:
-            wait_for(lambda: found.append(counted(final)) or found[-1] == want, 60, "the counts")
+            wait_for(exact_counts, 60, "the record counts")
         except AssertionError:
             raise AssertionError(
                 f"counted but not expected: {found[-1] - want}; expected but not counted: {want - found[-1]}"

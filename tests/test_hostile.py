@@ -40,7 +40,6 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from stream.apache_kafka import ApacheKafka
-from stream.events import TOPICS
 from tests.conftest import WorkerFactory
 from tests.helpers import assert_rows_match, exported, feed, new_pipeline
 from tests.kafka import (
@@ -83,6 +82,8 @@ FIELDS = {
         *("team", "channel", "priority"),
     ),
 }
+TOPICS = tuple(FIELDS)
+"""The ticket and survey topics (subscription-updated: tests/test_accounts.py)."""
 REQUIRED = {
     "ticket-opened": ("event_id", "ticket_id", "occurred_at"),
     "ticket-replied": ("event_id", "ticket_id", "occurred_at", "author"),

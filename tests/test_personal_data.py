@@ -129,7 +129,11 @@ def test_ids_and_free_text_stay_out_of_logs_metrics_health_and_snapshots(
         published = read_topic(broker.bootstrap, prefix + topic)
         assert published, topic
         assert not [r for r in published if marker in r.key + r.value + repr(r.headers).encode()]
-    partials = [orjson.loads(r.value) for r in read_topic(broker.bootstrap, prefix + "cx-partials")]
+    partials = [
+        orjson.loads(r.value)
+        for r in read_topic(broker.bootstrap, prefix + "cx-partials")
+        if r.key != b"accounts"  # totals over accounts, of no segment
+    ]
     carried = {(p["dimension"], p["value"]) for m in partials for p in m.get("partials", [m])}
     assert {("team", "billing"), ("team", "unassigned"), ("channel", "unknown")} <= carried
     assert b"could not send a record to the dead-letter topic" in worker.log_path.read_bytes()
