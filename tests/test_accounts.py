@@ -17,11 +17,11 @@ from hypothesis import strategies as st
 
 from stream.accounts import Totals, evaluate, movement, timeline
 from stream.events import InvalidEvent, decode, to_millionths
-from stream.pipeline import Pipeline
+from stream.pipeline import STATE_TABLES, Pipeline
 from stream.revenue import revenue_values
 from stream.windows import parse_windows
 from tests.account_oracle import SubscriptionFields, assert_same, expected_accounts
-from tests.helpers import PARTITIONS, new_pipeline
+from tests.helpers import PARTITIONS, new_pipeline, states_of
 
 NOW = 1_800_000_000.0
 DAY = 86400.0
@@ -243,3 +243,51 @@ def test_the_timeline_keeps_only_changes() -> None:
     totals = Totals(1)
     evaluate(timeline(events), 2.5, [10.0], totals)
     assert (totals.mrr, totals.paying, totals.windows[0][-3:]) == (5, 1, [1, 0, 0])
+
+
+def test_forgetting_changes_no_number_and_a_return_after_it_counts_new() -> None:
+    """An account not paying and silent for CX_ACCOUNT_RETENTION is forgotten (7.2): no number
+    of any window within the retention moves; when it comes back, it is new, not reactivated."""
+    retention = 400 * DAY  # more than the largest window (365d)
+    old = NOW - 500 * DAY
+
+    def event(account: str, n: int, at: float, status: str) -> SubscriptionFields:
+        return {
+            "event_id": f"{account}-{n}",
+            "account_id": account,
+            "subscription_id": account,
+            "at": at,
+            "status": status,
+            "mrr": 50,
+        }
+
+    events = [
+        event("gone", 0, old, "active"),
+        event("gone", 1, old + DAY, "canceled"),
+        event("paying", 0, old, "active"),  # paying: never forgotten, however old
+        event("recent", 0, NOW - 100 * DAY, "active"),
+        event("recent", 1, NOW - 90 * DAY, "canceled"),
+    ]
+    pipeline = new_pipeline()
+    send(pipeline, events)
+    before = evaluated(pipeline, NOW)
+    states = states_of(pipeline)
+    for partition in range(PARTITIONS):
+        keys = [("accounts", key) for key in states.tables.get(("accounts", partition), {})]
+        horizons = dict.fromkeys(STATE_TABLES, NOW - retention)
+        pipeline.forget(partition, keys, horizons, NOW)
+    kept = {
+        key
+        for (table, _), entries in states.tables.items()
+        if table == "accounts"
+        for key in entries
+    }
+    assert kept == {"paying", "recent"}
+    assert evaluated(pipeline, NOW) == before
+
+    back = [event("gone", 2, NOW - DAY, "active")]
+    send(pipeline, back)
+    got = evaluated(pipeline, NOW)["30d"]
+    assert got["account_movements"]["new"] == 1 and got["account_movements"]["reactivation"] == 0
+    remembered = expected_accounts([*events, *back], NOW, WINDOW_SECONDS)["30d"]
+    assert remembered["account_movements"]["reactivation"] == 1  # had it been kept
