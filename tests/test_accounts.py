@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from stream.accounts import Totals, evaluate, movement, timeline
 from stream.events import InvalidEvent, decode, to_millionths
-from stream.pipeline import STATE_TABLES, Pipeline
+from stream.pipeline import STATE_TABLES, Pipeline, TableName
 from stream.revenue import revenue_values
 from stream.windows import parse_windows
 from tests.account_oracle import SubscriptionFields, assert_same, expected_accounts
@@ -273,7 +273,9 @@ def test_forgetting_changes_no_number_and_a_return_after_it_counts_new() -> None
     before = evaluated(pipeline, NOW)
     states = states_of(pipeline)
     for partition in range(PARTITIONS):
-        keys = [("accounts", key) for key in states.tables.get(("accounts", partition), {})]
+        keys: list[tuple[TableName, str]] = [
+            ("accounts", key) for key in states.tables.get(("accounts", partition), {})
+        ]
         horizons = dict.fromkeys(STATE_TABLES, NOW - retention)
         pipeline.forget(partition, keys, horizons, NOW)
     kept = {
