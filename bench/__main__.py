@@ -1,7 +1,8 @@
-"""Run the benchmark suite against the embedded broker; write docs/benchmarks.md and .json.
+"""Run the benchmark suite against Apache Kafka; write docs/benchmarks.md and .json.
 
 .venv/bin/python -m bench                  # every benchmark at the targets' sizes
 .venv/bin/python -m bench --quick          # small sizes, one run: a smoke test
+.venv/bin/python -m bench --broker tansu   # against the embedded broker (at-least-once only)
 .venv/bin/python -m bench --only backlog,scaling --events 200000 --runs 5 --profile
 """
 
@@ -19,10 +20,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+from stream.apache_kafka import KafkaUnavailable, resolve
 from stream.simulate import Record
 
 from .backlog import run_backlog, run_profile
-from .context import TARGET_EVENTS, TARGET_TICKETS, Suite
+from .context import BROKERS, TARGET_EVENTS, TARGET_TICKETS, Suite
 from .figures import BenchResult
 from .freshness import run_freshness
 from .processes import REPO_ROOT, stop_all_children, stop_children_on_signals
@@ -47,10 +49,19 @@ def _names(text: str) -> set[str]:
     return names
 
 
+SET_BY_THE_SUITE = {
+    "CX_BROKER": "--broker chooses the broker",
+    "CX_EMBEDDED_BROKER": "--broker tansu sets it",
+    "CX_PROCESSING_GUARANTEE": "each figure says which guarantee it measured",
+}
+
+
 def _setting(text: str) -> tuple[str, str]:
     name, equals, value = text.partition("=")
     if not equals or not name.startswith("CX_"):
         raise argparse.ArgumentTypeError(f"{text!r} is not CX_NAME=value")
+    if name in SET_BY_THE_SUITE:
+        raise argparse.ArgumentTypeError(f"{name} is set by the suite: {SET_BY_THE_SUITE[name]}")
     return name, value
 
 
@@ -73,6 +84,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument(
         "--quick", action="store_true", help="20k events, 5k tickets, 1 run, 10 s freshness"
+    )
+    parser.add_argument(
+        "--broker",
+        choices=BROKERS,
+        default="kafka",
+        help="Apache Kafka's own broker (default; both processing guarantees), or the embedded"
+        " Tansu broker (at-least-once only: it has no transactions)",
     )
     parser.add_argument("--profile", action="store_true", help="py-spy profiles of the worker")
     parser.add_argument(
@@ -106,6 +124,7 @@ def suite_from(args: argparse.Namespace, workdir: Path) -> Suite:
         seed=args.seed,
         worker_env=dict(args.worker_env),
         profile=args.profile,
+        broker=args.broker,
     )
 
 
@@ -154,6 +173,12 @@ def run_plan(plan: list[tuple[str, Callable[[], BenchResult]]]) -> tuple[list[Be
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.broker == "kafka":
+        try:
+            resolve()  # Java and the broker's jars (Maven, the first time), before anything else
+        except KafkaUnavailable as error:
+            say(f"cannot run against Apache Kafka: {error} (or use --broker tansu)")
+            return 2
     stop_children_on_signals()
     workdir = Path(tempfile.mkdtemp(prefix="cx-bench-"))
     suite = suite_from(args, workdir)

@@ -1,23 +1,30 @@
-"""Backlog replay: one worker, its two baselines and (optionally) two workers, on the same records.
+"""Backlog replay: one worker per guarantee, the baselines and (optionally) two workers, on the
+same records.
 
 Each run is a round on a fresh broker: the backlog is produced once per worker configuration
 (a topic prefix each, because the prefix also names cx-partials, which must not carry a previous
-worker's partials into the next), then read by the raw consumer, the no-op Faust agent, one
-worker and, for the scaling figure, two workers in one group. All of a round's numbers come from
-the same records on the same broker minutes apart, so their ratios are what to compare between
-machines and commits; absolute rates move with whatever else the machine is doing.
+worker's partials into the next), then read by the raw consumer, the no-op Faust agent, the
+no-op batch handler, one worker with each processing guarantee (at-least-once and, on Kafka,
+exactly-once; which goes first alternates from round to round) and, for the scaling figure, two
+workers in one group. All of a round's numbers come from the same records on the same broker
+minutes apart, so their ratios are what to compare between machines and commits; absolute
+rates move with whatever else the machine is doing.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
-from stream.broker import EmbeddedBroker
+from stream.config import ProcessingGuarantee
 from stream.simulate import Record
 
-from .context import TARGET_EVENTS, Suite, smaller
-from .figures import BenchResult, Figure, Target
+from .context import AT_LEAST_ONCE, EXACTLY_ONCE, TARGET_EVENTS, Suite, alternated, smaller
+from .figures import BenchResult, Figure, Target, ratio
 from .processes import (
+    Broker,
+    ServiceProcess,
     batch_noop_process,
     noop_process,
     running_broker,
@@ -27,13 +34,21 @@ from .processes import (
 from .profiling import SAMPLES_PER_SECOND, profiled
 from .progress import say
 from .rates import Rate, processing_rate, raw_consumer_rate
-from .records import create_input_topics, produce
+from .records import load
 
-
-def _load(bootstrap: str, prefix: str, records: list[Record], suite: Suite) -> None:
-    create_input_topics(bootstrap, prefix, suite.partitions)
-    seconds = produce(bootstrap, prefix, records)
-    say(f"produced {len(records):,} records to {prefix}* in {seconds:.1f}s")
+WORKERS: dict[ProcessingGuarantee, tuple[str, str]] = {
+    AT_LEAST_ONCE: ("worker", "one-"),
+    EXACTLY_ONCE: ("worker_exactly_once", "eos-"),
+}
+"""Per guarantee, the one worker's rate (its key in the JSON file) and its topic prefix. The
+at-least-once worker shares its topics with the baselines, which create no cx-partials."""
+TITLES = {
+    "raw": "raw aiokafka consumer + orjson",
+    "noop": "no-op Faust agent",
+    "batch_noop": "no-op batch handler",
+    "worker": "cx-stream worker, at_least_once",
+    "worker_exactly_once": "cx-stream worker, exactly_once",
+}
 
 
 def _report(what: str, rate: Rate) -> None:
@@ -44,9 +59,29 @@ def _report(what: str, rate: Rate) -> None:
     )
 
 
-def _pid(broker: EmbeddedBroker) -> int:
-    assert broker.process is not None
-    return broker.process.pid
+def one_process_runs(
+    number: int, broker: Broker, suite: Suite
+) -> list[tuple[str, Callable[[], ServiceProcess]]]:
+    """The framework's floors, then one worker per guarantee (their order alternated from run
+    to run): each its own consumer group, so each reads from offset 0 with fresh changelogs."""
+    makers: list[tuple[str, str, Callable[..., ServiceProcess]]] = [
+        ("noop", "one-", noop_process),
+        ("batch_noop", "one-", batch_noop_process),
+    ]
+    for guarantee in alternated(suite.guarantees, number):
+        key, prefix = WORKERS[guarantee]
+        makers.append((key, prefix, partial(worker_process, guarantee=guarantee)))
+    return [
+        (
+            key,
+            partial(
+                make, broker, suite, f"{key}-{number}",
+                {"CX_APP_ID": f"{key}-{number}", "CX_TOPIC_PREFIX": prefix,
+                 "CX_PARTITIONS": str(suite.partitions)},
+            ),
+        )
+        for key, prefix, make in makers
+    ]  # fmt: skip
 
 
 def backlog_round(
@@ -54,26 +89,17 @@ def backlog_round(
 ) -> dict[str, Any]:
     total = len(records)
     say(f"backlog run {number}/{suite.runs}: {total:,} records")
-    with running_broker(suite.workdir / f"broker-backlog-{number}.log") as broker:
-        _load(broker.bootstrap, "one-", records, suite)
-        if scaling:
-            _load(broker.bootstrap, "two-", records, suite)
+    with running_broker(suite, f"backlog-{number}") as broker:
+        prefixes = [WORKERS[guarantee][1] for guarantee in suite.guarantees]
+        for prefix in prefixes + ["two-"] * scaling:
+            load(broker.bootstrap, prefix, records, suite.partitions)
         rates: dict[str, Rate] = {}
-        rates["raw"] = raw_consumer_rate(broker.bootstrap, "one-", total, _pid(broker))
-        _report("raw aiokafka consumer + orjson", rates["raw"])
-        common = {"CX_TOPIC_PREFIX": "one-", "CX_PARTITIONS": str(suite.partitions)}
-        # the framework's floors, then the worker: each its own group, from offset 0
-        for rate, process, app_id, title in (
-            ("noop", noop_process, f"noop-{number}", "no-op Faust agent"),
-            ("batch_noop", batch_noop_process, f"batch-{number}", "no-op batch handler"),
-            ("worker", worker_process, f"backlog-{number}", "cx-stream worker"),
-        ):
-            name = f"{rate}-{number}"
-            with process(
-                broker, suite.workdir, name, suite.worker_env, CX_APP_ID=app_id, **common
-            ) as running:
-                rates[rate] = processing_rate([running], total, _pid(broker))
-            _report(title, rates[rate])
+        rates["raw"] = raw_consumer_rate(broker.bootstrap, "one-", total, broker.pid)
+        _report(TITLES["raw"], rates["raw"])
+        for key, process in one_process_runs(number, broker, suite):
+            with process() as running:
+                rates[key] = processing_rate([running], total, broker.pid)
+            _report(TITLES[key], rates[key])
         split: list[int] = []
         if scaling:
             rates["two_workers"], split = two_workers_rate(number, broker, total, suite)
@@ -81,7 +107,8 @@ def backlog_round(
                 f"two cx-stream workers ({'+'.join(map(str, split))} partitions)",
                 rates["two_workers"],
             )
-    return {"two_workers_partitions": split} | {
+    order = alternated(suite.guarantees, number)
+    return {"two_workers_partitions": split, "guarantee_order": order} | {
         name: {
             "events": rate.events,
             "seconds": rate.seconds,
@@ -95,26 +122,21 @@ def backlog_round(
 
 
 def two_workers_rate(
-    number: int, broker: EmbeddedBroker, total: int, suite: Suite
+    number: int, broker: Broker, total: int, suite: Suite
 ) -> tuple[Rate, list[int]]:
-    """Two workers in one consumer group, started together so both join the first generation.
-    Also how many input partitions each owned at the end (4 and 4 when the group split them)."""
-    workers = [
-        worker_process(
-            broker,
-            suite.workdir,
-            f"two-{number}-{index}",
-            suite.worker_env,
-            CX_APP_ID=f"scale-{number}",
-            CX_TOPIC_PREFIX="two-",
-            CX_PARTITIONS=str(suite.partitions),
-        )
-        for index in (1, 2)
-    ]
+    """Two at-least-once workers in one consumer group, started together so both join the
+    first generation. Also how many input partitions each owned at the end (4 and 4 when the
+    group split them)."""
+    env = {
+        "CX_APP_ID": f"scale-{number}",
+        "CX_TOPIC_PREFIX": "two-",
+        "CX_PARTITIONS": str(suite.partitions),
+    }
+    workers = [worker_process(broker, suite, f"two-{number}-{index}", env) for index in (1, 2)]
     try:
         for worker in workers:
             worker.start()
-        rate = processing_rate(workers, total, _pid(broker))
+        rate = processing_rate(workers, total, broker.pid)
         return rate, [len(worker.input_partitions()) for worker in workers]
     finally:
         for worker in workers:
@@ -146,36 +168,79 @@ def backlog_figures(rounds: list[dict[str, Any]], events: int, scaling: bool) ->
             "events/s",
             batch_noop,
         ),
-        Figure("backlog.worker", "cx-stream worker, all metrics", "events/s", worker),
         Figure(
+            "backlog.worker",
+            "cx-stream worker, all metrics",
+            "events/s",
+            worker,
+            guarantee=AT_LEAST_ONCE,
+        ),
+        ratio(
             "backlog.worker_to_noop",
             "backlog replay: worker / no-op Faust agent (same run)",
-            "x",
-            [w / n for w, n in zip(worker, noop, strict=True)],
+            worker,
+            noop,
+            AT_LEAST_ONCE,
             Target("at least 3x", 3.0, at_most=False, smaller=size),
         ),
-        Figure(
+        ratio(
             "backlog.worker_to_batch_noop",
             "backlog replay: worker / no-op batch handler (same run)",
-            "x",
-            [w / b for w, b in zip(worker, batch_noop, strict=True)],
+            worker,
+            batch_noop,
+            AT_LEAST_ONCE,
         ),
-        Figure(
+        ratio(
             "backlog.worker_to_raw",
             "backlog replay: worker / raw aiokafka consumer (same run)",
-            "x",
-            [w / r for w, r in zip(worker, raw, strict=True)],
+            worker,
+            raw,
+            AT_LEAST_ONCE,
         ),
     ]
+    if "worker_exactly_once" in rounds[0]:
+        exactly = _rates(rounds, "worker_exactly_once")
+        figures += [
+            Figure(
+                "backlog.worker_exactly_once",
+                "cx-stream worker, all metrics, a Kafka transaction per input partition and batch",
+                "events/s",
+                exactly,
+                guarantee=EXACTLY_ONCE,
+            ),
+            ratio(
+                "backlog.exactly_once_to_at_least_once",
+                "backlog replay: the worker's exactly-once rate / its at-least-once rate"
+                " (same run): the cost of exactly-once",
+                exactly,
+                worker,
+                f"{EXACTLY_ONCE} / {AT_LEAST_ONCE}",
+            ),
+            ratio(
+                "backlog.worker_exactly_once_to_noop",
+                "backlog replay: worker / no-op Faust agent (same run)",
+                exactly,
+                noop,
+                EXACTLY_ONCE,
+                Target("at least 3x", 3.0, at_most=False, smaller=size),
+            ),
+        ]
     if scaling:
         two = _rates(rounds, "two_workers")
         figures += [
-            Figure("scaling.two_workers", "two workers, one group", "events/s", two),
             Figure(
+                "scaling.two_workers",
+                "two workers, one group",
+                "events/s",
+                two,
+                guarantee=AT_LEAST_ONCE,
+            ),
+            ratio(
                 "scaling.two_to_one",
                 "two workers on the two cores / one worker (same run)",
-                "x",
-                [t / w for t, w in zip(two, worker, strict=True)],
+                two,
+                worker,
+                AT_LEAST_ONCE,
                 Target("at least 1.7x", 1.7, at_most=False, smaller=size),
             ),
         ]
@@ -210,21 +275,22 @@ def run_profile(records: list[Record], suite: Suite) -> BenchResult:
     subset = records[:PROFILED_RECORDS]
     result = BenchResult("profile")
     say(f"profile: a worker on {len(subset):,} records under py-spy")
-    with running_broker(suite.workdir / "broker-profile.log") as broker:
-        _load(broker.bootstrap, "prof-", subset, suite)
+    with running_broker(suite, "profile") as broker:
+        load(broker.bootstrap, "prof-", subset, suite.partitions)
         env = {"CX_APP_ID": "profile", "CX_TOPIC_PREFIX": "prof-"}
-        with worker_process(broker, suite.workdir, "profile", suite.worker_env, **env) as worker:
+        with worker_process(broker, suite, "profile", env) as worker:
             wait_until_ready(worker)
             with profiled(worker.pid, suite.workdir, "backlog") as top:
-                processing_rate([worker], len(subset), _pid(broker))
+                processing_rate([worker], len(subset), broker.pid)
     profile = top()
     if profile is None:
         result.notes.append("No backlog profile: py-spy is not installed or could not attach.")
         return result
     caption = (
         f"py-spy record --nonblocking, {SAMPLES_PER_SECOND} Hz, all threads, of the worker"
-        f" replaying {len(subset):,} records from the moment it was ready: {profile.samples:,}"
-        f" samples, {profile.waiting:,} of them waiting for I/O, timers or locks."
+        f" ({AT_LEAST_ONCE}) replaying {len(subset):,} records from the moment it was ready:"
+        f" {profile.samples:,} samples, {profile.waiting:,} of them waiting for I/O, timers or"
+        " locks."
     )
     result.details["profile"] = profile.as_details("Worker, backlog replay", caption)
     return result

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from stream.config import GUARANTEES, ProcessingGuarantee
+
 TARGET_EVENTS = 1_000_000
 """The backlog size the targets name."""
 TARGET_TICKETS = 1_000_000
@@ -12,6 +14,13 @@ TARGET_TICKETS = 1_000_000
 PARTITIONS = 8
 """Partitions of every input topic: the worker's default CX_PARTITIONS, so two workers get four
 each; the worker adopts the partition count of existing input topics."""
+
+BROKERS = ("kafka", "tansu")
+"""--broker: Apache Kafka's own broker (stream.apache_kafka, the default), or the embedded
+Tansu broker (stream.broker.EmbeddedBroker) with the worker's workarounds for it."""
+AT_LEAST_ONCE: ProcessingGuarantee = "at_least_once"
+"""The worker's default guarantee: every figure that names no other is for it."""
+EXACTLY_ONCE: ProcessingGuarantee = "exactly_once"
 
 
 @dataclass(frozen=True)
@@ -31,6 +40,20 @@ class Suite:
     worker_env: dict[str, str] = field(default_factory=dict)
     """Extra CX_* settings for every worker (--worker-env), for experiments."""
     profile: bool = False
+    broker: str = "kafka"
+    """One of BROKERS."""
+
+    @property
+    def guarantees(self) -> tuple[ProcessingGuarantee, ...]:
+        """The processing guarantees to measure: exactly-once needs Kafka's transactions,
+        which Tansu lacks (the worker refuses it there)."""
+        return GUARANTEES if self.broker == "kafka" else (AT_LEAST_ONCE,)
+
+
+def alternated(guarantees: tuple[ProcessingGuarantee, ...], run: int) -> list[ProcessingGuarantee]:
+    """The guarantees in the order run `run` (from 1) measures them: reversed every other run,
+    so that neither is always measured first (on a fresher broker, a cooler machine)."""
+    return list(guarantees if run % 2 else reversed(guarantees))
 
 
 def smaller(measured: int, target: int, unit: str) -> str:

@@ -46,6 +46,9 @@ class Figure:
     values: list[float]
     target: Target | None = None
     note: str = ""
+    guarantee: str = ""
+    """The worker's processing guarantee the figure is for ("at_least_once", "exactly_once",
+    or both for a ratio between them); "" for a baseline, which keeps no state."""
 
     @property
     def median(self) -> float:
@@ -85,7 +88,21 @@ class Figure:
                 "met": self.target.met(self.judged),
             },
             "note": self.note,
+            "guarantee": self.guarantee or None,
         }
+
+
+def ratio(
+    key: str,
+    title: str,
+    over: list[float],
+    under: list[float],
+    guarantee: str,
+    target: Target | None = None,
+) -> Figure:
+    """Per run, a figure of `over` / the same run's `under` (same records, minutes apart)."""
+    values = [a / b for a, b in zip(over, under, strict=True)]
+    return Figure(key, title, "x", values, target, guarantee=guarantee)
 
 
 def _finite(value: float) -> float | None:

@@ -7,31 +7,37 @@ partition 0 of ticket-opened, so the worker applies them in the order they were 
 k-th probe is visible exactly when cx_tickets_opened{window="1h",team="probe"} has grown by k.
 A thread polls /metrics; a probe's latency is from just before its send() to the end of the
 first scrape that includes it.
+
+On Kafka there is one such worker per processing guarantee, each with its own topics, on one
+broker; their runs alternate (the order reversed every other run), each worker receiving the
+same records, while the other idles.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import math
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
 
+from stream.config import ProcessingGuarantee
 from stream.simulate import Record
 
-from .context import Suite
-from .cpu import cpu_seconds
+from .context import AT_LEAST_ONCE, EXACTLY_ONCE, Suite, alternated
+from .cpu import CpuWatch
 from .figures import BenchResult, Figure, Target, percentile
 from .processes import ServiceProcess, running_broker, worker_process
 from .progress import say
 from .rates import processing_rate
-from .records import create_input_topics, mixed_backlog, produce, rfc3339
+from .records import load, mixed_backlog, rfc3339
 
 RATE = 500.0
 """Records per second, probes included."""
@@ -134,8 +140,16 @@ def _latencies(
 
 
 def freshness_run(
-    run: int, worker: ServiceProcess, bootstrap: str, background: Iterator[Record], suite: Suite
+    run: int,
+    worker: ServiceProcess,
+    bootstrap: str,
+    background: Iterator[Record],
+    suite: Suite,
+    idle: Sequence[ServiceProcess] = (),
 ) -> dict[str, Any]:
+    """One run of steady traffic to `worker`'s topics (its CX_TOPIC_PREFIX), with the CPU the
+    `idle` workers (the other guarantee's) used meanwhile."""
+    prefix = worker.env["CX_TOPIC_PREFIX"]
     poller = Poller(worker)
     thread = threading.Thread(target=poller.run, daemon=True)
     thread.start()
@@ -144,15 +158,16 @@ def freshness_run(
             worker.check_alive()  # the worker was up a moment ago: only death stops a scrape
             time.sleep(0.05)
         baseline = poller.latest()
-        cpu_before, started = cpu_seconds(worker.pid), time.perf_counter()
+        watch = CpuWatch([worker.pid, *(other.pid for other in idle)])
+        started = watch.started
         probe_times, sent = asyncio.run(
-            _steady_traffic(bootstrap, "fresh-", background, suite.freshness_seconds, run)
+            _steady_traffic(bootstrap, prefix, background, suite.freshness_seconds, run)
         )
         sending = time.perf_counter() - started
         deadline = time.monotonic() + SETTLE_SECONDS
         while poller.latest() < baseline + len(probe_times) and time.monotonic() < deadline:
             time.sleep(0.1)
-        cpu = 100 * (cpu_seconds(worker.pid) - cpu_before) / (time.perf_counter() - started)
+        cpu, *idle_cpu = watch.stop().percent
     finally:
         poller.stopping.set()
         thread.join()
@@ -170,10 +185,12 @@ def freshness_run(
         "poll_cycle_median_seconds": percentile(cycles, 0.5),
         "scrape_median_seconds": percentile(scrape_seconds, 0.5),
         "worker_cpu_percent": cpu,
+        "idle_workers_cpu_percent": idle_cpu,
         "latencies_seconds": [round(latency, 4) for latency in latencies],
     }
     say(
-        f"  freshness run {run}: p50 {result['p50_seconds']:.2f}s, p99 {result['p99_seconds']:.2f}s"
+        f"  freshness run {run}, {worker.env['CX_PROCESSING_GUARANTEE']}:"
+        f" p50 {result['p50_seconds']:.2f}s, p99 {result['p99_seconds']:.2f}s"
         f" over {len(probe_times)} probes ({result['probes_never_seen']} never seen);"
         f" {result['send_rate']:.0f} records/s; scrape {result['scrape_median_seconds']:.3f}s;"
         f" worker CPU {cpu:.0f}%"
@@ -182,6 +199,9 @@ def freshness_run(
 
 
 WARMUP_RECORDS = 20_000
+PREFIXES: dict[ProcessingGuarantee, str] = {AT_LEAST_ONCE: "fresh-", EXACTLY_ONCE: "fresh-eos-"}
+KEY_SUFFIXES: dict[ProcessingGuarantee, str] = {AT_LEAST_ONCE: "", EXACTLY_ONCE: "_exactly_once"}
+"""Figure keys: freshness.p99 is at-least-once's, as before both were measured."""
 
 
 def run_freshness(suite: Suite, quick: bool) -> BenchResult:
@@ -189,45 +209,68 @@ def run_freshness(suite: Suite, quick: bool) -> BenchResult:
     needed = int(RATE * suite.freshness_seconds * suite.runs) + 1
     records = mixed_backlog(warmup + needed, suite.seed + 1, suite.cache_dir)
     say(f"freshness: warm-up {warmup:,} records, then {RATE:.0f} records/s")
-    runs = []
-    with running_broker(suite.workdir / "broker-freshness.log") as broker:
-        create_input_topics(broker.bootstrap, "fresh-", suite.partitions)
-        produce(broker.bootstrap, "fresh-", records[:warmup])
-        env = {"CX_APP_ID": "fresh", "CX_TOPIC_PREFIX": "fresh-"}
-        with worker_process(broker, suite.workdir, "freshness", suite.worker_env, **env) as worker:
-            assert broker.process is not None
-            processing_rate([worker], warmup, broker.process.pid)
-            time.sleep(5)  # a couple of publish intervals: the warm-up's series are exported
-            # runs continue where the previous one stopped: no record is sent twice
-            background = itertools.cycle(records[warmup:])
-            for run in range(1, suite.runs + 1):
-                runs.append(freshness_run(run, worker, broker.bootstrap, background, suite))
+    runs: dict[ProcessingGuarantee, list[dict[str, Any]]] = {}
+    with running_broker(suite, "freshness") as broker, contextlib.ExitStack() as started:
+        workers: dict[ProcessingGuarantee, ServiceProcess] = {}
+        for guarantee in suite.guarantees:  # each on topics of its own, caught up on the warm-up
+            prefix = PREFIXES[guarantee]
+            load(broker.bootstrap, prefix, records[:warmup], suite.partitions)
+            env = {"CX_APP_ID": "fresh", "CX_TOPIC_PREFIX": prefix}
+            worker = worker_process(broker, suite, f"freshness-{guarantee}", env, guarantee)
+            workers[guarantee] = started.enter_context(worker)
+            processing_rate([worker], warmup, broker.pid)
+            runs[guarantee] = []
+        time.sleep(5)  # a couple of publish intervals: the warm-up's series are exported
+        # runs continue where the previous one stopped: no record is sent twice to a worker,
+        # and each worker gets the same records
+        background = {guarantee: itertools.cycle(records[warmup:]) for guarantee in workers}
+        for run in range(1, suite.runs + 1):
+            for guarantee in alternated(suite.guarantees, run):
+                worker, sent = workers[guarantee], background[guarantee]
+                idle = [other for other in workers.values() if other is not worker]
+                runs[guarantee].append(
+                    freshness_run(run, worker, broker.bootstrap, sent, suite, idle)
+                )
     return freshness_result(runs, suite)
 
 
-def freshness_result(runs: list[dict[str, Any]], suite: Suite) -> BenchResult:
-    resolution = max(run["poll_cycle_median_seconds"] for run in runs)
+def freshness_result(
+    runs: dict[ProcessingGuarantee, list[dict[str, Any]]], suite: Suite
+) -> BenchResult:
+    every_run = [run for its_runs in runs.values() for run in its_runs]
+    resolution = max(run["poll_cycle_median_seconds"] for run in every_run)
     result = BenchResult("freshness")
-    result.figures = [
-        Figure(
-            "freshness.p99",
-            f"freshness at {RATE:.0f} events/s: p99, produce to /metrics",
-            "s",
-            [run["p99_seconds"] for run in runs],
-            Target("at most 1 s", 1.0, at_most=True),
-            note=f"{suite.freshness_seconds:.0f}s per run",
-        ),
-        Figure(
-            "freshness.p50",
-            f"freshness at {RATE:.0f} events/s: p50",
-            "s",
-            [run["p50_seconds"] for run in runs],
-        ),
-    ]
-    result.details = {"runs": runs, "rate": RATE, "probe_every": PROBE_EVERY}
+    for guarantee, its_runs in runs.items():
+        key = KEY_SUFFIXES[guarantee]
+        result.figures += [
+            Figure(
+                f"freshness.p99{key}",
+                f"freshness at {RATE:.0f} events/s: p99, produce to /metrics",
+                "s",
+                [run["p99_seconds"] for run in its_runs],
+                Target("at most 1 s", 1.0, at_most=True),
+                note=f"{suite.freshness_seconds:.0f}s per run",
+                guarantee=guarantee,
+            ),
+            Figure(
+                f"freshness.p50{key}",
+                f"freshness at {RATE:.0f} events/s: p50",
+                "s",
+                [run["p50_seconds"] for run in its_runs],
+                guarantee=guarantee,
+            ),
+        ]
+        result.details[f"runs{key}"] = its_runs
+    result.details |= {"rate": RATE, "probe_every": PROBE_EVERY}
     result.notes = [
         f"Latency is an upper bound: a probe became visible at some moment between the previous"
         f" scrape and the one that saw it; one poll cycle was {resolution * 1000:.0f} ms (median),"
         f" a scrape plus a {POLL_GAP_SECONDS * 1000:.0f} ms pause.",
     ]
+    idle_cpu = [percent for run in every_run for percent in run["idle_workers_cpu_percent"]]
+    if idle_cpu:
+        result.notes.append(
+            f"Freshness: the worker of the other guarantee, idle during a run, used"
+            f" {min(idle_cpu):.0f}-{max(idle_cpu):.0f}% of a core meanwhile."
+        )
     return result

@@ -3,10 +3,10 @@
     CX_BROKER=... CX_APP_ID=... CX_TOPIC_PREFIX=... CX_WEB_PORT=... python -m bench.noop_app
     ... python -m bench.noop_app --batches
 
-Both use the worker's Faust settings (stream.app.faust_settings: broker, group timeouts of the
-embedded broker, consumer defaults) and its process settings (stream.memory: the allocator's,
-and the garbage collector thresholds that made the worker a third faster) and read the same
-input topics; the only work is adding to a counter.
+Both use the worker's Faust settings (stream.app.faust_settings: broker, group timeouts, and
+the embedded broker's workarounds only with CX_EMBEDDED_BROKER) and its process settings
+(stream.memory: the allocator's, and the garbage collector thresholds that made the worker a
+third faster) and read the same input topics; the only work is adding to a counter.
 
 - Per event (the baseline of the issue's targets): a stock faust.App with Faust's own
   per-record path, `async for event in stream.events()`.

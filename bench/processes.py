@@ -9,12 +9,14 @@ from __future__ import annotations
 import ctypes
 import http.client
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -23,7 +25,11 @@ import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
 import stream
+from stream.apache_kafka import ApacheKafka
 from stream.broker import EmbeddedBroker, free_port, stop_process
+from stream.config import ProcessingGuarantee
+
+from .context import AT_LEAST_ONCE, Suite
 
 REPO_ROOT = Path(stream.__file__).absolute().parent.parent
 """The checkout whose worker is measured: the one the `stream` package was imported from."""
@@ -76,17 +82,59 @@ def stop_all_children() -> None:
         stop_process(_started.pop(), timeout=10)
 
 
+@dataclass(frozen=True)
+class Broker:
+    """The broker a benchmark runs against, as the benchmark sees it."""
+
+    kind: str
+    """"kafka" or "tansu" (context.BROKERS)."""
+    url: str
+    """CX_BROKER's form."""
+    bootstrap: str
+    """aiokafka's form."""
+    pid: int
+    """Its process, whose CPU use the throughput runs record."""
+
+    def env(self) -> dict[str, str]:
+        """How a worker or the no-op app reaches it. Only Tansu gets CX_EMBEDDED_BROKER: its
+        workarounds (corrected end offsets, a short fetch wait and group timeouts) are wrong
+        against Kafka."""
+        embedded = {"CX_EMBEDDED_BROKER": "1"} if self.kind == "tansu" else {}
+        return {"CX_BROKER": self.url, **embedded}
+
+
+KAFKA_PROPERTIES = {"group.initial.rebalance.delay.ms": "3000"}
+"""Kafka's default, which stream.apache_kafka sets to 0 for the tests: a new consumer group's
+first rebalance waits 3 s for more members, so that two workers started together both join its
+first generation (with 0, in a quick run, the first to join took all 8 partitions and still held
+them at the end: the two-worker figure was one worker's). Single processes are timed from their
+assignment, after the wait."""
+
+
 @contextmanager
-def running_broker(log_path: Path) -> Iterator[EmbeddedBroker]:
-    """An embedded broker on a free loopback port, stopped by its pid on exit."""
-    broker = EmbeddedBroker(log_path=log_path)
+def running_broker(suite: Suite, name: str) -> Iterator[Broker]:
+    """A fresh broker of the suite's kind (--broker) on free loopback ports, stopped by its pid
+    on exit: Apache Kafka (one KRaft node, its storage under the work directory and deleted
+    when it stops; its log kept) or the embedded Tansu broker (memory storage)."""
+    if suite.broker == "tansu":
+        tansu = EmbeddedBroker(log_path=suite.workdir / f"broker-{name}.log")
+        try:
+            tansu.start()
+            assert tansu.process is not None
+            _started.append(tansu.process)
+            yield Broker("tansu", tansu.url, tansu.bootstrap, tansu.process.pid)
+        finally:
+            tansu.stop()
+        return
+    kafka = ApacheKafka(suite.workdir / f"kafka-{name}", properties=KAFKA_PROPERTIES)
     try:
-        broker.start()
-        assert broker.process is not None
-        _started.append(broker.process)
-        yield broker
+        kafka.start()
+        _started.extend(node.process for node in kafka.cluster if node.process is not None)
+        yield Broker("kafka", kafka.url, kafka.bootstrap, kafka.pids()[0])
     finally:
-        broker.stop()
+        kafka.stop()
+        for node in kafka.cluster:  # gigabytes of records: the log stays, as Tansu's
+            shutil.rmtree(node.folder / "data", ignore_errors=True)
 
 
 def python_env(**extra: str) -> dict[str, str]:
@@ -222,51 +270,48 @@ class ServiceProcess:
         self.stop()
 
 
-def _service_env(
-    broker: EmbeddedBroker,
-    workdir: Path,
-    name: str,
-    extra_env: Mapping[str, str],
-    env: Mapping[str, str],
-) -> dict[str, str]:
-    """CX_* settings as tests/kafka.py's WorkerProcess sets them, then `env`, then `extra_env`
-    (--worker-env, for experiments)."""
+def _service_env(broker: Broker, suite: Suite, name: str, env: Mapping[str, str]) -> dict[str, str]:
+    """CX_* settings as tests/kafka.py's WorkerProcess sets them, then `env`, then the suite's
+    --worker-env (for experiments; it may not name the broker or the guarantee). No CX_*
+    variable comes from the benchmark's own environment: an exported CX_EMBEDDED_BROKER or
+    CX_PROCESSING_GUARANTEE would change what is measured."""
     settings = {
-        "CX_BROKER": broker.url,
-        "CX_EMBEDDED_BROKER": "1",
+        **broker.env(),
         "CX_WEB_HOST": "127.0.0.1",
         "CX_WEB_PORT": str(free_port()),
-        "CX_DATA_DIR": str(workdir / name),
+        "CX_DATA_DIR": str(suite.workdir / name),
         "CX_LOG_LEVEL": "warning",
         **env,
-        **extra_env,
+        **suite.worker_env,
     }
-    return python_env(**settings)
+    environment = python_env(**settings).items()
+    return {key: value for key, value in environment if key[:3] != "CX_" or key in settings}
 
 
 def worker_process(
-    broker: EmbeddedBroker, workdir: Path, name: str, extra_env: Mapping[str, str], **env: str
+    broker: Broker,
+    suite: Suite,
+    name: str,
+    env: Mapping[str, str],
+    guarantee: ProcessingGuarantee = AT_LEAST_ONCE,
 ) -> ServiceProcess:
-    """`python -m stream worker` (not started yet)."""
+    """`python -m stream worker` with `env` and `guarantee` (not started yet)."""
     command = [sys.executable, "-m", "stream", "worker"]
-    settings = _service_env(broker, workdir, name, extra_env, env)
-    return ServiceProcess(name, command, settings, workdir)
+    settings = _service_env(broker, suite, name, {"CX_PROCESSING_GUARANTEE": guarantee, **env})
+    return ServiceProcess(name, command, settings, suite.workdir)
 
 
-def noop_process(
-    broker: EmbeddedBroker, workdir: Path, name: str, extra_env: Mapping[str, str], **env: str
-) -> ServiceProcess:
+def noop_process(broker: Broker, suite: Suite, name: str, env: Mapping[str, str]) -> ServiceProcess:
     """bench/noop_app.py, the framework's floor, with the same settings (not started yet)."""
     command = [sys.executable, "-m", "bench.noop_app"]
-    settings = _service_env(broker, workdir, name, extra_env, env)
-    return NoopProcess(name, command, settings, workdir)
+    return NoopProcess(name, command, _service_env(broker, suite, name, env), suite.workdir)
 
 
 def batch_noop_process(
-    broker: EmbeddedBroker, workdir: Path, name: str, extra_env: Mapping[str, str], **env: str
+    broker: Broker, suite: Suite, name: str, env: Mapping[str, str]
 ) -> ServiceProcess:
     """bench/noop_app.py --batches: the floor of cx-stream's batch dispatch (not started yet)."""
-    process = noop_process(broker, workdir, name, extra_env, **env)
+    process = noop_process(broker, suite, name, env)
     process.command.append("--batches")
     return process
 

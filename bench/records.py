@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 import stream.simulate
@@ -242,6 +242,10 @@ def scrape_records(now: float) -> list[Record]:
     return records
 
 
+LEADERS_TIMEOUT_MS = 30_000
+"""How long created topics may take until every partition's leader answers."""
+
+
 async def _create_topics(bootstrap: str, names: list[str], partitions: int) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
@@ -249,11 +253,23 @@ async def _create_topics(bootstrap: str, names: list[str], partitions: int) -> N
         await admin.create_topics([NewTopic(name, partitions, 1) for name in names])
     finally:
         await admin.close()
+    # until every partition's leader answers (its end offset): Kafka lists a new partition's
+    # leader a moment before that broker serves it, and answers sends meanwhile with
+    # NotLeaderForPartition, which the producer retries and logs, a line per partition
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, request_timeout_ms=LEADERS_TIMEOUT_MS)
+    await consumer.start()
+    try:
+        await consumer.end_offsets(
+            [TopicPartition(name, partition) for name in names for partition in range(partitions)]
+        )
+    finally:
+        await consumer.stop()
 
 
 def create_input_topics(bootstrap: str, prefix: str, partitions: int) -> None:
-    """The four input topics with the partition count the worker will use (it adopts theirs).
-    Plain aiokafka: stream.broker's helpers are the worker's, and change with it."""
+    """The four input topics with the partition count the worker will use (it adopts theirs),
+    each partition with its leader. Plain aiokafka: stream.broker's helpers are the worker's,
+    and change with it."""
     asyncio.run(_create_topics(bootstrap, [prefix + topic for topic in TOPICS], partitions))
 
 
@@ -281,3 +297,12 @@ def produce(bootstrap: str, prefix: str, records: list[Record]) -> float:
     started = time.monotonic()
     asyncio.run(_produce(bootstrap, prefix, records))
     return time.monotonic() - started
+
+
+def load(bootstrap: str, prefix: str, records: list[Record], partitions: int) -> None:
+    """The input topics created with `partitions` (before any record: Kafka would create a
+    topic a producer sends to with one partition, and the worker would follow it), then
+    `records` sent to them."""
+    create_input_topics(bootstrap, prefix, partitions)
+    seconds = produce(bootstrap, prefix, records)
+    say(f"produced {len(records):,} records to {prefix}* in {seconds:.1f}s")

@@ -18,12 +18,13 @@ import statistics
 import time
 from typing import Any
 
-from stream.broker import EmbeddedBroker, free_port
+from stream.broker import free_port
 
-from .context import TARGET_TICKETS, Suite, smaller
+from .context import AT_LEAST_ONCE, TARGET_TICKETS, Suite, smaller
 from .cpu import rss_megabytes
 from .figures import BenchResult, Figure, Target
 from .processes import (
+    Broker,
     ChildFailed,
     Samples,
     ServiceProcess,
@@ -34,7 +35,7 @@ from .processes import (
 )
 from .progress import say
 from .rates import processing_rate
-from .records import create_input_topics, produce, ticket_heavy_records
+from .records import load, ticket_heavy_records
 
 RESTART_TIMEOUT = 300.0
 """A restart not correct after this long is reported as failed (the target is 30 s)."""
@@ -156,15 +157,25 @@ def _rss_when_ready(worker: ServiceProcess) -> float:
     return rss_megabytes(worker.pid)
 
 
-def load_and_restart(broker: EmbeddedBroker, suite: Suite, total: int) -> dict[str, Any]:
-    env = {"CX_APP_ID": "restart", "CX_TOPIC_PREFIX": "state-"}
-    worker = worker_process(broker, suite.workdir, "restart", suite.worker_env, **env)
+SESSION_TIMEOUT = "6s"
+"""CX_KAFKA_SESSION_TIMEOUT of the restarted worker, as the tests set it (Kafka's least, and
+what the worker sets itself against Tansu): the group coordinator waits this long for the
+killed process before the new one gets its partitions, where production's 45 s would be most
+of the restart time."""
+
+
+def load_and_restart(broker: Broker, suite: Suite, total: int) -> dict[str, Any]:
+    env = {
+        "CX_APP_ID": "restart",
+        "CX_TOPIC_PREFIX": "state-",
+        "CX_KAFKA_SESSION_TIMEOUT": SESSION_TIMEOUT,
+    }
+    worker = worker_process(broker, suite, "restart", env)
     worker.start()
     try:
         rss_empty = _rss_when_ready(worker)
-        assert broker.process is not None
-        load = processing_rate([worker], total, broker.process.pid)
-        say(f"  loaded {total:,} records at {load.per_second:,.0f} events/s")
+        loading = processing_rate([worker], total, broker.pid)
+        say(f"  loaded {total:,} records at {loading.per_second:,.0f} events/s")
         want = settled_reference(worker, suite.tickets)
         loaded = {"rss_mb": rss_megabytes(worker.pid), "state_entries": state_entries(worker)}
         say(f"  settled: RSS {loaded['rss_mb']:.0f} MB (at start {rss_empty:.0f} MB)")
@@ -178,7 +189,7 @@ def load_and_restart(broker: EmbeddedBroker, suite: Suite, total: int) -> dict[s
         worker.stop()
     return {
         "records": total,
-        "load_events_per_second": load.per_second,
+        "load_events_per_second": loading.per_second,
         "rss_empty_mb": rss_empty,
         "loaded": loaded,
         "reference_samples": len(want),
@@ -189,9 +200,8 @@ def load_and_restart(broker: EmbeddedBroker, suite: Suite, total: int) -> dict[s
 def run_restart(suite: Suite) -> BenchResult:
     records = ticket_heavy_records(suite.tickets, suite.seed, suite.cache_dir)
     say(f"restart and memory: {suite.tickets:,} tickets, {len(records):,} ticket-heavy events")
-    with running_broker(suite.workdir / "broker-restart.log") as broker:
-        create_input_topics(broker.bootstrap, "state-", suite.partitions)
-        produce(broker.bootstrap, "state-", records)
+    with running_broker(suite, "restart") as broker:
+        load(broker.bootstrap, "state-", records, suite.partitions)
         details = load_and_restart(broker, suite, len(records))
     details["tickets"] = suite.tickets
     return restart_result(details, suite.tickets)
@@ -210,6 +220,7 @@ def restart_result(details: dict[str, Any], tickets: int) -> BenchResult:
             "s",
             [r["seconds"] for r in restarts],
             Target("at most 30 s", 30.0, at_most=True, smaller=size),
+            guarantee=AT_LEAST_ONCE,
         ),
         Figure(
             "memory.rss_mb",
@@ -217,6 +228,7 @@ def restart_result(details: dict[str, Any], tickets: int) -> BenchResult:
             "MB",
             rss,
             Target("at most 400 MB", 400.0, at_most=True, worst_case=True, smaller=size),
+            guarantee=AT_LEAST_ONCE,
         ),
     ]
     empty = details["rss_empty_mb"]

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .context import Suite
+from .context import AT_LEAST_ONCE, Suite
 from .figures import BenchResult, Figure, Target, percentile
 from .processes import ChildFailed, ServiceProcess, parse_samples, running_broker, worker_process
 from .profiling import SAMPLES_PER_SECOND, profiled
@@ -29,7 +29,7 @@ from .records import (
     SCRAPE_CHANNELS,
     SCRAPE_PRIORITIES,
     SCRAPE_TEAMS,
-    create_input_topics,
+    load,
     produce,
     scrape_records,
     scrape_ticket,
@@ -120,13 +120,11 @@ def run_scrape(suite: Suite) -> BenchResult:
     records = scrape_records(time.time())
     say(f"scrape: {len(records):,} records, {EXPECTED_SERIES} series expected")
     runs, profile = [], None
-    with running_broker(suite.workdir / "broker-scrape.log") as broker:
-        create_input_topics(broker.bootstrap, "scrape-", suite.partitions)
-        produce(broker.bootstrap, "scrape-", records)
+    with running_broker(suite, "scrape") as broker:
+        load(broker.bootstrap, "scrape-", records, suite.partitions)
         env = {"CX_APP_ID": "scrape", "CX_TOPIC_PREFIX": "scrape-", "CX_MAX_SEGMENT_VALUES": "50"}
-        with worker_process(broker, suite.workdir, "scrape", suite.worker_env, **env) as worker:
-            assert broker.process is not None
-            processing_rate([worker], len(records), broker.process.pid)
+        with worker_process(broker, suite, "scrape", env) as worker:
+            processing_rate([worker], len(records), broker.pid)
             series, samples = settled_page(worker)
             idle = [timed_scrapes(worker) for _ in range(suite.runs)]
             opened = itertools.count(step=SCRAPE_TEAMS)
@@ -155,6 +153,7 @@ def run_scrape(suite: Suite) -> BenchResult:
             "ms",
             [run["median_ms"] for run in runs],
             Target("at most 50 ms", 50.0, at_most=True),
+            guarantee=AT_LEAST_ONCE,
         ),
         Figure(
             "scrape.p99_ms",
@@ -162,6 +161,7 @@ def run_scrape(suite: Suite) -> BenchResult:
             f" {LIVE_SCRAPES_PER_RUN}",
             "ms",
             [run["p99_ms"] for run in runs],
+            guarantee=AT_LEAST_ONCE,
         ),
         Figure(
             "scrape.idle_median_ms",
@@ -169,6 +169,7 @@ def run_scrape(suite: Suite) -> BenchResult:
             f" {SCRAPES_PER_RUN}",
             "ms",
             [run["median_ms"] for run in idle],
+            guarantee=AT_LEAST_ONCE,
         ),
     ]
     result.details |= {"series": series, "samples": samples, "runs": runs, "idle_runs": idle}
