@@ -1,4 +1,5 @@
-"""Generates the Grafana dashboards in grafana/dashboards/ (for Grafana 11.2).
+"""Generates the Grafana dashboards in grafana/dashboards/ with Grafana's own dashboards-as-code
+library, grafana-foundation-sdk, in its build for Grafana 11.2 (the version compose runs).
 
     .venv/bin/python grafana/generate.py      # rewrites wall.json and analyst.json
 
@@ -10,36 +11,105 @@ reduced with `last`, "no data" when a series is gone, thresholds colouring only 
 of a panel, per-team bars sorted and capped. The analyst dashboard has one segment choice,
 because the processor exports one dimension at a time (no cross products), and one kind of
 quantity per panel, so that counts and ratios never share an axis.
+
+The SDK has no builder for the alert-list panel (none of its builds, 10.1 to 11.6 and next, has
+one): the wall's alert list is its generic panel builder with the options written out here.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, Self, TypeVar
+
+from grafana_foundation_sdk.builders import (
+    bargauge,
+    stat,
+    timeseries,
+)
+from grafana_foundation_sdk.builders import common as options
+from grafana_foundation_sdk.builders import dashboard as builders
+from grafana_foundation_sdk.builders import prometheus as promql
+from grafana_foundation_sdk.cog.builder import Builder
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.cog.variants import Dataquery
+from grafana_foundation_sdk.models import common
+from grafana_foundation_sdk.models import dashboard as model
 
 HERE = Path(__file__).resolve().parent
-DATASOURCE = {"type": "prometheus", "uid": "cx-prometheus"}
+DATASOURCE = model.DataSourceRef(type_val="prometheus", uid="cx-prometheus")
 DATASOURCE_NAME = "Prometheus"  # the alert-list panel filters by name, not uid
 ORGANISATION = 'team="all", channel="all", priority="all"'
 NO_DATA = "no data"
 WATCHDOG = "CxWatchdog"
 
-Json = dict[str, Any]
+Panel = Builder[model.Panel]
 
-# Units and axis ranges per kind of quantity; a panel shows one kind.
-KINDS: dict[str, Json] = {
-    "ratio": {"unit": "percentunit", "min": 0, "max": 1},
-    "count": {"unit": "short", "min": 0, "decimals": 0},
-    "seconds": {"unit": "s", "min": 0},
-    "nps": {"unit": "none", "min": -100, "max": 100, "decimals": 0},
-    "csat_score": {"unit": "none", "min": 1, "max": 5, "decimals": 2},
-    "ces_score": {"unit": "none", "min": 1, "max": 7, "decimals": 2},
-    "rate": {"unit": "ops", "min": 0},
-    "up": {"unit": "none", "min": 0, "max": 1, "decimals": 0},
+
+@dataclass(frozen=True)
+class Kind:
+    """The unit and axis range of one kind of quantity; a panel shows one kind."""
+
+    unit: str
+    min: float | None = None
+    max: float | None = None
+    decimals: float | None = None
+
+    def properties(self) -> list[model.DynamicConfigValue]:
+        """As field overrides (for a secondary value of a stat panel)."""
+        return [
+            model.DynamicConfigValue(id_val=name, value=value)
+            for name, value in (
+                ("unit", self.unit),
+                ("min", self.min),
+                ("max", self.max),
+                ("decimals", self.decimals),
+            )
+            if value is not None
+        ]
+
+
+KINDS: dict[str, Kind] = {
+    "ratio": Kind("percentunit", 0, 1),
+    "count": Kind("short", 0, decimals=0),
+    "seconds": Kind("s", 0),
+    "nps": Kind("none", -100, 100, 0),
+    "csat_score": Kind("none", 1, 5, 2),
+    "ces_score": Kind("none", 1, 7, 2),
+    "rate": Kind("ops", 0),
+    "up": Kind("none", 0, 1, 0),
 }
+
+
+class Fields(Protocol):
+    """The field defaults every panel builder of the SDK sets."""
+
+    def unit(self, unit: str) -> Self: ...
+    def min(self, min_val: float) -> Self: ...
+    def max(self, max_val: float) -> Self: ...
+    def decimals(self, decimals: float) -> Self: ...
+    def no_value(self, no_value: str) -> Self: ...
+    def color_scheme(self, color: Builder[model.FieldColor]) -> Self: ...
+    def thresholds(self, thresholds: Builder[model.ThresholdsConfig]) -> Self: ...
+
+
+F = TypeVar("F", bound=Fields)
+
+
+def of_kind(panel: F, kind: str) -> F:
+    """The panel's field defaults: its kind's unit and range, and "no data" for a missing series."""
+    spec = KINDS[kind]
+    panel = panel.unit(spec.unit).no_value(NO_DATA)
+    if spec.min is not None:
+        panel = panel.min(spec.min)
+    if spec.max is not None:
+        panel = panel.max(spec.max)
+    if spec.decimals is not None:
+        panel = panel.decimals(spec.decimals)
+    return panel
 
 
 def gauge(metric: str, selector: str) -> str:
@@ -54,115 +124,111 @@ class Query:
     kind: str
 
 
+def ref_id(index: int) -> str:
+    return chr(ord("A") + index)
+
+
+def targets(queries: Sequence[Query], instant: bool) -> list[Builder[Dataquery]]:
+    made: list[Builder[Dataquery]] = []
+    for index, query in enumerate(queries):
+        target = (
+            promql.Dataquery()
+            .datasource(DATASOURCE)
+            .ref_id(ref_id(index))
+            .expr(query.expr)
+            .legend_format(query.legend)
+        )
+        made.append(target.instant() if instant else target.range())
+    return made
+
+
 @dataclass
 class Thresholds:
     steps: list[tuple[str, float | None]]
 
-    def defaults(self, kind: str) -> Json:
-        """Field defaults of a wall panel: its kind's unit and range, coloured by these steps."""
-        return {
-            **KINDS[kind],
-            "noValue": NO_DATA,
-            "color": {"mode": "thresholds"},
-            "thresholds": {
-                "mode": "absolute",
-                "steps": [{"color": color, "value": value} for color, value in self.steps],
-            },
-        }
+    def config(self) -> builders.ThresholdsConfig:
+        return (
+            builders.ThresholdsConfig()
+            .mode(model.ThresholdsMode.ABSOLUTE)
+            .steps([model.Threshold(value=value, color=color) for color, value in self.steps])
+        )
+
+
+def coloured(panel: F, thresholds: Thresholds) -> F:
+    """Coloured by the thresholds' steps (a wall panel's main value)."""
+    scheme = builders.FieldColor().mode(model.FieldColorModeId.THRESHOLDS)
+    return panel.color_scheme(scheme).thresholds(thresholds.config())
 
 
 @dataclass
 class Board:
-    uid: str
-    title: str
-    panels: list[Json] = field(default_factory=list)
+    """A dashboard's panels, numbered and placed on Grafana's 24-column grid."""
 
-    def add(self, panel: Json, x: int, y: int, w: int, h: int) -> None:
-        panel["id"] = len(self.panels) + 1
-        panel["gridPos"] = {"x": x, "y": y, "w": w, "h": h}
-        self.panels.append(panel)
+    panels: list[Panel]
 
-
-def targets(queries: list[Query], instant: bool) -> list[Json]:
-    return [
-        {
-            "datasource": DATASOURCE,
-            "refId": chr(ord("A") + index),
-            "expr": query.expr,
-            "legendFormat": query.legend,
-            "instant": instant,
-            "range": not instant,
-        }
-        for index, query in enumerate(queries)
-    ]
+    def add(self, panel: Any, x: int, y: int, w: int, h: int) -> None:
+        self.panels.append(panel.id(len(self.panels) + 1).grid_pos(model.GridPos(h, w, x, y)))
 
 
 # --- the wall --------------------------------------------------------------------------------
 
-TV_TEXT = {"titleSize": 28, "valueSize": 72}
-LAST = {"calcs": ["last"], "fields": "", "values": False}
+
+def tv_text() -> options.VizTextDisplayOptions:
+    return options.VizTextDisplayOptions().title_size(28).value_size(72)
 
 
-def stat(
+def last() -> options.ReduceDataOptions:
+    return options.ReduceDataOptions().calcs(["last"]).fields("").values(False)
+
+
+def stat_panel(
     title: str,
     main: list[Query],
     thresholds: Thresholds,
     secondary: tuple[Query, ...] = (),
-) -> Json:
+) -> stat.Panel:
     """Big numbers: the main queries coloured by the thresholds, the secondary ones (margins,
     bounds, counts) beside them in a neutral colour and in their own unit."""
-    queries = [*main, *secondary]
-    overrides = [
-        {
-            "matcher": {"id": "byFrameRefID", "options": target["refId"]},
-            "properties": [
-                {"id": "color", "value": {"mode": "fixed", "fixedColor": "transparent"}},
-                *({"id": key, "value": value} for key, value in KINDS[query.kind].items()),
+    panel = (
+        stat.Panel()
+        .title(title)
+        .datasource(DATASOURCE)
+        .targets(targets([*main, *secondary], instant=True))
+        .reduce_options(last())
+        .color_mode(common.BigValueColorMode.BACKGROUND)
+        .graph_mode(common.BigValueGraphMode.NONE)
+        .justify_mode(common.BigValueJustifyMode.CENTER)
+        .text_mode(common.BigValueTextMode.VALUE_AND_NAME)
+        .orientation(common.VizOrientation.HORIZONTAL)
+        .text(tv_text())
+    )
+    panel = coloured(of_kind(panel, main[0].kind), thresholds)
+    for index, query in enumerate(secondary, start=len(main)):
+        panel = panel.override_by_query(
+            ref_id(index),
+            [
+                model.DynamicConfigValue(
+                    id_val="color", value={"mode": "fixed", "fixedColor": "transparent"}
+                ),
+                *KINDS[query.kind].properties(),
             ],
-        }
-        for query, target in zip(
-            secondary, targets(queries, instant=True)[len(main) :], strict=True
         )
-    ]
-    return {
-        "type": "stat",
-        "title": title,
-        "datasource": DATASOURCE,
-        "targets": targets(queries, instant=True),
-        "options": {
-            "reduceOptions": LAST,
-            "colorMode": "background",
-            "graphMode": "none",
-            "justifyMode": "center",
-            "textMode": "value_and_name",
-            "orientation": "horizontal",
-            "text": TV_TEXT,
-        },
-        "fieldConfig": {
-            "defaults": thresholds.defaults(main[0].kind),
-            "overrides": overrides,
-        },
-    }
+    return panel
 
 
-def bars(title: str, query: Query, thresholds: Thresholds) -> Json:
-    return {
-        "type": "bargauge",
-        "title": title,
-        "datasource": DATASOURCE,
-        "targets": targets([query], instant=True),
-        "options": {
-            "reduceOptions": LAST,
-            "orientation": "horizontal",
-            "displayMode": "basic",
-            "showUnfilled": True,
-            "text": {"titleSize": 22, "valueSize": 28},
-        },
-        "fieldConfig": {
-            "defaults": thresholds.defaults(query.kind),
-            "overrides": [],
-        },
-    }
+def bars(title: str, query: Query, thresholds: Thresholds) -> bargauge.Panel:
+    panel = (
+        bargauge.Panel()
+        .title(title)
+        .datasource(DATASOURCE)
+        .targets(targets([query], instant=True))
+        .reduce_options(last())
+        .orientation(common.VizOrientation.HORIZONTAL)
+        .display_mode(common.BarGaugeDisplayMode.BASIC)
+        .show_unfilled(True)
+        .text(options.VizTextDisplayOptions().title_size(22).value_size(28))
+    )
+    return coloured(of_kind(panel, query.kind), thresholds)
 
 
 def per_team(metric: str, order: str, extra: str = "") -> str:
@@ -193,11 +259,11 @@ HEADLINES: dict[str, tuple[str, str, Thresholds, list[tuple[str, str, str]]]] = 
 }
 
 
-def headline(name: str, window: str, title: str) -> Json:
+def headline(name: str, window: str, title: str) -> stat.Panel:
     """NPS or CSAT of the whole organisation, with its uncertainty and response count."""
     metric, kind, thresholds, secondary = HEADLINES[name]
     segment = f'window="{window}", {ORGANISATION}'
-    return stat(
+    return stat_panel(
         title,
         [Query(gauge(metric, segment), name, kind)],
         thresholds,
@@ -220,15 +286,46 @@ def business_time(metric: str, selector: str) -> list[Query]:
     return quantiles(business, selector, " business hours")
 
 
-def wall() -> Json:
-    board = Board("cx-wall", "cx-stream wall")
+def alert_list(title: str) -> Panel:
+    """The firing alerts but the watchdog. The SDK has no alert-list builder: its generic panel
+    builder with the alert list's options (Grafana 11.2's `alertlist` panel) written out."""
+    return (
+        builders.Panel()
+        .type("alertlist")
+        .title(title)
+        .options(
+            {
+                "viewMode": "list",
+                "groupMode": "default",
+                "groupBy": [],
+                "maxItems": 20,
+                "sortOrder": 1,
+                "dashboardAlerts": False,
+                "alertName": "",
+                "alertInstanceLabelFilter": f'{{alertname!="{WATCHDOG}"}}',
+                "datasource": DATASOURCE_NAME,
+                "showInstances": True,
+                "stateFilter": {
+                    "firing": True,
+                    "pending": False,
+                    "noData": False,
+                    "normal": False,
+                    "error": False,
+                },
+            }
+        )
+    )
+
+
+def wall() -> builders.Dashboard:
+    board = Board([])
     board.add(headline("NPS", "1h", "NPS · last hour"), 0, 0, 6, 8)
     board.add(headline("NPS", "24h", "NPS · last 24 hours"), 6, 0, 6, 8)
     board.add(headline("CSAT", "1h", "CSAT · last hour"), 12, 0, 6, 8)
     board.add(headline("CSAT", "24h", "CSAT · last 24 hours"), 18, 0, 6, 8)
     ces = f'window="24h", {ORGANISATION}'
     board.add(
-        stat(
+        stat_panel(
             "Customer effort · 24h (1-7)",
             [Query(gauge("cx_ces_score_avg", ces), "CES", "ces_score")],
             Thresholds([("red", None), ("orange", 4), ("green", 5)]),
@@ -240,7 +337,7 @@ def wall() -> Json:
         7,
     )
     board.add(
-        stat(
+        stat_panel(
             "First response · last hour",
             quantiles("cx_first_response_seconds", f'window="1h", {ORGANISATION}'),
             Thresholds([("green", None), ("orange", 3600), ("red", 14400)]),
@@ -252,7 +349,7 @@ def wall() -> Json:
         7,
     )
     board.add(
-        stat(
+        stat_panel(
             "Resolution · last 24 hours",
             quantiles("cx_resolution_seconds", f'window="24h", {ORGANISATION}'),
             Thresholds([("green", None), ("orange", 86400), ("red", 259200)]),
@@ -264,7 +361,7 @@ def wall() -> Json:
         7,
     )
     board.add(
-        stat(
+        stat_panel(
             "Backlog (open tickets)",
             [Query(gauge("cx_tickets_open", ORGANISATION), "open", "count")],
             Thresholds([("green", None), ("orange", 200), ("red", 500)]),
@@ -276,7 +373,7 @@ def wall() -> Json:
     )
     firing = f'count(ALERTS{{alertstate="firing", alertname!="{WATCHDOG}"}}) or vector(0)'
     board.add(
-        stat(
+        stat_panel(
             "Alerts firing",
             [Query(firing, "firing", "count")],
             Thresholds([("green", None), ("red", 1)]),
@@ -323,36 +420,10 @@ def wall() -> Json:
         8,
         10,
     )
-    board.add(
-        {
-            "type": "alertlist",
-            "title": "Firing alerts",
-            "options": {
-                "viewMode": "list",
-                "groupMode": "default",
-                "groupBy": [],
-                "maxItems": 20,
-                "sortOrder": 1,
-                "dashboardAlerts": False,
-                "alertName": "",
-                "alertInstanceLabelFilter": f'{{alertname!="{WATCHDOG}"}}',
-                "datasource": DATASOURCE_NAME,
-                "showInstances": True,
-                "stateFilter": {
-                    "firing": True,
-                    "pending": False,
-                    "noData": False,
-                    "normal": False,
-                    "error": False,
-                },
-            },
-        },
-        0,
-        25,
-        24,
-        6,
+    board.add(alert_list("Firing alerts"), 0, 25, 24, 6)
+    return dashboard(
+        "cx-wall", "cx-stream wall", board, "30s", "now-1h", tags=["wall"], hide_time=True
     )
-    return dashboard(board, refresh="30s", time_from="now-1h", tags=["wall"], hide_time=True)
 
 
 # --- the analyst dashboard -------------------------------------------------------------------
@@ -378,40 +449,56 @@ def segment_query() -> str:
 SEGMENT_REGEX = '/_segment="(?<text>[^"]*)",(?<value>[^}]*)}/'
 
 
-def series(title: str, queries: list[Query], description: str = "") -> Json:
+def series(title: str, queries: list[Query], description: str = "") -> timeseries.Panel:
     (kind,) = {query.kind for query in queries}  # one kind of quantity, one axis
-    return {
-        "type": "timeseries",
-        "title": title,
-        "description": description,
-        "datasource": DATASOURCE,
-        "targets": targets(queries, instant=False),
-        "options": {
-            "legend": {"displayMode": "list", "placement": "bottom"},
-            "tooltip": {"mode": "multi"},
-        },
-        "fieldConfig": {
-            "defaults": {
-                **KINDS[kind],
-                "noValue": NO_DATA,
-                "custom": {"lineWidth": 2, "fillOpacity": 0, "showPoints": "never"},
-            },
-            "overrides": [],
-        },
-    }
+    panel = (
+        timeseries.Panel()
+        .title(title)
+        .description(description)
+        .datasource(DATASOURCE)
+        .targets(targets(queries, instant=False))
+        .legend(
+            options.VizLegendOptions()
+            .display_mode(common.LegendDisplayMode.LIST)
+            .placement(common.LegendPlacement.BOTTOM)
+            .show_legend(True)
+        )
+        .tooltip(
+            options.VizTooltipOptions()
+            .mode(common.TooltipDisplayMode.MULTI)
+            .sort(common.SortOrder.NONE)
+        )
+        .line_width(2)
+        .fill_opacity(0)
+        .show_points(common.VisibilityMode.NEVER)
+    )
+    return of_kind(panel, kind)
 
 
 def of_segment(metric: str, legend: str, kind: str) -> Query:
     return Query(gauge(metric, SEGMENT), legend, kind)
 
 
-def segment_series(title: str, kind: str, *metrics: tuple[str, str]) -> Json:
+def segment_series(title: str, kind: str, *metrics: tuple[str, str]) -> timeseries.Panel:
     """A trend panel of metrics (name, legend) of one kind, for the chosen window and segment."""
     return series(title, [of_segment(metric, legend, kind) for metric, legend in metrics])
 
 
-def analyst() -> Json:
-    board = Board("cx-analyst", "cx-stream analyst")
+def choice(name: str, values: Sequence[str], default: str) -> builders.CustomVariable:
+    """A fixed list of values, one chosen."""
+    return (
+        builders.CustomVariable(name)
+        .label(name)
+        .hide(model.VariableHide.DONT_HIDE)
+        .values(",".join(values))
+        .current(model.VariableOption(text=default, value=default))
+        .options([model.VariableOption(text=v, value=v, selected=v == default) for v in values])
+        .include_all(False)
+        .multi(False)
+    )
+
+
+def analyst() -> builders.Dashboard:
     nps = gauge("cx_nps", SEGMENT)
     margin = gauge("cx_nps_margin_of_error", SEGMENT)
     panels = [
@@ -544,75 +631,71 @@ def analyst() -> Json:
         ),
         series("Workers up", [Query('up{job="cx-stream"}', "{{instance}}", "up")]),
     ]
+    board = Board([])
     for index, panel in enumerate(panels):
         board.add(panel, 12 * (index % 2), 8 * (index // 2), 12, 8)
-    variables = [
-        {
-            "name": "window",
-            "label": "window",
-            "type": "custom",
-            "hide": 0,
-            "query": "1h,24h,7d,28d",
-            "current": {"text": "24h", "value": "24h"},
-            "options": [
-                {"text": name, "value": name, "selected": name == "24h"}
-                for name in ("1h", "24h", "7d", "28d")
-            ],
-            "includeAll": False,
-            "multi": False,
-        },
-        {
-            "name": "segment",
-            "label": "segment",
-            "description": "The whole organisation, or one team, channel or priority: the "
-            "processor exports one dimension at a time.",
-            "type": "query",
-            "hide": 0,
-            "datasource": DATASOURCE,
-            "query": {"query": segment_query(), "refId": "segment"},
-            "definition": segment_query(),
-            "regex": SEGMENT_REGEX,
-            "current": {"text": "all", "value": 'channel="all",priority="all",team="all"'},
-            "refresh": 2,
-            "sort": 1,
-            "includeAll": False,
-            "multi": False,
-        },
-    ]
-    return dashboard(board, refresh="1m", time_from="now-7d", tags=["analyst"], variables=variables)
+    segment = (
+        builders.QueryVariable("segment")
+        .label("segment")
+        .description(
+            "The whole organisation, or one team, channel or priority: the "
+            "processor exports one dimension at a time."
+        )
+        .hide(model.VariableHide.DONT_HIDE)
+        .datasource(DATASOURCE)
+        .query({"query": segment_query(), "refId": "segment"})
+        .regex(SEGMENT_REGEX)
+        .current(model.VariableOption(text="all", value='channel="all",priority="all",team="all"'))
+        .refresh(model.VariableRefresh.ON_TIME_RANGE_CHANGED)
+        .sort(model.VariableSort.ALPHABETICAL_ASC)
+        .include_all(False)
+        .multi(False)
+    )
+    return dashboard(
+        "cx-analyst",
+        "cx-stream analyst",
+        board,
+        "1m",
+        "now-7d",
+        tags=["analyst"],
+        variables=[choice("window", ("1h", "24h", "7d", "28d"), "24h"), segment],
+    )
 
 
 def dashboard(
+    uid: str,
+    title: str,
     board: Board,
     refresh: str,
     time_from: str,
     tags: list[str],
-    variables: list[Json] | None = None,
+    variables: Sequence[Builder[model.VariableModel]] = (),
     hide_time: bool = False,
-) -> Json:
-    return {
-        "uid": board.uid,
-        "title": board.title,
-        "tags": ["cx-stream", *tags],
-        "timezone": "browser",
-        "editable": False,
-        "graphTooltip": 1,
-        "refresh": refresh,
-        "schemaVersion": 39,
-        "version": 1,
-        "time": {"from": time_from, "to": "now"},
-        "timepicker": {"hidden": hide_time},
-        "annotations": {"list": []},
-        "links": [],
-        "templating": {"list": variables or []},
-        "panels": board.panels,
-    }
+) -> builders.Dashboard:
+    made = (
+        builders.Dashboard(title)
+        .uid(uid)
+        .tags(["cx-stream", *tags])
+        .timezone("browser")
+        .readonly()
+        .tooltip(model.DashboardCursorSync.CROSSHAIR)
+        .refresh(refresh)
+        .version(1)
+        .time(time_from, "now")
+        .timepicker(builders.TimePicker().hidden(hide_time))
+        .links([])
+        .annotations([])
+        .variables(list(variables))
+    )
+    for panel in board.panels:
+        made = made.with_panel(panel)
+    return made
 
 
 def generate() -> dict[str, str]:
     """File name -> the JSON text Grafana provisions."""
     return {
-        name: json.dumps(board, indent=2, ensure_ascii=False) + "\n"
+        name: json.dumps(board.build(), cls=JSONEncoder, indent=2, ensure_ascii=False) + "\n"
         for name, board in (("wall.json", wall()), ("analyst.json", analyst()))
     }
 
