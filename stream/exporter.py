@@ -276,21 +276,69 @@ def _escape(label_value: str) -> str:
 
 
 _HELP = {
-    "cx_nps": "Net Promoter Score (-100..100) of survey responses in the window",
-    "cx_nps_margin_of_error": "95% half-width of the NPS",
-    "cx_csat_ratio": "Share of CSAT responses scoring 4 or 5",
-    "cx_csat_ratio_lower": "Wilson 95% lower bound of the CSAT ratio",
-    "cx_csat_ratio_upper": "Wilson 95% upper bound of the CSAT ratio",
-    "cx_ces_score_avg": "Mean Customer Effort Score (1-7)",
-    "cx_ces_low_effort_ratio": "Share of CES responses scoring 5-7",
-    "cx_first_response_seconds": "First response time quantiles, counted at the reply",
-    "cx_resolution_seconds": "Time to resolution quantiles, counted at the resolution",
-    "cx_tickets_open": "Tickets opened and not resolved (backlog now)",
-    "cx_one_touch_ratio": "Resolved tickets with at most one public agent reply",
-    "cx_full_resolution_seconds": "Full resolution time quantiles (latest resolution - opened)",
+    "cx_nps": "Net Promoter Score (-100 to 100) of the window's NPS survey responses:"
+    " promoters minus detractors, as a percentage of all responses",
+    "cx_nps_margin_of_error": "95% margin of error of the NPS, in NPS points either side",
+    "cx_nps_responses": "NPS survey responses counted in the window (a ticket's latest answer)",
+    "cx_nps_promoters": "NPS responses in the window that scored 9 or 10 (promoters)",
+    "cx_nps_passives": "NPS responses in the window that scored 7 or 8 (passives)",
+    "cx_nps_detractors": "NPS responses in the window that scored 0 to 6 (detractors)",
+    "cx_csat_ratio": "Share (0-1) of the window's CSAT responses that scored 4 or 5",
+    "cx_csat_ratio_lower": "Lower end of the 95% Wilson interval of the CSAT ratio",
+    "cx_csat_ratio_upper": "Upper end of the 95% Wilson interval of the CSAT ratio",
+    "cx_csat_responses": "CSAT survey responses counted in the window (a ticket's latest answer)",
+    "cx_csat_satisfied": "CSAT responses in the window that scored 4 or 5 (satisfied)",
+    "cx_csat_score_avg": "Mean CSAT score (1-5) of the window's responses",
+    "cx_ces_score_avg": "Mean Customer Effort Score (1-7) of the window's responses",
+    "cx_ces_low_effort_ratio": "Share (0-1) of the window's CES responses that scored 5 to 7",
+    "cx_ces_responses": "Customer Effort Score survey responses counted in the window",
+    "cx_first_response_seconds": "First response time in seconds (opened to the first public"
+    " agent reply), quantiles over the first replies made in the window",
+    "cx_first_response_seconds_avg": "Mean first response time in seconds of the first replies"
+    " made in the window",
+    "cx_first_response_count": "Tickets whose first public agent reply was made in the window",
+    "cx_resolution_seconds": "Time to resolution in seconds (opened to the first resolution),"
+    " quantiles over the tickets first resolved in the window",
+    "cx_resolution_seconds_avg": "Mean time to resolution in seconds of the tickets first"
+    " resolved in the window",
+    "cx_resolution_count": "Tickets first resolved in the window whose opening is known"
+    " (the ones a time to resolution is measured for)",
+    "cx_tickets_opened": "Tickets opened in the window",
+    "cx_tickets_resolved": "Tickets resolved for the first time in the window",
+    "cx_first_response_sla_breach_ratio": "Share (0-1) of the window's first responses slower"
+    " than the SLA target of their ticket's priority",
+    "cx_resolution_sla_breach_ratio": "Share (0-1) of the window's first resolutions slower"
+    " than the SLA target of their ticket's priority",
+    "cx_one_touch_ratio": "Share (0-1) of the tickets first resolved in the window that had at"
+    " most one public agent reply before it",
+    "cx_first_response_sla_breaches": "First responses in the window slower than the SLA"
+    " target of their ticket's priority",
+    "cx_resolution_sla_breaches": "First resolutions in the window slower than the SLA target"
+    " of their ticket's priority",
+    "cx_one_touch_tickets": "Tickets first resolved in the window with at most one public"
+    " agent reply before it",
+    "cx_full_resolution_seconds": "Full resolution time in seconds (opened to the latest"
+    " resolution, of tickets resolved now), quantiles over latest resolutions in the window",
+    "cx_full_resolution_seconds_avg": "Mean full resolution time in seconds of the tickets"
+    " resolved now whose latest resolution was in the window",
+    "cx_full_resolution_count": "Tickets resolved now whose latest resolution was in the window",
     "cx_ticket_reopens": "Reopens of resolved tickets in the window",
-    "cx_reopened_ratio": "Share of the window's first-resolved tickets reopened since",
-    "cx_first_contact_resolution_ratio": "First-resolved tickets one-touch and never reopened",
-    "cx_first_response_business_seconds": "First response time in business hours, quantiles",
-    "cx_resolution_business_seconds": "Time to resolution in business hours, quantiles",
+    "cx_reopened_ratio": "Share (0-1) of the tickets first resolved in the window that were"
+    " reopened since",
+    "cx_reopened_tickets": "Tickets first resolved in the window and reopened since",
+    "cx_first_contact_resolution_ratio": "Share (0-1) of the tickets first resolved in the"
+    " window that were one-touch and never reopened",
+    "cx_first_contact_resolutions": "Tickets first resolved in the window that were one-touch"
+    " and never reopened (first contact resolutions)",
+    "cx_first_response_business_seconds": "First response time in business seconds (inside"
+    " the team's opening hours), quantiles over the first replies made in the window",
+    "cx_first_response_business_seconds_avg": "Mean first response time in business seconds"
+    " of the first replies made in the window",
+    "cx_resolution_business_seconds": "Time to resolution in business seconds (inside the"
+    " team's opening hours), quantiles over the tickets first resolved in the window",
+    "cx_resolution_business_seconds_avg": "Mean time to resolution in business seconds of the"
+    " tickets first resolved in the window",
+    "cx_tickets_open": "Tickets open now, the backlog: opened and not resolved, or reopened"
+    " after their last resolution",
 }
+"""Each metric family's HELP line: what a person reads in Grafana's metric browser."""

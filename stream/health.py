@@ -79,11 +79,21 @@ class HealthCollector(Collector):
         for table, count in sorted(self._entries().items()):
             entries.add_metric([table], count)
         yield entries
-        for name, targets in (
-            ("cx_first_response_sla_target_seconds", self._sla.first_response),
-            ("cx_resolution_sla_target_seconds", self._sla.resolution),
+        for name, help_text, targets in (
+            (
+                "cx_first_response_sla_target_seconds",
+                "Seconds a first response may take before it breaches the SLA, per priority"
+                " (CX_FIRST_RESPONSE_SLA)",
+                self._sla.first_response,
+            ),
+            (
+                "cx_resolution_sla_target_seconds",
+                "Seconds a resolution may take before it breaches the SLA, per priority"
+                " (CX_RESOLUTION_SLA)",
+                self._sla.resolution,
+            ),
         ):
-            target = GaugeMetricFamily(name, "SLA target per priority", labels=["priority"])
+            target = GaugeMetricFamily(name, help_text, labels=["priority"])
             for priority, seconds in sorted(targets.items()):
                 target.add_metric([priority], seconds)
             yield target

@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import copy
 import itertools
+import re
 import time
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from stream.exporter import MergedSeries, SeriesRow, render_series, series_samples
+from stream.exporter import (
+    MergedSeries,
+    SeriesRow,
+    render_series,
+    series_samples,
+    window_metrics,
+)
+from stream.windows import Tally
 from tests.helpers import exported, feed, new_pipeline
 from tests.scenario import delivery, scenario
 
@@ -92,3 +100,34 @@ def test_partials_add_up_and_stay_as_they_came() -> None:
     assert (sketch.bins, sketch.zeros) == ({100: 4, 120: 6, 130: 1}, 2)
     assert total.windows["24h"].counts == {"tickets_opened": 1}
     assert [first, second] == stored
+
+
+def help_problem(family: str, text: str) -> str | None:
+    """What is wrong with a metric family's HELP text, if it is no sentence a person can read
+    in Grafana's metric browser: the name again, or hardly a word besides the name's."""
+    if text.strip() in (family, family.removesuffix("_total"), ""):
+        return f"{family}: the HELP line repeats the name"
+    named = set(re.findall(r"[a-z0-9]+", family.lower())) | {"cx", "total"}
+    besides = [word for word in re.findall(r"[a-z0-9]+", text.lower()) if word not in named]
+    if len(besides) < 3:
+        return f"{family}: {text!r} says hardly more than the name"
+    return None
+
+
+def help_lines(text: str) -> dict[str, str]:
+    """The HELP text of each family of an exposition."""
+    return dict(re.findall(r"^# HELP (\S+) (.*)$", text, flags=re.MULTILINE))
+
+
+def test_every_family_has_a_help_sentence() -> None:
+    """Every windowed metric (the business-time ones too) and the backlog: 23 of them had their
+    own name for HELP."""
+    names = window_metrics(Tally(), business_hours=True)
+    labels = {"window": "1h", "team": "all", "channel": "all", "priority": "all"}
+    text = render_series([series_samples([SeriesRow(labels, dict.fromkeys(names, 1.0), 3)])])
+    helps = help_lines(text)
+    families = {family.name for family in text_string_to_metric_families(text)}
+    assert set(helps) == families
+    assert len(families) == 42  # 41 windowed families (quantiles share one) and the backlog
+    problems = [help_problem(family, helps[family]) for family in sorted(families)]
+    assert not [problem for problem in problems if problem], problems
