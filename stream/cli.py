@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import sys
@@ -55,11 +56,19 @@ def cli() -> None:
 
 @cli.command()
 @click.option("--broker", help="Kafka URL, e.g. kafka://kafka:9092 [CX_BROKER]")
-@click.option("--web-port", type=int, help="HTTP port of /metrics and /health [CX_WEB_PORT]")
+@click.option(
+    "--web-port",
+    type=click.IntRange(1, 65535),
+    help="HTTP port of /metrics and /health [CX_WEB_PORT]",
+)
 @click.option("--web-host", help="address the HTTP server binds [CX_WEB_HOST]")
 @click.option("--data-dir", help="where the worker keeps local files [CX_DATA_DIR]")
 @click.option("--app-id", help="Kafka consumer group of the workers [CX_APP_ID]")
-@click.option("--partitions", type=int, help="partitions of the topics it creates [CX_PARTITIONS]")
+@click.option(
+    "--partitions",
+    type=click.IntRange(min=1),
+    help="partitions of the topics it creates [CX_PARTITIONS]",
+)
 @click.option("--windows", help="rolling windows, e.g. 1h,24h,7d,28d [CX_WINDOWS]")
 @click.option("--topic-prefix", help="prefix of every topic name [CX_TOPIC_PREFIX]")
 @click.option(
@@ -92,9 +101,36 @@ class Duration(click.ParamType):
         if isinstance(value, float):
             return value
         try:
-            return parse_duration(value)
+            seconds = parse_duration(value)
         except ValueError as error:
             self.fail(str(error), param, ctx)
+        if not math.isfinite(seconds):
+            self.fail(f"{value!r} is longer than any clock can count", param, ctx)
+        return seconds
+
+
+MAX_RATE = 100_000
+"""Events per second the simulator is asked for at most: more than one simulator sends (it
+would only fall behind), and a rate without bound would have it schedule forever."""
+
+
+class EventRate(click.ParamType):
+    """Events per second: a number above 0 and at most MAX_RATE."""
+
+    name = "events/s"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        if isinstance(value, float):
+            return value
+        try:
+            rate = float(value)
+        except ValueError:
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not 0 < rate <= MAX_RATE:  # (NaN is neither)
+            self.fail(f"{value} is not an event rate above 0 and at most {MAX_RATE:,}", param, ctx)
+        return rate
 
 
 def backfill_option(default: str | None, help: str) -> Callable[[Command], Command]:
@@ -105,10 +141,17 @@ def backfill_option(default: str | None, help: str) -> Callable[[Command], Comma
 
 @cli.command()
 @click.option("--broker", help="use this Kafka instead of starting an embedded one [CX_BROKER]")
-@click.option("--rate", default=10.0, show_default=True, help="simulated events per second at peak")
+@click.option(
+    "--rate",
+    type=EventRate(),
+    default=10.0,
+    show_default=True,
+    help="simulated events per second at peak",
+)
 @backfill_option("28d", "history to generate at start, so every window has data")
 @click.option(
     "--history-rate",
+    type=EventRate(),
     default=0.08,
     show_default=True,
     help="events per second at peak in the generated history (about 65,000 events in 28 days)",
@@ -135,7 +178,13 @@ def demo(broker: str | None, rate: float, backfill: float, history_rate: float) 
 @cli.command()
 @click.option("--broker", help="Kafka URL, e.g. kafka://kafka:9092 [CX_BROKER]")
 @click.option("--topic-prefix", help="prefix of every topic name [CX_TOPIC_PREFIX]")
-@click.option("--rate", default=20.0, show_default=True, help="events per second at peak hours")
+@click.option(
+    "--rate",
+    type=EventRate(),
+    default=20.0,
+    show_default=True,
+    help="events per second at peak hours",
+)
 @backfill_option(None, "history to send first, e.g. 24h (default: none)")
 @click.option(
     "--duration", type=Duration(), help="stop after this long (default: run until Ctrl-C)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -109,13 +110,19 @@ class Settings:
         )
 
 
-def _number(name: str, text: str, kind: type[int] | type[float], minimum: float) -> Any:
+def _number(
+    name: str, text: str, kind: type[int] | type[float], minimum: float, maximum: float
+) -> Any:
     try:
         value = kind(text)
     except ValueError:
         raise ConfigError(f"{name}={text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise ConfigError(f"{name}={text!r} is not a finite number")
     if value < minimum:
         raise ConfigError(f"{name}={text!r} must be at least {minimum:g}")
+    if value > maximum:
+        raise ConfigError(f"{name}={text!r} must be at most {maximum:g}")
     return value
 
 
@@ -168,21 +175,22 @@ def from_env(environ: Mapping[str, str] | None = None) -> Settings:
     for variable, attribute in simple.items():
         if variable in env:
             values[attribute] = env[variable]
-    numbers = {
-        "CX_WEB_PORT": ("web_port", int, 0),
-        "CX_PARTITIONS": ("partitions", int, 1),
-        "CX_MAX_SEGMENT_VALUES": ("max_segment_values", int, 1),
-        "CX_REPLICATION_FACTOR": ("replication_factor", int, 1),
-        "CX_SNAPSHOT_INTERVAL": ("snapshot_interval", float, 0.1),
-        "CX_RETENTION_SWEEP_INTERVAL": ("sweep_interval", float, 1),
+    inf = math.inf
+    numbers: dict[str, tuple[str, type[int] | type[float], float, float]] = {
+        "CX_WEB_PORT": ("web_port", int, 1, 65535),
+        "CX_PARTITIONS": ("partitions", int, 1, inf),
+        "CX_MAX_SEGMENT_VALUES": ("max_segment_values", int, 1, inf),
+        "CX_REPLICATION_FACTOR": ("replication_factor", int, 1, inf),
+        "CX_SNAPSHOT_INTERVAL": ("snapshot_interval", float, 0.1, inf),
+        "CX_RETENTION_SWEEP_INTERVAL": ("sweep_interval", float, 1, inf),
     }
     durations = {"CX_KAFKA_SESSION_TIMEOUT": "session_timeout"}
     for variable, attribute in durations.items():
         if variable in env:
             values[attribute] = _parsed(variable, env, parse_duration)
-    for variable, (attribute, kind, minimum) in numbers.items():
+    for variable, (attribute, kind, minimum, maximum) in numbers.items():
         if variable in env:
-            values[attribute] = _number(variable, env[variable], kind, minimum)
+            values[attribute] = _number(variable, env[variable], kind, minimum, maximum)
     if "CX_WINDOWS" in env:
         values["windows"] = _parsed("CX_WINDOWS", env, parse_windows)
     if env.get("CX_BUSINESS_HOURS"):

@@ -46,6 +46,79 @@ def test_a_schedule_error_is_one_line_naming_the_place(tmp_path: Path) -> None:
     assert_one_line_error(result, "default.timezone")
 
 
+def unreachable() -> str:
+    """A broker URL nothing answers at: a command that took a bad number would fail on it
+    (one line, but not naming the number) instead of starting anything."""
+    return f"kafka://127.0.0.1:{free_port()}"
+
+
+@pytest.mark.parametrize(
+    ("args", "mentions"),
+    [
+        (["demo", "--rate", "-5"], "--rate"),
+        (["demo", "--rate", "0"], "--rate"),
+        (["demo", "--rate", "nan"], "--rate"),
+        (["demo", "--rate", "inf"], "--rate"),
+        (["demo", "--rate", "1e9"], "--rate"),
+        (["demo", "--rate", "fast"], "--rate"),
+        (["demo", "--history-rate", "-0.08"], "--history-rate"),
+        (["demo", "--history-rate", "0"], "--history-rate"),
+        (["demo", "--backfill", "-1d"], "--backfill"),
+        (["demo", "--backfill", "0s"], "--backfill"),
+        (["demo", "--backfill", "9" * 400 + "d"], "--backfill"),
+        (["simulate", "--rate", "-5"], "--rate"),
+        (["simulate", "--rate", "nan"], "--rate"),
+        (["simulate", "--backfill", "-2h"], "--backfill"),
+        (["simulate", "--duration", "0s"], "--duration"),
+        (["simulate", "--duration", "-10s"], "--duration"),
+        (["simulate", "--seed", "1.5"], "--seed"),
+        (["worker", "--web-port", "0"], "--web-port"),
+        (["worker", "--web-port", "70000"], "--web-port"),
+        (["worker", "--partitions", "0"], "--partitions"),
+        (["worker", "--partitions", "-3"], "--partitions"),
+    ],
+)
+def test_every_numeric_option_refuses_a_bad_number_in_one_line(
+    args: list[str], mentions: str
+) -> None:
+    """Before anything starts: `demo --rate -5` ran a simulator that never sent anything (its
+    arrival loop never ended), and a stop signal then printed a traceback."""
+    assert_one_line_error(run_cli(*args, "--broker", unreachable()), mentions)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("CX_WEB_PORT", "0"),
+        ("CX_WEB_PORT", "-1"),
+        ("CX_WEB_PORT", "65536"),
+        ("CX_PARTITIONS", "0"),
+        ("CX_PARTITIONS", "2.5"),
+        ("CX_REPLICATION_FACTOR", "0"),
+        ("CX_MAX_SEGMENT_VALUES", "-1"),
+        ("CX_SNAPSHOT_INTERVAL", "nan"),
+        ("CX_SNAPSHOT_INTERVAL", "inf"),
+        ("CX_SNAPSHOT_INTERVAL", "0"),
+        ("CX_RETENTION_SWEEP_INTERVAL", "inf"),
+        ("CX_RETENTION_SWEEP_INTERVAL", "-60"),
+        ("CX_KAFKA_SESSION_TIMEOUT", "-6s"),
+        ("CX_KAFKA_SESSION_TIMEOUT", "0s"),
+        ("CX_STATE_RETENTION", "-35d"),
+    ],
+)
+def test_every_numeric_variable_refuses_a_bad_number_in_one_line(variable: str, value: str) -> None:
+    result = run_cli("worker", **{variable: value, "CX_BROKER": unreachable()})
+    assert_one_line_error(result, variable)
+
+
+@pytest.mark.parametrize("command", ["demo", "simulate"])
+def test_the_demo_and_the_simulator_read_the_variables_alike(command: str) -> None:
+    """(The demo took CX_WEB_PORT=70000, and its port check failed with a traceback.)"""
+    for variable, value in [("CX_WEB_PORT", "70000"), ("CX_SNAPSHOT_INTERVAL", "nan")]:
+        result = run_cli(command, **{variable: value, "CX_BROKER": unreachable()})
+        assert_one_line_error(result, variable)
+
+
 def test_help_lists_the_commands() -> None:
     result = run_cli("--help")
     assert result.returncode == 0
