@@ -28,6 +28,7 @@ from typing import Any, Protocol, Self, TypeVar
 from grafana_foundation_sdk.builders import (
     bargauge,
     stat,
+    table,
     timeseries,
 )
 from grafana_foundation_sdk.builders import common as options
@@ -38,6 +39,7 @@ from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.cog.variants import Dataquery
 from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import dashboard as model
+from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
 HERE = Path(__file__).resolve().parent
 DATASOURCE = model.DataSourceRef(type_val="prometheus", uid="cx-prometheus")
@@ -45,6 +47,8 @@ DATASOURCE_NAME = "Prometheus"  # the alert-list panel filters by name, not uid
 ORGANISATION = 'team="all", channel="all", priority="all"'
 NO_DATA = "no data"
 WATCHDOG = "CxWatchdog"
+CURRENCY = "USD"
+"""CX_CURRENCY of the workers: the unit amounts are shown in (Grafana's `currencyUSD`, ...)."""
 
 Panel = Builder[model.Panel]
 
@@ -81,6 +85,10 @@ KINDS: dict[str, Kind] = {
     "ces_score": Kind("none", 1, 7, 2),
     "rate": Kind("ops", 0),
     "up": Kind("none", 0, 1, 0),
+    # the customer-success dashboard
+    "money": Kind(f"currency{CURRENCY}"),  # movements lost are drawn below 0
+    "revenue_retention": Kind("percentunit", 0),  # NRR is above 100% when accounts grow
+    "difference": Kind("percentunit", -1, 1),  # of two churn ratios
 }
 
 
@@ -94,6 +102,9 @@ class Fields(Protocol):
     def no_value(self, no_value: str) -> Self: ...
     def color_scheme(self, color: Builder[model.FieldColor]) -> Self: ...
     def thresholds(self, thresholds: Builder[model.ThresholdsConfig]) -> Self: ...
+    def override_by_query(
+        self, query_ref_id: str, properties: list[model.DynamicConfigValue]
+    ) -> Self: ...
 
 
 F = TypeVar("F", bound=Fields)
@@ -112,9 +123,13 @@ def of_kind(panel: F, kind: str) -> F:
     return panel
 
 
-def gauge(metric: str, selector: str) -> str:
+def gauge(metric: str, selector: str = "") -> str:
     """One series per segment, whichever worker exports it (a rebalance can briefly give two)."""
-    return f"max without (instance) ({metric}{{{selector}}})"
+    return (
+        f"max without (instance) ({metric}{{{selector}}})"
+        if selector
+        else f"max without (instance) ({metric})"
+    )
 
 
 @dataclass
@@ -128,7 +143,11 @@ def ref_id(index: int) -> str:
     return chr(ord("A") + index)
 
 
-def targets(queries: Sequence[Query], instant: bool) -> list[Builder[Dataquery]]:
+def targets(
+    queries: Sequence[Query], instant: bool, as_table: bool = False
+) -> list[Builder[Dataquery]]:
+    """Prometheus queries A, B, ...: instant (the value now) or over the time range; a table
+    query returns one row per series, its labels as columns."""
     made: list[Builder[Dataquery]] = []
     for index, query in enumerate(queries):
         target = (
@@ -138,7 +157,8 @@ def targets(queries: Sequence[Query], instant: bool) -> list[Builder[Dataquery]]
             .expr(query.expr)
             .legend_format(query.legend)
         )
-        made.append(target.instant() if instant else target.range())
+        target = target.instant() if instant else target.range()
+        made.append(target.format(PromQueryFormat.TABLE) if as_table else target)
     return made
 
 
@@ -662,6 +682,434 @@ def analyst() -> builders.Dashboard:
     )
 
 
+# --- the customer-success dashboard ----------------------------------------------------------
+
+ACCOUNT_WINDOWS = ("30d", "90d", "365d")
+"""CX_ACCOUNT_WINDOWS' default (docs/contract.md 7.3): change both together."""
+WINDOW = 'window="$window"'
+GAINS = (("new", "green"), ("reactivation", "light-green"), ("expansion", "blue"))
+LOSSES = (("contraction", "orange"), ("churn", "red"))
+BANDS = (("red", "red"), ("yellow", "yellow"), ("green", "green"), ("unknown", "#8e8e8e"))
+NRR_COLOURS = Thresholds([("red", None), ("orange", 0.95), ("green", 1)])
+"""NRR below 95% (CxNetRevenueRetentionLow's floor) is red, below 100% orange: the accounts
+paying at the window's start pay less now."""
+NEUTRAL = Thresholds([("blue", None)])
+
+
+def per_window(metric: str, kind: str) -> list[Query]:
+    """One query per account window, in the windows' order (Prometheus returns no set order)."""
+    return [Query(gauge(metric, f'window="{w}"'), w, kind) for w in ACCOUNT_WINDOWS]
+
+
+def lost(metric: str, selector: str) -> str:
+    """A loss drawn below 0."""
+    return f"-{gauge(metric, selector)}"
+
+
+def colour(panel: F, ref: str, name: str) -> F:
+    """One query's series in a fixed colour."""
+    fixed = {"mode": "fixed", "fixedColor": name}
+    return panel.override_by_query(ref, [model.DynamicConfigValue(id_val="color", value=fixed)])
+
+
+def movements() -> list[tuple[Query, str]]:
+    """The window's MRR movements, gains above 0 and losses below, with their colours."""
+    return [
+        *(
+            (Query(gauge("cx_mrr_movements", f'{WINDOW}, movement="{kind}"'), kind, "money"), hue)
+            for kind, hue in GAINS
+        ),
+        *(
+            (Query(lost("cx_mrr_movements", f'{WINDOW}, movement="{kind}"'), kind, "money"), hue)
+            for kind, hue in LOSSES
+        ),
+    ]
+
+
+def stacked_movements() -> timeseries.Panel:
+    """Stacked bars: per day, the MRR moved in the window up to then, gains up, losses down."""
+    moved = movements()
+    panel = (
+        series(
+            "MRR movements over the last $window (gains up, losses down)",
+            [query for query, _ in moved],
+            "Each bar: the MRR that new, reactivated and expanding accounts added in the "
+            "$window up to that day, and what contracting and churned accounts took away.",
+        )
+        .draw_style(common.GraphDrawStyle.BARS)
+        .stacking(options.StackingConfig().mode(common.StackingMode.NORMAL))
+        .fill_opacity(80)
+        .interval("1d")
+    )
+    for index, (_, hue) in enumerate(moved):
+        panel = colour(panel, ref_id(index), hue)
+    return panel
+
+
+def bridge() -> bargauge.Panel:
+    """MRR at the window's start, each movement, MRR now: the start plus the movements is now."""
+    steps = [
+        (Query(gauge("cx_cohort_mrr", WINDOW), "MRR $window ago", "money"), "blue"),
+        *movements(),
+        (Query(gauge("cx_mrr"), "MRR now", "money"), "blue"),
+    ]
+    panel = (
+        bargauge.Panel()
+        .title("MRR bridge over the last $window")
+        .description(
+            "MRR at the window's start (the cohort's), plus new, reactivated and expanded MRR, "
+            "minus contracted and churned MRR, is MRR now."
+        )
+        .datasource(DATASOURCE)
+        .targets(targets([query for query, _ in steps], instant=True))
+        .reduce_options(last())
+        .orientation(common.VizOrientation.HORIZONTAL)
+        .display_mode(common.BarGaugeDisplayMode.BASIC)
+        .show_unfilled(True)
+    )
+    panel = coloured(of_kind(panel, "money"), NEUTRAL)
+    for index, (_, hue) in enumerate(steps):
+        panel = colour(panel, ref_id(index), hue)
+    return panel
+
+
+def by_band(title: str, metric: str, kind: str) -> bargauge.Panel:
+    """Paying accounts or their MRR per health band, each band in its colour."""
+    queries = [Query(gauge(metric, f'band="{band}"'), band, kind) for band, _ in BANDS]
+    panel = (
+        bargauge.Panel()
+        .title(title)
+        .datasource(DATASOURCE)
+        .targets(targets(queries, instant=True))
+        .reduce_options(last())
+        .orientation(common.VizOrientation.HORIZONTAL)
+        .display_mode(common.BarGaugeDisplayMode.BASIC)
+        .show_unfilled(True)
+    )
+    panel = coloured(of_kind(panel, kind), NEUTRAL)
+    for index, (_, hue) in enumerate(BANDS):
+        panel = colour(panel, ref_id(index), hue)
+    return panel
+
+
+@dataclass
+class Column:
+    """One column of a table: a per-row query (`max by (row label)`), its heading and kind."""
+
+    metric: str
+    selector: str
+    heading: str
+    kind: str
+    red_above: float | None = None
+    """Its text red from this value up."""
+
+    def properties(self) -> list[model.DynamicConfigValue]:
+        found = [
+            model.DynamicConfigValue(id_val="displayName", value=self.heading),
+            *KINDS[self.kind].properties(),
+        ]
+        if self.red_above is not None:
+            steps = [{"color": "text", "value": None}, {"color": "red", "value": self.red_above}]
+            found += [
+                model.DynamicConfigValue(id_val="custom.cellOptions", value={"type": "color-text"}),
+                model.DynamicConfigValue(id_val="color", value={"mode": "thresholds"}),
+                model.DynamicConfigValue(
+                    id_val="thresholds", value={"mode": "absolute", "steps": steps}
+                ),
+            ]
+        return found
+
+
+def table_of(title: str, row: str, columns: list[Column], description: str) -> table.Panel:
+    """Instant queries, one per column, merged into one row per value of the `row` label."""
+    queries = [
+        Query(f"max by ({row}) ({c.metric}{{{c.selector}}})", c.heading, c.kind) for c in columns
+    ]
+    panel = (
+        table.Panel()
+        .title(title)
+        .description(description)
+        .datasource(DATASOURCE)
+        .targets(targets(queries, instant=True, as_table=True))
+        .transformations(
+            [
+                model.DataTransformerConfig(id_val="merge", options={}),
+                model.DataTransformerConfig(
+                    id_val="organize", options={"excludeByName": {"Time": True}}
+                ),
+            ]
+        )
+        .sort_by([options.TableSortByFieldState().display_name(row)])
+    )
+    panel = of_kind(panel, "ratio")
+    for index, column in enumerate(columns):
+        # Grafana names the value of table query A "Value #A"
+        panel = panel.override_by_name(f"Value #{ref_id(index)}", column.properties())
+    return panel
+
+
+def churn_columns(metric: str, selector: str, group: str) -> list[Column]:
+    """A group's cohort size, logo churn and its Wilson 95% interval."""
+    return [
+        Column(
+            metric.replace("cx_account_churn_ratio", "cx_cohort_accounts"),
+            selector,
+            f"{group}accounts",
+            "count",
+        ),
+        Column(metric, selector, f"{group}churn", "ratio"),
+        Column(f"{metric}_lower", selector, f"{group}95% low", "ratio"),
+        Column(f"{metric}_upper", selector, f"{group}95% high", "ratio"),
+    ]
+
+
+def drivers() -> table.Panel:
+    """Per support driver: churn of the exposed and the others, and the difference."""
+    difference = "cx_account_churn_ratio_difference"
+    return table_of(
+        "Churn by support driver over the last $window: exposed vs not exposed",
+        "driver",
+        [
+            *churn_columns(
+                "cx_account_churn_ratio_by_driver", f'{WINDOW}, exposed="true"', "exposed: "
+            ),
+            *churn_columns(
+                "cx_account_churn_ratio_by_driver", f'{WINDOW}, exposed="false"', "not exposed: "
+            ),
+            Column(difference, WINDOW, "difference", "difference"),
+            # above 0: the exposed churn more, beyond doubt
+            Column(f"{difference}_lower", WINDOW, "difference 95% low", "difference", 1e-6),
+            Column(f"{difference}_upper", WINDOW, "difference 95% high", "difference"),
+        ],
+        "Of the accounts paying at the window's start, those whose support experience had the "
+        "driver then (exposed) and the others: the share of each not paying now, and exposed "
+        "minus not exposed. The difference's low bound in red (above 0): exposed accounts "
+        "churn more, beyond doubt.",
+    )
+
+
+def bands() -> table.Panel:
+    return table_of(
+        "Churn by health band over the last $window",
+        "band",
+        churn_columns("cx_account_churn_ratio_by_health", WINDOW, ""),
+        "Of the accounts paying at the window's start, by their health band then: how many, "
+        "and the share not paying now, with its Wilson 95% interval. Does the score predict "
+        "churn? Red should churn most.",
+    )
+
+
+def at_risk() -> stat.Panel:
+    """The MRR of paying accounts in the red health band, red when there is any."""
+    red = 'band="red"'
+    return stat_panel(
+        "MRR at risk (red health band)",
+        [Query(gauge("cx_mrr_by_health", red), "MRR at risk", "money")],
+        Thresholds([("green", None), ("red", 1e-6)]),
+        (
+            Query(
+                f"max without (instance, band) (cx_mrr_by_health{{{red}}}) / {gauge('cx_mrr')}",
+                "of MRR",
+                "ratio",
+            ),
+            Query(gauge("cx_accounts_by_health", red), "accounts", "count"),
+        ),
+    )
+
+
+def success() -> builders.Dashboard:
+    """Revenue and retention (docs/contract.md 7.3), and what support does to churn (7.4)."""
+    board = Board([])
+    # what the accounts pay now, and how much of it they keep
+    board.add(
+        stat_panel(
+            "MRR now",
+            [Query(gauge("cx_mrr"), "MRR", "money")],
+            NEUTRAL,
+            (
+                Query(gauge("cx_accounts_paying"), "paying accounts", "count"),
+                Query(gauge("cx_arpa"), "ARPA", "money"),
+            ),
+        ),
+        0,
+        0,
+        8,
+        7,
+    )
+    board.add(
+        stat_panel(
+            "Net revenue retention",
+            per_window("cx_net_revenue_retention_ratio", "revenue_retention"),
+            NRR_COLOURS,
+        ),
+        8,
+        0,
+        6,
+        7,
+    )
+    board.add(
+        stat_panel(
+            "Gross revenue retention",
+            per_window("cx_gross_revenue_retention_ratio", "revenue_retention"),
+            NEUTRAL,
+        ),
+        14,
+        0,
+        6,
+        7,
+    )
+    board.add(
+        stat_panel(
+            "Account numbers as of",
+            [Query(f"time() - {gauge('cx_account_metrics_as_of_seconds')}", "ago", "seconds")],
+            Thresholds([("green", None), ("orange", 300), ("red", 900)]),
+        ),
+        20,
+        0,
+        4,
+        7,
+    )
+    # how MRR moved
+    board.add(stacked_movements(), 0, 7, 12, 9)
+    board.add(bridge(), 12, 7, 12, 9)
+    board.add(
+        series(
+            "MRR",
+            [
+                Query(gauge("cx_mrr"), "MRR", "money"),
+                Query(gauge("cx_cohort_mrr", WINDOW), "MRR $window before", "money"),
+            ],
+        ),
+        0,
+        16,
+        8,
+        8,
+    )
+    board.add(
+        series(
+            "Paying accounts",
+            [
+                Query(gauge("cx_accounts_paying"), "paying", "count"),
+                Query(gauge("cx_cohort_accounts", WINDOW), "paying $window before", "count"),
+            ],
+        ),
+        8,
+        16,
+        8,
+        8,
+    )
+    board.add(
+        series(
+            "Accounts won and lost over the last $window",
+            [
+                Query(gauge("cx_account_movements", f'{WINDOW}, movement="{kind}"'), kind, "count")
+                for kind in ("new", "reactivation", "churn")
+            ],
+        ),
+        16,
+        16,
+        8,
+        8,
+    )
+    # retention per window
+    board.add(
+        stat_panel("Logo churn", per_window("cx_account_churn_ratio", "ratio"), NEUTRAL),
+        0,
+        24,
+        6,
+        7,
+    )
+    board.add(
+        stat_panel(
+            "Customer retention", per_window("cx_customer_retention_ratio", "ratio"), NEUTRAL
+        ),
+        6,
+        24,
+        6,
+        7,
+    )
+    board.add(
+        stat_panel(
+            "Customer lifetime value",
+            per_window("cx_customer_lifetime_value", "money"),
+            NEUTRAL,
+        ),
+        12,
+        24,
+        6,
+        7,
+    )
+    board.add(
+        stat_panel(
+            "Cohort: accounts paying at the window's start",
+            per_window("cx_cohort_accounts", "count"),
+            NEUTRAL,
+        ),
+        18,
+        24,
+        6,
+        7,
+    )
+    board.add(
+        series(
+            "Revenue retention over the last $window",
+            [
+                Query(gauge("cx_net_revenue_retention_ratio", WINDOW), "NRR", "revenue_retention"),
+                Query(
+                    gauge("cx_gross_revenue_retention_ratio", WINDOW), "GRR", "revenue_retention"
+                ),
+            ],
+        ),
+        0,
+        31,
+        8,
+        8,
+    )
+    board.add(
+        series(
+            "Logo churn and customer retention over the last $window",
+            [
+                Query(gauge("cx_account_churn_ratio", WINDOW), "logo churn", "ratio"),
+                Query(gauge("cx_customer_retention_ratio", WINDOW), "retention", "ratio"),
+            ],
+        ),
+        8,
+        31,
+        8,
+        8,
+    )
+    board.add(
+        series(
+            "ARPA and customer lifetime value",
+            [
+                Query(gauge("cx_arpa"), "ARPA", "money"),
+                Query(gauge("cx_customer_lifetime_value", WINDOW), "CLV ($window churn)", "money"),
+            ],
+        ),
+        16,
+        31,
+        8,
+        8,
+    )
+    # what the support experience does to churn
+    board.add(drivers(), 0, 39, 24, 8)
+    board.add(at_risk(), 0, 47, 6, 8)
+    board.add(
+        by_band("Paying accounts by health band", "cx_accounts_by_health", "count"), 6, 47, 6, 8
+    )
+    board.add(by_band("MRR by health band", "cx_mrr_by_health", "money"), 12, 47, 6, 8)
+    board.add(bands(), 18, 47, 6, 8)
+    return dashboard(
+        "cx-success",
+        "cx-stream customer success",
+        board,
+        "1m",
+        "now-30d",
+        tags=["customer-success"],
+        variables=[choice("window", ACCOUNT_WINDOWS, ACCOUNT_WINDOWS[0])],
+    )
+
+
 def dashboard(
     uid: str,
     title: str,
@@ -696,7 +1144,11 @@ def generate() -> dict[str, str]:
     """File name -> the JSON text Grafana provisions."""
     return {
         name: json.dumps(board.build(), cls=JSONEncoder, indent=2, ensure_ascii=False) + "\n"
-        for name, board in (("wall.json", wall()), ("analyst.json", analyst()))
+        for name, board in (
+            ("wall.json", wall()),
+            ("analyst.json", analyst()),
+            ("customer-success.json", success()),
+        )
     }
 
 

@@ -24,6 +24,12 @@ DATASOURCES = yaml.safe_load(
 UID = DATASOURCES[0]["uid"]
 
 Panel = dict[str, Any]
+BOARDS = {
+    "wall.json": "cx-wall",
+    "analyst.json": "cx-analyst",
+    "customer-success.json": "cx-success",
+}
+"""Every dashboard Grafana provisions, and its uid."""
 
 
 def board(name: str) -> dict[str, Any]:
@@ -32,9 +38,116 @@ def board(name: str) -> dict[str, Any]:
 
 
 def panels(*names: str) -> Iterator[tuple[str, Panel]]:
-    for name in names or ("wall.json", "analyst.json"):
+    for name in names or BOARDS:
         for panel in board(name)["panels"]:
             yield f"{name}: {panel['title']}", panel
+
+
+# --- docs/contract.md 7.5: the account numbers' Prometheus names, labels and label values ------
+
+CONTRACT = (ROOT / "docs/contract.md").read_text()
+SECTION_7_5 = CONTRACT[CONTRACT.index("### 7.5") :]
+PROMETHEUS_7_5 = SECTION_7_5[
+    SECTION_7_5.index("- **Prometheus**") : SECTION_7_5.index("- **`cx-metrics`**")
+]
+DEFAULT_WINDOWS = re.search(r"`CX_ACCOUNT_WINDOWS=([^`]+)`", CONTRACT)
+assert DEFAULT_WINDOWS, "docs/contract.md names no CX_ACCOUNT_WINDOWS default"
+ACCOUNT_WINDOWS = tuple(DEFAULT_WINDOWS.group(1).split(","))
+LABEL_VALUES = {
+    "window": set(ACCOUNT_WINDOWS),
+    "movement": {"new", "reactivation", "expansion", "contraction", "churn"},
+    "driver": {"sla_breached", "reopened", "csat_unsatisfied", "nps_detractor", "high_effort"},
+    "exposed": {"true", "false"},
+    "band": {"red", "yellow", "green", "unknown"},
+}
+_WINDOWED = (
+    "cx_cohort_accounts",
+    "cx_cohort_mrr",
+    "cx_account_churn_ratio",
+    "cx_customer_retention_ratio",
+    "cx_gross_revenue_retention_ratio",
+    "cx_net_revenue_retention_ratio",
+    "cx_customer_lifetime_value",
+)
+_WITH_INTERVAL = {
+    "cx_account_churn_ratio_by_driver": ("window", "driver", "exposed"),
+    "cx_account_churn_ratio_difference": ("window", "driver"),
+    "cx_account_churn_ratio_by_health": ("window", "band"),
+}
+ACCOUNT_METRICS: dict[str, tuple[str, ...]] = {
+    "cx_account_metrics_as_of_seconds": (),
+    "cx_mrr": (),
+    "cx_accounts_paying": (),
+    "cx_arpa": (),
+    "cx_mrr_movements": ("window", "movement"),
+    "cx_account_movements": ("window", "movement"),
+    **{name: ("window",) for name in _WINDOWED},
+    **{
+        name + suffix: labels
+        for name, labels in _WITH_INTERVAL.items()
+        for suffix in ("", "_lower", "_upper")
+    },
+    "cx_cohort_accounts_by_driver": ("window", "driver", "exposed"),
+    "cx_accounts_by_health": ("band",),
+    "cx_mrr_by_health": ("band",),
+    "cx_cohort_accounts_by_health": ("window", "band"),
+}
+"""docs/contract.md 7.5, as written there (test_the_account_names_are_the_contracts keeps them
+equal): each account metric and its labels."""
+REVENUE = {
+    name
+    for name in ACCOUNT_METRICS
+    if not re.search(r"_(by_driver|difference|by_health)(_lower|_upper)?$", name)
+}
+"""The 7.3 numbers (revenue and retention); the others are 7.4's (drivers and health)."""
+SELECTOR = re.compile(r"\b(cx_[a-z0-9_]+)\b(\{[^}]*\})?")
+MATCHER = re.compile(r'(\w+)\s*(=~|!~|!=|=)\s*"([^"]*)"')
+GROUPING = re.compile(r"\b(?:by|without|on|ignoring)\s*\(([^)]*)\)")
+
+
+def test_the_account_names_are_the_contracts() -> None:
+    """The table above is 7.5's: every name in it is written there, every name there is in it,
+    and the labels written beside a name are its labels."""
+    written = set(re.findall(r"`(cx_[a-z_]+)", PROMETHEUS_7_5))
+    bases = {re.sub(r"_(lower|upper)$", "", name) for name in ACCOUNT_METRICS}
+    assert written == bases, (written - bases, bases - written)
+    for name, labels in ACCOUNT_METRICS.items():
+        base = re.sub(r"_(lower|upper)$", "", name)
+        if base != name:
+            assert re.search(f"`{base}{{[^`]*}}` with `_lower` and `_upper`", PROMETHEUS_7_5), name
+        braces = re.search(f"`{base}{{([^`]*)}}`", PROMETHEUS_7_5)
+        if braces:  # labels written with the name; the others are "with label `window`"
+            written_labels = {part.split("=")[0].strip() for part in braces.group(1).split(",")}
+            assert written_labels <= set(labels) <= written_labels | {"window"}, name
+        else:
+            assert set(labels) <= {"window"}, name
+    assert ACCOUNT_WINDOWS == ("30d", "90d", "365d")
+
+
+def contract_problems(expression: str, allowed: dict[str, tuple[str, ...]]) -> list[str]:
+    """What in `expression` is not in the contract: an account metric unknown, a label it does
+    not have, a label value the contract does not list (the dashboard variable `$window` is
+    one of the windows). Metrics not in `allowed` and not account-like are not judged here."""
+    problems = []
+    names = set()
+    for name, braces in SELECTOR.findall(expression):
+        if name not in allowed:
+            problems.append(f"{name} is not a contract name")
+            continue
+        names.add(name)
+        for label, _, value in MATCHER.findall(braces):
+            if label not in allowed[name]:
+                problems.append(f"{name} has no label {label}")
+            elif value != "$window" and value not in LABEL_VALUES[label]:
+                problems.append(f"{name}{{{label}}} has no value {value!r}")
+    labels = {"instance", "job"}.union(*(allowed[name] for name in names))
+    for clause in GROUPING.findall(expression):
+        for label in filter(None, (part.strip() for part in clause.split(","))):
+            if label not in labels:
+                problems.append(f"groups by {label}, a label of none of {sorted(names)}")
+    if re.search(r"\baccount(_id)?\b", expression):
+        problems.append("names an account: the contract has no account label, ever")
+    return problems
 
 
 def kind(expr: str) -> str:
@@ -43,12 +156,18 @@ def kind(expr: str) -> str:
         return "rate"
     if re.search(r"\bup\{", expr):
         return "up"
+    if " / " in expr:  # a part of a whole
+        return "ratio"
     (measured,) = {_kind(metric) for metric in re.findall(r"\bcx_[a-z_]+", expr) or ["ALERTS"]}
     return measured
 
 
 def _kind(metric: str) -> str:
-    if re.search(r"_ratio(_lower|_upper)?$", metric):
+    if re.search(r"_ratio_difference(_lower|_upper)?$", metric):
+        return "difference"
+    if re.search(r"_revenue_retention_ratio$", metric):
+        return "revenue_retention"
+    if re.search(r"_ratio(_by_driver|_by_health)?(_lower|_upper)?$", metric):
         return "ratio"
     if re.search(r"_seconds(_avg)?$", metric):
         return "seconds"
@@ -56,25 +175,34 @@ def _kind(metric: str) -> str:
         return "nps"
     if metric.endswith("_score_avg"):
         return "score"
-    return "count"  # responses, counts, tickets, breaches, lag, firing alerts
+    if re.search(r"(_mrr|_arpa|_lifetime_value|_mrr_movements|_mrr_by_health)$", metric):
+        return "money"
+    return "count"  # responses, counts, tickets, breaches, lag, accounts, firing alerts
 
 
 UNITS = {
     "ratio": {"percentunit"},
+    "revenue_retention": {"percentunit"},
+    "difference": {"percentunit"},
     "seconds": {"s"},
     "count": {"short", "none"},
     "nps": {"none"},
     "score": {"none"},
     "rate": {"ops"},
     "up": {"none"},
+    "money": {f"currency{code}" for code in ("USD", "EUR", "GBP", "JPY", "CHF", "CAD", "AUD")},
 }
 
 
 def field_config(panel: Panel, ref_id: str) -> dict[str, Any]:
-    """The field options Grafana applies to one query's fields: defaults, then overrides."""
+    """The field options Grafana applies to one query's fields: defaults, then overrides (by
+    query, or in a table of merged queries by the value's name, `Value #A` for query A)."""
     config = dict(panel["fieldConfig"]["defaults"])
     for override in panel["fieldConfig"]["overrides"]:
-        if override["matcher"] == {"id": "byFrameRefID", "options": ref_id}:
+        if override["matcher"] in (
+            {"id": "byFrameRefID", "options": ref_id},
+            {"id": "byName", "options": f"Value #{ref_id}"},
+        ):
             config.update({p["id"]: p["value"] for p in override["properties"]})
     return config
 
@@ -85,16 +213,23 @@ def test_the_committed_dashboards_are_generated() -> None:
     generate = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = generate  # its dataclasses look their module up there
     spec.loader.exec_module(generate)
-    for name, text in generate.generate().items():
+    generated = generate.generate()
+    committed = {path.name for path in (ROOT / "grafana/dashboards").glob("*.json")}
+    assert set(generated) == committed, "a dashboard not generated, or generated and not committed"
+    for name, text in generated.items():
         assert (ROOT / "grafana/dashboards" / name).read_text() == text, (
             f"{name} differs from grafana/generate.py: run .venv/bin/python grafana/generate.py"
         )
 
 
-@pytest.mark.parametrize("name", ["wall.json", "analyst.json"])
+def test_every_dashboard_is_provisioned() -> None:
+    assert {path.name for path in (ROOT / "grafana/dashboards").glob("*.json")} == set(BOARDS)
+
+
+@pytest.mark.parametrize("name", BOARDS)
 def test_dashboards_are_valid(name: str) -> None:
     dashboard = board(name)
-    assert dashboard["uid"] in {"cx-wall", "cx-analyst"}
+    assert dashboard["uid"] == BOARDS[name]
     ids = [panel["id"] for panel in dashboard["panels"]]
     assert len(ids) == len(set(ids)), "duplicate panel ids"
     for panel in dashboard["panels"]:
@@ -155,6 +290,10 @@ def test_ratios_on_a_zero_to_one_scale_and_one_kind_per_axis() -> None:
             assert config["unit"] in UNITS[what], (where, target["legendFormat"], config["unit"])
             if what == "ratio":
                 assert (config["min"], config["max"]) == (0, 1), (where, target["legendFormat"])
+            if what == "revenue_retention":  # NRR above 100% is growth: no axis cut at 100%
+                assert config["min"] == 0 and "max" not in config, (where, target["legendFormat"])
+            if what == "difference":  # of two ratios
+                assert (config["min"], config["max"]) == (-1, 1), (where, target["legendFormat"])
 
 
 def test_wall_bars_are_sorted_and_capped() -> None:
@@ -199,3 +338,189 @@ def test_the_wall_is_made_for_a_tv() -> None:
     assert 'alertname!="CxWatchdog"' in firing["targets"][0]["expr"]
     (alerts,) = [panel for panel in wall["panels"] if panel["type"] == "alertlist"]
     assert alerts["options"]["alertInstanceLabelFilter"] == '{alertname!="CxWatchdog"}'
+
+
+# --- the customer-success dashboard ------------------------------------------------------------
+
+SUCCESS = "customer-success.json"
+
+
+def success_panel(title_start: str) -> Panel:
+    (panel,) = [p for _, p in panels(SUCCESS) if p["title"].startswith(title_start)]
+    return panel
+
+
+def exprs(panel: Panel) -> list[str]:
+    return [target["expr"] for target in panel["targets"]]
+
+
+def test_the_customer_success_dashboard_reads_only_contract_names() -> None:
+    """Only 7.5's metrics, their labels and their label values (windows, movement kinds,
+    drivers, exposure, bands), and every one of them is on the dashboard."""
+    seen = set()
+    for where, panel in panels(SUCCESS):
+        for expression in exprs(panel):
+            assert not contract_problems(expression, ACCOUNT_METRICS), (
+                where,
+                expression,
+                contract_problems(expression, ACCOUNT_METRICS),
+            )
+            seen |= {name for name, _ in SELECTOR.findall(expression)}
+    assert seen == set(ACCOUNT_METRICS), set(ACCOUNT_METRICS) - seen
+
+
+def test_contract_check_catches_what_is_not_in_the_contract() -> None:
+    assert contract_problems('max without (instance) (cx_mrr{window="30d"})', ACCOUNT_METRICS)
+    assert contract_problems('cx_mrr_movements{movement="upgrade"}', ACCOUNT_METRICS)
+    assert contract_problems('cx_mrr_by_health{band="amber"}', ACCOUNT_METRICS)
+    assert contract_problems("max by (account_id) (cx_mrr_by_health)", ACCOUNT_METRICS)
+    assert contract_problems("max by (driver) (cx_accounts_by_health)", ACCOUNT_METRICS)
+    assert contract_problems("cx_net_revenue_retention", ACCOUNT_METRICS)
+    assert not contract_problems(
+        'max by (driver) (cx_account_churn_ratio_difference_lower{window="$window"})',
+        ACCOUNT_METRICS,
+    )
+
+
+def test_the_window_choice_offers_the_account_windows() -> None:
+    """`$window` is one of CX_ACCOUNT_WINDOWS' default windows; the panels that show every
+    window side by side show them all, in their order."""
+    variables = {v["name"]: v for v in board(SUCCESS)["templating"]["list"]}
+    assert set(variables) == {"window"}
+    window = variables["window"]
+    assert [option["value"] for option in window["options"]] == list(ACCOUNT_WINDOWS)
+    assert window["current"]["value"] in ACCOUNT_WINDOWS and not window["multi"]
+    for where, panel in panels(SUCCESS):
+        windows = [re.findall(r'window="([^"]*)"', expression) for expression in exprs(panel)]
+        fixed = [found[0] for found in windows if found and found[0] != "$window"]
+        if fixed:  # one query per window: all of them, in order
+            assert fixed == list(ACCOUNT_WINDOWS), (where, fixed)
+            assert [t["legendFormat"] for t in panel["targets"]] == fixed, where
+
+
+def test_what_is_true_now_is_shown_as_now() -> None:
+    """Numbers, bars and tables are instant queries reduced with `last`; a missing series (a
+    ratio whose denominator is 0) says "no data"."""
+    for where, panel in panels(SUCCESS):
+        instant = panel["type"] != "timeseries"
+        for target in panel["targets"]:
+            assert (target["instant"], target["range"]) == (instant, not instant), where
+        if "reduceOptions" in panel["options"]:
+            assert panel["options"]["reduceOptions"]["calcs"] == ["last"], where
+        assert panel["fieldConfig"]["defaults"]["noValue"].lower() == "no data", where
+
+
+def test_mrr_movements_are_stacked_bars_gains_up_losses_down() -> None:
+    panel = success_panel("MRR movements")
+    custom = panel["fieldConfig"]["defaults"]["custom"]
+    assert custom["drawStyle"] == "bars" and custom["stacking"]["mode"] == "normal"
+    kinds = {}
+    for expression in exprs(panel):
+        (kind,) = re.findall(r'movement="([^"]+)"', expression)
+        kinds[kind] = expression.startswith("-")
+    assert kinds == {
+        "new": False,
+        "reactivation": False,
+        "expansion": False,
+        "contraction": True,
+        "churn": True,
+    }
+    assert all('window="$window"' in expression for expression in exprs(panel))
+
+
+def test_the_mrr_bridge_goes_from_the_windows_start_to_now() -> None:
+    """MRR at the window's start (the cohort's MRR: every account paying then is in the
+    cohort), each movement with its sign, MRR now: the bars add up (tests/test_prometheus.py
+    checks the numbers)."""
+    steps = exprs(success_panel("MRR bridge"))
+    assert steps[0] == 'max without (instance) (cx_cohort_mrr{window="$window"})'
+    assert steps[-1] == "max without (instance) (cx_mrr)"
+    moves = [re.findall(r'movement="([^"]+)"', step) for step in steps[1:-1]]
+    assert [kind for (kind,) in moves] == [
+        "new",
+        "reactivation",
+        "expansion",
+        "contraction",
+        "churn",
+    ]
+    assert [step.startswith("-") for step in steps[1:-1]] == [False] * 3 + [True] * 2
+
+
+def test_support_drivers_show_both_groups_and_the_difference_with_intervals() -> None:
+    """One row per driver (no driver is filtered out): for the exposed and the others the
+    cohort, churn and its interval, then the difference and its interval, the difference's
+    low bound red above 0 (the exposed churn more, beyond doubt)."""
+    panel = success_panel("Churn by support driver")
+    assert panel["type"] == "table"
+    assert panel["transformations"][0]["id"] == "merge"
+    columns = set()
+    for target in panel["targets"]:
+        assert target["format"] == "table", target["expr"]
+        assert re.match(r"max by \(driver\) \(", target["expr"]), target["expr"]
+        assert "driver=" not in target["expr"]
+        (name, braces) = SELECTOR.findall(target["expr"])[0]
+        exposed = dict((label, value) for label, _, value in MATCHER.findall(braces)).get("exposed")
+        columns.add((name, exposed))
+    groups = {
+        (f"cx_{metric}{bound}", exposed)
+        for exposed in ("true", "false")
+        for metric, bound in (
+            ("cohort_accounts_by_driver", ""),
+            ("account_churn_ratio_by_driver", ""),
+            ("account_churn_ratio_by_driver", "_lower"),
+            ("account_churn_ratio_by_driver", "_upper"),
+        )
+    }
+    difference = {(f"cx_account_churn_ratio_difference{b}", None) for b in ("", "_lower", "_upper")}
+    assert columns == groups | difference
+    (low,) = [
+        t["refId"]
+        for t in panel["targets"]
+        if "cx_account_churn_ratio_difference_lower" in t["expr"]
+    ]
+    config = field_config(panel, low)
+    assert config["custom.cellOptions"]["type"] == "color-text"
+    steps = config["thresholds"]["steps"]
+    assert steps[-1]["color"] == "red" and 0 < steps[-1]["value"] < 0.001
+
+
+def test_health_bands_in_their_colours_and_mrr_at_risk_in_red() -> None:
+    for title, metric in (
+        ("Paying accounts by health band", "cx_accounts_by_health"),
+        ("MRR by health band", "cx_mrr_by_health"),
+    ):
+        panel = success_panel(title)
+        shown = {}
+        for target in panel["targets"]:
+            (band,) = re.findall(r'band="([^"]+)"', target["expr"])
+            assert metric in target["expr"] and target["legendFormat"] == band
+            shown[band] = field_config(panel, target["refId"])["color"]["fixedColor"]
+        assert shown == {
+            "red": "red",
+            "yellow": "yellow",
+            "green": "green",
+            "unknown": shown["unknown"],
+        }
+        assert shown["unknown"] not in {"red", "yellow", "green"}
+    risk = success_panel("MRR at risk")
+    assert risk["targets"][0]["expr"] == 'max without (instance) (cx_mrr_by_health{band="red"})'
+    steps = risk["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    assert steps[-1]["color"] == "red" and 0 < steps[-1]["value"] <= 1e-6  # any amount at all
+    bands = success_panel("Churn by health band")
+    assert {SELECTOR.findall(e)[0][0] for e in exprs(bands)} == {
+        "cx_cohort_accounts_by_health",
+        "cx_account_churn_ratio_by_health",
+        "cx_account_churn_ratio_by_health_lower",
+        "cx_account_churn_ratio_by_health_upper",
+    }
+    assert all(e.startswith("max by (band) (") and "band=" not in e for e in exprs(bands))
+
+
+def test_amounts_are_in_one_currency() -> None:
+    units = {
+        field_config(panel, target["refId"])["unit"]
+        for _, panel in panels(SUCCESS)
+        for target in panel["targets"]
+        if kind(target["expr"]) == "money"
+    }
+    assert len(units) == 1, units
