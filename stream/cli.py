@@ -154,7 +154,7 @@ def backfill_option(default: str | None, help: str) -> Callable[[Command], Comma
     type=EventRate(),
     default=0.08,
     show_default=True,
-    help="events per second at peak in the generated history (about 65,000 events in 28 days)",
+    help="events per second at peak in the generated history (about 79,000 events in 28 days)",
 )
 def demo(broker: str | None, rate: float, backfill: float, history_rate: float) -> None:
     """Run a broker, a worker and the simulator, and show the live numbers."""
@@ -172,7 +172,7 @@ def demo(broker: str | None, rate: float, backfill: float, history_rate: float) 
     if problem:
         raise Failure(problem)
     stop_on_interrupt()
-    run_demo(settings, configured, rate, backfill, history_rate)
+    run_demo(settings, "configured" if configured else "embedded", rate, backfill, history_rate)
 
 
 @cli.command()

@@ -1,17 +1,23 @@
-"""`cx-stream demo`: a broker (embedded unless one is configured), a worker, the simulator and
-a live view of the worker's /metrics. Ctrl-C (or SIGTERM) stops all of it, by pid."""
+"""`cx-stream demo`: a broker (embedded unless one is configured), a worker, the simulator
+and a view of the worker's /metrics: live in a terminal, plain lines elsewhere. Ctrl-C (or
+SIGTERM) stops all of it, by pid, and deletes the state the demo made; its logs stay."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
+from typing import Any, Literal, Protocol
 
 import click
 from rich.console import Console
@@ -20,12 +26,28 @@ from rich.text import Text
 
 from .broker import EmbeddedBroker, check_reachable, client_options, free_port, stop_process
 from .config import Settings
-from .live import render, scrape
+from .live import Rate, Series, render, scrape, status_line
 from .simulate import run_simulation
 
+BrokerChoice = Literal["embedded", "configured"]
+"""The embedded broker (Tansu), or CX_BROKER / --broker."""
 
-def _port_is_free(port: int) -> bool:
+KAFKA_PORT = 9092
+"""Where the demo's broker listens when the port is free, as a Kafka client expects it."""
+
+SCRAPE_INTERVAL = 2.0
+"""Seconds between two looks at the worker's /metrics."""
+
+LINE_INTERVAL = 10.0
+"""Seconds between two status lines when the output is not a terminal."""
+
+
+def port_is_free(port: int) -> bool:
+    """Whether a server can listen on `port` of the loopback address now. With SO_REUSEADDR,
+    as servers bind (the worker's aiohttp, the brokers): the TIME_WAIT connections a stopped
+    demo's scrapes left on its port for a minute must not move the next demo off it."""
     with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(("127.0.0.1", port))
         except OSError:
@@ -33,98 +55,162 @@ def _port_is_free(port: int) -> bool:
         return True
 
 
-async def _watch(
+class Simulator:
+    """The simulator on a thread of its own, with its own event loop. Scheduling the history
+    is a stretch of Python that would stall the view for seconds; and a stop signal, which
+    Python delivers to the main thread, then never lands inside the simulator's code."""
+
+    def __init__(self, simulation: Coroutine[Any, Any, int]) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._task = self._loop.create_task(simulation)
+        self._thread = threading.Thread(target=self._run, name="simulator", daemon=True)
+        self.error: BaseException | None = None
+        """What stopped the simulator, if it stopped on its own."""
+
+    def _run(self) -> None:
+        # the kernel hands a process's signal to any thread that does not block it: blocked
+        # here (and in the threads the loop starts), a stop signal wakes the main thread at once
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        try:
+            self._loop.run_until_complete(self._task)
+        except asyncio.CancelledError:
+            pass
+        except BaseException as error:
+            self.error = error
+        finally:
+            self._loop.close()
+
+    def start(self) -> Simulator:
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float) -> None:
+        """Cancel it (its producer sends what it holds) and wait up to `timeout` seconds. A
+        simulator still scheduling its history cannot be cancelled: being a daemon thread, it
+        ends with the process."""
+        with contextlib.suppress(RuntimeError):  # its loop closed: it has ended
+            self._loop.call_soon_threadsafe(self._task.cancel)
+        self._thread.join(timeout)
+
+
+class View(Protocol):
+    def waiting(self, message: str) -> None: ...
+
+    def show(self, series: Series, outcomes: dict[str, float], rate: float, sent: int) -> None: ...
+
+
+class TerminalView:
+    """The live tables, redrawn in place."""
+
+    def __init__(self, live: Live, metrics_url: str) -> None:
+        self.live = live
+        self.metrics_url = metrics_url
+
+    def waiting(self, message: str) -> None:
+        self.live.update(Text(message))
+
+    def show(self, series: Series, outcomes: dict[str, float], rate: float, sent: int) -> None:
+        self.live.update(render(series, outcomes, rate, self.metrics_url, sent))
+
+
+class LinesView:
+    """Plain lines for a pipe, a file, a CI job or a log collector, which would see nothing of
+    the live view until it stops: where /metrics is, then a status line every `interval`."""
+
+    def __init__(self, metrics_url: str, interval: float = LINE_INTERVAL) -> None:
+        self.metrics_url = metrics_url
+        self.interval = interval
+        self.last_line: float | None = None
+        self.last_waiting = ""
+
+    def waiting(self, message: str) -> None:
+        if message != self.last_waiting:
+            self.last_waiting = message
+            click.echo(message)
+
+    def show(self, series: Series, outcomes: dict[str, float], rate: float, sent: int) -> None:
+        now = time.monotonic()
+        if self.last_line is None:
+            click.echo(f"metrics: {self.metrics_url} (a status line every {self.interval:g}s)")
+        elif now - self.last_line < self.interval:
+            return
+        self.last_line = now
+        click.echo(status_line(series, outcomes, rate, sent))
+
+
+@contextlib.contextmanager
+def _view(metrics_url: str) -> Iterator[View]:
+    console = Console()
+    if console.is_terminal and not console.is_dumb_terminal:
+        with Live(console=console, refresh_per_second=2) as live:
+            yield TerminalView(live, metrics_url)
+    else:
+        yield LinesView(metrics_url)
+
+
+def _watch(
     metrics_url: str,
     worker: subprocess.Popen[bytes],
     worker_log: Path,
-    simulation: asyncio.Task[int],
+    start_simulator: Callable[[], Simulator],
     sent: list[int],
 ) -> None:
-    console = Console()
-    last: tuple[float, float] | None = None
-    waiting = Text(f"starting the worker ({worker_log}) ...")
-    with Live(waiting, console=console, refresh_per_second=2) as live:
+    """Show the worker's numbers until a stop signal (KeyboardInterrupt) or a failure. The
+    simulator starts once the worker serves: the worker creates the topics with the partitions
+    it wants, and traffic sent earlier would make the broker create them with its own."""
+    rate = Rate()
+    simulator: Simulator | None = None
+    with _view(metrics_url) as view:
+        view.waiting(f"starting the worker (its log: {worker_log}) ...")
         while True:
             if worker.poll() is not None:
                 raise click.ClickException(
                     f"the worker exited with {worker.returncode}; see {worker_log}"
                 )
-            if simulation.done():
-                simulation.result()  # raises what stopped the simulator
+            if simulator is not None and simulator.error is not None:
+                raise click.ClickException(f"the simulator stopped: {simulator.error!r}")
             try:
-                series, outcomes = await asyncio.to_thread(scrape, metrics_url)
+                series, outcomes = scrape(metrics_url)
             except OSError:
-                await asyncio.sleep(1)
+                time.sleep(0.5)
                 continue
-            processed, now = sum(outcomes.values()), time.monotonic()
-            rate = 0.0 if last is None else (processed - last[0]) / max(now - last[1], 1e-6)
-            last = (processed, now)
-            live.update(render(series, outcomes, rate, metrics_url, sent[0]))
-            await asyncio.sleep(2)
+            if simulator is None:
+                simulator = start_simulator()
+            processed = sum(outcomes.values())
+            view.show(series, outcomes, rate.add(processed, time.monotonic()), sent[0])
+            time.sleep(SCRAPE_INTERVAL)
 
 
-async def _run(
-    settings: Settings,
-    metrics_url: str,
-    worker: subprocess.Popen[bytes],
-    worker_log: Path,
-    events_per_second: float,
-    backfill_seconds: float,
-    history_events_per_second: float,
-) -> None:
-    sent = [0]
-
-    def progress(count: int) -> None:
-        sent[0] = count
-
-    # the worker creates the topics with the partitions it wants; traffic sent earlier would
-    # make the broker create them with its own default
-    while worker.poll() is None:
-        try:
-            await asyncio.to_thread(scrape, metrics_url)
-            break
-        except OSError:
-            await asyncio.sleep(0.5)
-
-    simulation = asyncio.create_task(
-        run_simulation(
-            client_options(settings),
-            events_per_second,
-            backfill_seconds,
-            settings.topic_prefix,
-            on_progress=progress,
-            history_events_per_second=history_events_per_second,
-        )
-    )
-    try:
-        await _watch(metrics_url, worker, worker_log, simulation, sent)
-    finally:
-        simulation.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await simulation
+def _forget_state(workdir: Path) -> None:
+    """Delete the worker's RocksDB state: it belongs to a broker that is gone (or, with
+    CX_BROKER, to a demo no later one continues), and a month of history is tens of MB. The
+    logs stay."""
+    shutil.rmtree(workdir / "data", ignore_errors=True)
 
 
 def run_demo(
     settings: Settings,
-    broker_configured: bool,
+    broker: BrokerChoice,
     events_per_second: float,
     backfill_seconds: float,
     history_events_per_second: float,
 ) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="cx-stream-demo-"))
-    broker: EmbeddedBroker | None = None
+    embedded: EmbeddedBroker | None = None
     worker: subprocess.Popen[bytes] | None = None
-    console = Console(stderr=True)
+    simulators: list[Simulator] = []
+    sent = [0]
     try:
-        if not broker_configured:
-            port = 9092 if _port_is_free(9092) else None
-            broker = EmbeddedBroker(port, log_path=workdir / "broker.log").start()
-            settings = settings.with_overrides(broker=broker.url, embedded_broker=True)
-            console.print(f"embedded Kafka-compatible broker (Tansu) on {broker.bootstrap}")
+        if broker == "embedded":
+            port = KAFKA_PORT if port_is_free(KAFKA_PORT) else None
+            embedded = EmbeddedBroker(port, log_path=workdir / "broker.log").start()
+            settings = settings.with_overrides(broker=embedded.url, embedded_broker=True)
+            where = embedded.bootstrap
+            click.echo(f"embedded Kafka-compatible broker (Tansu) on {where}", err=True)
         problem = check_reachable(settings)
         if problem:
             raise click.ClickException(problem)
-        web_port = settings.web_port if _port_is_free(settings.web_port) else free_port()
+        web_port = settings.web_port if port_is_free(settings.web_port) else free_port()
         worker_log = workdir / "worker.log"
         env = {
             **os.environ,
@@ -144,23 +230,36 @@ def run_demo(
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # Ctrl-C reaches the demo, which stops the worker in order
             )
-        metrics_url = f"http://127.0.0.1:{web_port}/metrics"
-        asyncio.run(
-            _run(
-                settings,
-                metrics_url,
-                worker,
-                worker_log,
+
+        def progress(count: int) -> None:
+            sent[0] = count
+
+        def start_simulator() -> Simulator:
+            simulation = run_simulation(
+                client_options(settings),
                 events_per_second,
                 backfill_seconds,
-                history_events_per_second,
+                settings.topic_prefix,
+                on_progress=progress,
+                history_events_per_second=history_events_per_second,
             )
-        )
+            simulators.append(Simulator(simulation).start())
+            return simulators[-1]
+
+        metrics_url = f"http://127.0.0.1:{web_port}/metrics"
+        _watch(metrics_url, worker, worker_log, start_simulator, sent)
     except KeyboardInterrupt:
         pass
     finally:
+        # every process is stopped, in order, whatever signals come meanwhile: a second Ctrl-C
+        # must not leave the broker or the worker running (each waits a bounded time)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for simulator in simulators:
+            simulator.stop(timeout=5)
         if worker is not None:
             stop_process(worker, timeout=20)
-        if broker is not None:
-            broker.stop()
-        console.print(f"stopped; logs are in {workdir}")
+        if embedded is not None:
+            embedded.stop()
+        _forget_state(workdir)
+        click.echo(f"stopped; the logs are in {workdir} (the demo's state is deleted)", err=True)

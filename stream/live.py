@@ -1,9 +1,10 @@
-"""A live terminal view of a worker's /metrics, for the demo."""
+"""What the demo shows of a worker's /metrics: a live view in a terminal, plain status lines
+elsewhere (a pipe, a CI log, a log collector)."""
 
 from __future__ import annotations
 
 import urllib.request
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Mapping
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -30,7 +31,7 @@ def scrape(metrics_url: str) -> tuple[Series, dict[str, float]]:
             elif sample.name == "cx_tickets_open":
                 key = ("", labels["team"], labels["channel"], labels["priority"])
                 series[key]["tickets_open"] = sample.value
-            elif "window" in labels:
+            elif "window" in labels and "team" in labels:  # (account metrics have no segment)
                 name = sample.name[3:] + {"0.5": "_p50", "0.9": "_p90"}.get(
                     labels.get("quantile", ""), ""
                 )
@@ -49,6 +50,29 @@ def _duration(seconds: float | None) -> str:
     if seconds < 2 * 86400:
         return f"{seconds / 3600:.1f}h"
     return f"{seconds / 86400:.1f}d"
+
+
+def per_second(rate: float) -> str:
+    """An event rate for people: two significant digits below 10/s (0.3, not 0), whole above."""
+    return f"{rate:.2g}" if rate < 10 else f"{rate:,.0f}"
+
+
+class Rate:
+    """Events per second over the last `span` seconds, from a running count: at a few events a
+    second, the count moves by one or none between two scrapes a couple of seconds apart."""
+
+    def __init__(self, span: float = 10.0) -> None:
+        self.span = span
+        self._counts: deque[tuple[float, float]] = deque()
+
+    def add(self, count: float, now: float) -> float:
+        """Note the count at `now`; the rate since the oldest count within the span."""
+        counts = self._counts
+        counts.append((now, count))
+        while len(counts) > 2 and now - counts[1][0] >= self.span:
+            counts.popleft()
+        then, before = counts[0]
+        return 0.0 if now <= then else max(count - before, 0.0) / (now - then)
 
 
 def _number(value: float | None, pattern: str) -> str:
@@ -118,9 +142,27 @@ def render(
     status = Text.assemble(
         ("cx-stream demo  ", "bold"),
         f"metrics: {metrics_url}   backlog: {backlog:.0f} open tickets   ",
-        f"processed: {sum(outcomes.values()):.0f} ({rate:.0f}/s)   ",
+        f"processed: {sum(outcomes.values()):.0f} ({per_second(rate)}/s)   ",
         f"invalid: {outcomes.get('invalid', 0):.0f}   ",
         f"duplicates: {outcomes.get('duplicate', 0):.0f}   ",
         f"simulator sent: {sent}   Ctrl-C stops everything",
     )
     return Group(Panel(status), overall, teams)
+
+
+def status_line(
+    series: Series, outcomes: Mapping[str, float], rate: float, sent: int, window: str = "24h"
+) -> str:
+    """The live view in one plain line, for output that is not a terminal."""
+    whole = series.get((window, "all", "all", "all"), {})
+    backlog = series.get(("", "all", "all", "all"), {}).get("tickets_open", 0)
+    nps, csat = whole.get("nps"), whole.get("csat_ratio")
+    return (
+        f"processed {sum(outcomes.values()):.0f} events ({per_second(rate)}/s;"
+        f" {outcomes.get('invalid', 0):.0f} invalid, {outcomes.get('duplicate', 0):.0f}"
+        f" duplicates), simulator sent {sent}, backlog {backlog:.0f} open tickets; last {window}:"
+        f" NPS {'-' if nps is None else f'{nps:+.0f}'} ({whole.get('nps_responses', 0):.0f}"
+        f" responses), CSAT {'-' if csat is None else f'{csat:.0%}'}"
+        f" ({whole.get('csat_responses', 0):.0f}), FRT p50/p90"
+        f" {_quantiles(whole, 'first_response_seconds')}"
+    )
