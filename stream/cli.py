@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import signal
 import sys
 import time
@@ -140,7 +141,13 @@ def backfill_option(default: str | None, help: str) -> Callable[[Command], Comma
 
 
 @cli.command()
-@click.option("--broker", help="use this Kafka instead of starting an embedded one [CX_BROKER]")
+@click.option("--broker", help="use this Kafka instead of starting one [CX_BROKER]")
+@click.option(
+    "--kafka",
+    is_flag=True,
+    help="start Apache Kafka itself (needs Java 17+; Maven fetches its jars the first time)"
+    " instead of the embedded broker",
+)
 @click.option(
     "--rate",
     type=EventRate(),
@@ -156,23 +163,53 @@ def backfill_option(default: str | None, help: str) -> Callable[[Command], Comma
     show_default=True,
     help="events per second at peak in the generated history (about 79,000 events in 28 days)",
 )
-def demo(broker: str | None, rate: float, backfill: float, history_rate: float) -> None:
+def demo(
+    broker: str | None, kafka: bool, rate: float, backfill: float, history_rate: float
+) -> None:
     """Run a broker, a worker and the simulator, and show the live numbers."""
-    from .broker import embedded_broker_missing
-    from .demo import run_demo
+    from .demo import BrokerChoice, run_demo
 
     settings = _settings(broker=broker)
     configured = broker is not None or "CX_BROKER" in os.environ
-    problem = None if configured else embedded_broker_missing()
-    if not configured and settings.kafka_security.protocol != "PLAINTEXT":
-        problem = (
-            f"CX_KAFKA_SECURITY_PROTOCOL={settings.kafka_security.protocol} needs CX_BROKER"
-            " (or --broker): the embedded broker has no TLS or SASL"
+    if kafka and configured:
+        raise Failure(
+            "--kafka starts an Apache Kafka of the demo's own: leave out --broker and CX_BROKER,"
+            " or --kafka"
         )
+    choice: BrokerChoice = "configured" if configured else "kafka" if kafka else "embedded"
+    problem = _broker_problem(choice, settings)
     if problem:
         raise Failure(problem)
     stop_on_interrupt()
-    run_demo(settings, "configured" if configured else "embedded", rate, backfill, history_rate)
+    run_demo(settings, choice, rate, backfill, history_rate)
+
+
+def _broker_problem(choice: str, settings: Settings) -> str | None:
+    """Why the demo cannot run on the broker chosen, in one line; None if it can."""
+    from .apache_kafka import KafkaUnavailable, classpath, java
+    from .broker import embedded_broker_missing
+
+    if choice == "configured":
+        return None
+    if settings.kafka_security.protocol != "PLAINTEXT":
+        return (
+            f"CX_KAFKA_SECURITY_PROTOCOL={settings.kafka_security.protocol} needs CX_BROKER"
+            " (or --broker): the broker the demo starts has no TLS or SASL"
+        )
+    if choice == "embedded":
+        if settings.processing_guarantee == "exactly_once":
+            return (
+                "CX_PROCESSING_GUARANTEE=exactly_once needs Kafka transactions, which the"
+                " embedded broker lacks: add --kafka (Apache Kafka), or set CX_BROKER"
+            )
+        return embedded_broker_missing()
+    try:
+        java()
+        if shutil.which("mvn") is None:
+            classpath()  # without Maven, only jars it resolved before will do
+    except KafkaUnavailable as error:
+        return str(error)
+    return None
 
 
 @cli.command()

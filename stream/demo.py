@@ -1,6 +1,7 @@
-"""`cx-stream demo`: a broker (embedded unless one is configured), a worker, the simulator
-and a view of the worker's /metrics: live in a terminal, plain lines elsewhere. Ctrl-C (or
-SIGTERM) stops all of it, by pid, and deletes the state the demo made; its logs stay."""
+"""`cx-stream demo`: a broker (the embedded one, Apache Kafka with --kafka, or the one
+configured), a worker, the simulator and a view of the worker's /metrics: live in a terminal,
+plain lines elsewhere. Ctrl-C (or SIGTERM) stops all of it, by pid, and deletes the state the
+demo made; its logs stay."""
 
 from __future__ import annotations
 
@@ -24,13 +25,14 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
+from .apache_kafka import ApacheKafka, KafkaUnavailable, kafka_version
 from .broker import EmbeddedBroker, check_reachable, client_options, free_port, stop_process
 from .config import Settings
 from .live import Rate, Series, render, scrape, status_line
 from .simulate import run_simulation
 
-BrokerChoice = Literal["embedded", "configured"]
-"""The embedded broker (Tansu), or CX_BROKER / --broker."""
+BrokerChoice = Literal["embedded", "kafka", "configured"]
+"""The embedded broker (Tansu), Apache Kafka (--kafka), or CX_BROKER / --broker."""
 
 KAFKA_PORT = 9092
 """Where the demo's broker listens when the port is free, as a Kafka client expects it."""
@@ -181,11 +183,28 @@ def _watch(
             time.sleep(SCRAPE_INTERVAL)
 
 
+def _start_kafka(kafka: ApacheKafka) -> None:
+    version = kafka_version()
+    click.echo(
+        f"starting Apache Kafka {version} (the first time, Maven downloads its jars, which can"
+        " take minutes; later starts take them from Maven's cache)",
+        err=True,
+    )
+    if port_is_free(KAFKA_PORT):
+        kafka.cluster[0].ports["PLAINTEXT"] = KAFKA_PORT
+    try:
+        kafka.start()
+    except KafkaUnavailable as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"Apache Kafka {version} on {kafka.bootstrap} (its log: {kafka.folder})", err=True)
+
+
 def _forget_state(workdir: Path) -> None:
-    """Delete the worker's RocksDB state: it belongs to a broker that is gone (or, with
-    CX_BROKER, to a demo no later one continues), and a month of history is tens of MB. The
-    logs stay."""
-    shutil.rmtree(workdir / "data", ignore_errors=True)
+    """Delete the worker's RocksDB state and the broker's data: they belong to a broker that is
+    gone (or, with CX_BROKER, to a demo no later one continues), and a month of history is tens
+    of MB. The logs stay."""
+    for data in (workdir / "data", *(workdir / "kafka").glob("node-*/data")):
+        shutil.rmtree(data, ignore_errors=True)
 
 
 def run_demo(
@@ -197,6 +216,7 @@ def run_demo(
 ) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="cx-stream-demo-"))
     embedded: EmbeddedBroker | None = None
+    kafka: ApacheKafka | None = None
     worker: subprocess.Popen[bytes] | None = None
     simulators: list[Simulator] = []
     sent = [0]
@@ -207,6 +227,10 @@ def run_demo(
             settings = settings.with_overrides(broker=embedded.url, embedded_broker=True)
             where = embedded.bootstrap
             click.echo(f"embedded Kafka-compatible broker (Tansu) on {where}", err=True)
+        elif broker == "kafka":
+            kafka = ApacheKafka(workdir / "kafka")
+            _start_kafka(kafka)
+            settings = settings.with_overrides(broker=kafka.url, embedded_broker=False)
         problem = check_reachable(settings)
         if problem:
             raise click.ClickException(problem)
@@ -261,5 +285,7 @@ def run_demo(
             stop_process(worker, timeout=20)
         if embedded is not None:
             embedded.stop()
+        if kafka is not None:
+            kafka.stop()
         _forget_state(workdir)
         click.echo(f"stopped; the logs are in {workdir} (the demo's state is deleted)", err=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -117,6 +119,33 @@ def test_the_demo_and_the_simulator_read_the_variables_alike(command: str) -> No
     for variable, value in [("CX_WEB_PORT", "70000"), ("CX_SNAPSHOT_INTERVAL", "nan")]:
         result = run_cli(command, **{variable: value, "CX_BROKER": unreachable()})
         assert_one_line_error(result, variable)
+
+
+def test_demo_on_kafka_refuses_another_broker() -> None:
+    """--kafka starts a broker of its own: a configured one as well is a contradiction."""
+    broker = unreachable()
+    assert_one_line_error(run_cli("demo", "--kafka", "--broker", broker), "--kafka")
+    assert_one_line_error(run_cli("demo", "--kafka", CX_BROKER=broker), "CX_BROKER")
+
+
+def test_demo_on_kafka_without_java_or_maven_says_so_in_one_line(tmp_path: Path) -> None:
+    """Java is looked for first (no download for nothing); Maven only matters while the jars
+    were never resolved (a user cache of its own here)."""
+    no_java = tmp_path / "bin"
+    no_java.mkdir()
+    result = run_cli("demo", "--kafka", PATH=str(no_java), XDG_CACHE_HOME=str(tmp_path / "cache"))
+    assert_one_line_error(result, "java is not found")
+    java = shutil.which("java")
+    assert java is not None, "the tests run Apache Kafka: java is on PATH"
+    (no_java / "java").symlink_to(os.path.realpath(java))
+    result = run_cli("demo", "--kafka", PATH=str(no_java), XDG_CACHE_HOME=str(tmp_path / "cache"))
+    assert_one_line_error(result, "mvn is not on PATH")
+
+
+def test_exactly_once_needs_the_demo_on_kafka() -> None:
+    """The embedded broker has no transactions: the worker would stop on its first batch."""
+    result = run_cli("demo", CX_PROCESSING_GUARANTEE="exactly_once")
+    assert_one_line_error(result, "--kafka")
 
 
 def test_help_lists_the_commands() -> None:

@@ -1,5 +1,5 @@
 """`cx-stream demo`: live numbers on /metrics, and Ctrl-C or SIGTERM leaves no process behind,
-nor the demo's state."""
+nor the demo's state; on the embedded broker, and on Apache Kafka with --kafka."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from typing import IO
 
 import pytest
 
+from stream.apache_kafka import kafka_version
 from stream.broker import free_port
 from tests.kafka import (
     Samples,
@@ -51,6 +52,7 @@ def assert_state_deleted_and_logs_kept(tmp_path: Path, logs: list[str]) -> Path:
     with the broker they belonged to."""
     (workdir,) = tmp_path.glob("cx-stream-demo-*")
     assert not (workdir / "data").exists(), "the worker's state was left behind"
+    assert not list(workdir.glob("kafka/node-*/data")), "Kafka's data was left behind"
     for log in logs:
         assert (workdir / log).stat().st_size > 0, log
     return workdir
@@ -191,3 +193,58 @@ def test_a_stop_signal_while_the_history_is_made_stops_everything_cleanly(
     assert "Traceback" not in errors and "Unclosed" not in errors, errors
     assert len(errors.splitlines()) == 2, errors  # the broker's line, and "stopped; ..."
     assert_state_deleted_and_logs_kept(tmp_path, ["worker.log"])
+
+
+def kafka_jvm(pid: int) -> int | None:
+    """The demo's child running Apache Kafka's broker (kafka.Kafka on a JVM), if any."""
+    for child in children(pid):
+        try:
+            command = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"kafka.Kafka" in command:
+            return child
+    return None
+
+
+def test_demo_on_apache_kafka_with_exactly_once(tmp_path: Path) -> None:
+    """`--kafka` runs the demo on Apache Kafka itself, where exactly-once (Kafka transactions)
+    works; Ctrl-C stops the broker's JVM too, and its data goes with it."""
+    port = free_port()
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "stream", "demo", "--kafka", "--backfill", "7d"],
+        env=environment(tmp_path, port, CX_PROCESSING_GUARANTEE="exactly_once", TERM="dumb"),
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp_path / "demo.err", "wb"),  # noqa: SIM115
+        start_new_session=True,
+        preexec_fn=as_a_background_job,
+    )
+    try:
+        week = ("1h", "24h", "7d")
+        wait_for(
+            lambda: 0 < (counts := opened(port, week))[0] < counts[1] < counts[2],
+            240,  # Apache Kafka starts in seconds once Maven resolved it (scripts/test does)
+            "a week of history on the demo's /metrics",
+        )
+        jvm = kafka_jvm(demo.pid)
+        assert jvm is not None, "no Apache Kafka among the demo's processes"
+        started = children(demo.pid)
+        assert len(started) >= 2, "the demo should run Apache Kafka and a worker"
+        (workdir,) = tmp_path.glob("cx-stream-demo-*")
+        worker_log = (workdir / "worker.log").read_text()
+        assert "for transactional id" in worker_log, "the worker runs without transactions"
+        demo.send_signal(signal.SIGINT)
+        assert demo.wait(timeout=90) == 0
+        assert not alive(jvm), f"Apache Kafka (pid {jvm}) left running"
+        assert not [pid for pid in started if alive(pid)], "processes left behind"
+    finally:
+        if demo.poll() is None:
+            kill_demo(demo)
+    errors = (tmp_path / "demo.err").read_text()
+    assert "Traceback" not in errors, errors
+    assert "Maven" in errors.splitlines()[0], errors  # the first start resolves it with Maven
+    listens = re.search(
+        rf"^Apache Kafka {re.escape(kafka_version())} on 127\.0\.0\.1:(\d+) ", errors, re.M
+    )
+    assert listens, errors
+    assert_state_deleted_and_logs_kept(tmp_path, ["worker.log", "kafka/node-1/broker.log"])
