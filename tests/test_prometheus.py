@@ -5,6 +5,8 @@ traffic, and every rule works against what the processor exports."""
 from __future__ import annotations
 
 import json
+import math
+import random
 import re
 import time
 import urllib.parse
@@ -23,6 +25,7 @@ import yaml
 from stream.apache_kafka import ApacheKafka
 from stream.broker import free_port
 from stream.simulate import Traffic
+from tests.account_oracle import SubscriptionFields, expected_accounts
 from tests.kafka import (
     LABELS,
     QUANTILE_SUFFIX,
@@ -43,6 +46,7 @@ from tests.oracle import (
     seconds,
 )
 from tests.servers import get_json, serving
+from tests.test_dashboards import ACCOUNT_METRICS, ACCOUNT_WINDOWS, REVENUE
 
 pytestmark = pytest.mark.broker
 ROOT = Path(__file__).resolve().parent.parent
@@ -63,17 +67,25 @@ INPUT_TOPICS = (
 )
 
 
-def query(base: str, expression: str) -> list[Any]:
-    url = f"{base}/api/v1/query?" + urllib.parse.urlencode({"query": expression})
+def query(base: str, expression: str, at: float | None = None) -> list[Any]:
+    """An instant query, now or at Unix time `at` (Prometheus keeps milliseconds)."""
+    parameters = {"query": expression} | ({} if at is None else {"time": f"{at:.3f}"})
+    url = f"{base}/api/v1/query?" + urllib.parse.urlencode(parameters)
     body = get_json(url)
     assert body["status"] == "success", (expression, body)
     result: list[Any] = body["data"]["result"]
     return result
 
 
+SUCCESS = ROOT / "grafana/dashboards/customer-success.json"
+
+
 def dashboard_expressions(segment: str) -> list[tuple[str, str]]:
+    """The wall's and the analyst's (the customer-success dashboard: success_expressions())."""
     found = []
     for path in sorted((ROOT / "grafana/dashboards").glob("*.json")):
+        if path == SUCCESS:
+            continue
         board = json.loads(path.read_text())
         for panel in board["panels"]:
             for target in panel.get("targets", []):
@@ -81,6 +93,22 @@ def dashboard_expressions(segment: str) -> list[tuple[str, str]]:
                 for name, value in VARIABLES.items():
                     expression = expression.replace(name, value)
                 found.append((f"{path.name}: {panel['title']}", expression))
+    return found
+
+
+def success_expressions() -> list[tuple[str, str]]:
+    """The customer-success dashboard's expressions, for every account window it offers."""
+    board = json.loads(SUCCESS.read_text())
+    (variable,) = board["templating"]["list"]
+    windows = [option["value"] for option in variable["options"]]
+    assert windows == list(ACCOUNT_WINDOWS)
+    found = []
+    for window in windows:
+        for panel in board["panels"]:
+            for target in panel["targets"]:
+                if "$window" in target["expr"] or window == windows[0]:
+                    where = f"{panel['title']} ({window})"
+                    found.append((where, target["expr"].replace("$window", window)))
     return found
 
 
@@ -116,9 +144,104 @@ class Fed(NamedTuple):
     hours: OpeningHours
     made: float
     """When the traffic was made: its latest event time."""
+    subscriptions: list[SubscriptionFields]
+    """The distinct subscription events (some were sent twice)."""
+    resent: int
+    """Subscription events sent a second time."""
 
     def expected(self) -> Expected:
         return expected(self.events, time.time(), hours=self.hours, sla_clock="business")
+
+    def accounts(self, as_of: float) -> AccountSeries:
+        """The oracle's section-7.3 series at `as_of` (tests/account_oracle.py)."""
+        return account_series(self.subscriptions, as_of)
+
+
+DAY = 86400.0
+WINDOW_SECONDS = {name: float(name.removesuffix("d")) * DAY for name in ACCOUNT_WINDOWS}
+AccountSeries = dict[tuple[str, frozenset[tuple[str, str]]], float]
+"""(metric, labels) -> value of every 7.3 series the worker exports; an absent ratio is not in."""
+LABEL_OF = {"mrr_movements": "movement", "account_movements": "movement"}
+
+
+def account_series(events: list[SubscriptionFields], as_of: float) -> AccountSeries:
+    numbers = expected_accounts(events, as_of, WINDOW_SECONDS)
+    found: AccountSeries = {("cx_account_metrics_as_of_seconds", frozenset()): as_of}
+    for window, values in numbers.items():
+        for name, value in values.items():
+            if name in ("mrr", "accounts_paying", "arpa"):  # the same in every window
+                labels: frozenset[tuple[str, str]] = frozenset()
+            else:
+                labels = frozenset({("window", window)})
+            if isinstance(value, dict):
+                for key, amount in value.items():
+                    found[(f"cx_{name}", labels | {(LABEL_OF[name], key)})] = float(amount)
+            elif value is not None:
+                found[(f"cx_{name}", labels)] = float(value)
+    return found
+
+
+def subscription_histories(now: float, accounts: int, seed: int) -> list[SubscriptionFields]:
+    """Accounts with one to three subscriptions over 400 days: trials that convert or lapse,
+    upgrades, downgrades, pauses, cancellations and returns, some at one instant, so every
+    movement kind falls in every window."""
+    rng = random.Random(seed)
+    events: list[SubscriptionFields] = []
+    for number in range(accounts):
+        account = f"ACC-{number:03d}"
+        for sub in range(rng.randint(1, 3)):
+            at = now - rng.uniform(5, 400) * DAY
+            for change in range(rng.randint(1, 6)):
+                events.append(
+                    {
+                        "event_id": f"{account}-{sub}-{change}",
+                        "account_id": account,
+                        "subscription_id": f"{account}-S{sub}",
+                        "at": round(min(at, now - 60)),  # whole seconds: shared instants
+                        "status": rng.choice(
+                            ["active", "active", "trialing", "paused", "canceled"]
+                        ),
+                        "mrr": rng.choice([0, 29, 99, 249.5, 1200, 0.000001]),
+                    }
+                )
+                at += rng.choice([0, 1, 7, 30, 90]) * DAY
+    return events
+
+
+def subscription_records(events: list[SubscriptionFields]) -> list[tuple[str, bytes, bytes]]:
+    """As a billing system sends them: keyed by account, `occurred_at` in RFC 3339."""
+    records = []
+    for event in events:
+        fields = {name: value for name, value in event.items() if name != "at"}
+        fields["occurred_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(event["at"]))
+        records.append(
+            (PREFIX + "subscription-updated", event["account_id"].encode(), orjson.dumps(fields))
+        )
+    return records
+
+
+def worker_account_series(
+    samples: dict[tuple[str, tuple[tuple[str, str], ...]], float],
+) -> AccountSeries:
+    return {
+        (name, frozenset(labels)): value
+        for (name, labels), value in samples.items()
+        if name in REVENUE
+    }
+
+
+def same(got: float, want: float) -> bool:
+    """Amounts and counts exactly (sums of millionths), ratios and CLV to 1e-9 relative."""
+    return abs(got - want) <= 1e-9 * max(1.0, abs(want))
+
+
+def account_mismatch(got: AccountSeries, want: AccountSeries) -> str | None:
+    if set(got) != set(want):
+        return (
+            f"series: missing {sorted(set(want) - set(got))}, extra {sorted(set(got) - set(want))}"
+        )
+    wrong = {key: (got[key], value) for key, value in want.items() if not same(got[key], value)}
+    return f"(got, expected) {wrong}" if wrong else None
 
 
 GAP = (-120.0, 720.0)
@@ -145,6 +268,7 @@ def fed_worker(broker: ApacheKafka, tmp_path_factory: pytest.TempPathFactory) ->
         CX_TOPIC_PREFIX=prefix,
         CX_BUSINESS_HOURS=str(hours),
         CX_SLA_CLOCK="business",
+        CX_ACCOUNT_INTERVAL="1s",
     ).start()
     try:
         wait_for(lambda: _get(worker.url + "/health"), 60, "the worker")  # it creates the topics
@@ -159,9 +283,13 @@ def fed_worker(broker: ApacheKafka, tmp_path_factory: pytest.TempPathFactory) ->
                 records.append((prefix + topic, key, value))
                 events.append((topic, fields))
         records += [(prefix + "ticket-opened", b"bad", b"not json")] * 3  # for dead letters
+        subscriptions = subscription_histories(now, accounts=80, seed=5)
+        resent = random.Random(5).sample(subscriptions, len(subscriptions) // 10)
+        records += subscription_records(subscriptions + resent)
         produce(broker.bootstrap, records)
-        fed = Fed(worker, events, berlin_and_new_york(now), now)
+        fed = Fed(worker, events, berlin_and_new_york(now), now, subscriptions, len(resent))
         wait_for(lambda: processed(worker) == len(records), 120, "the traffic to be processed")
+        processed_by = time.time()
         # the oracle's numbers, and nothing left to read (the lag is on the dashboard)
         failure: list[str | None] = [None]
 
@@ -169,6 +297,14 @@ def fed_worker(broker: ApacheKafka, tmp_path_factory: pytest.TempPathFactory) ->
             samples = worker.samples()
             lag = sum(v for (name, _), v in samples.items() if name == "cx_consumer_lag")
             failure[0] = f"lag {lag}" if lag else mismatch(samples, fed.expected())
+            if failure[0] is None:  # the account numbers of an instant after it all was read
+                got = worker_account_series(samples)
+                as_of = got.get(("cx_account_metrics_as_of_seconds", frozenset()), 0.0)
+                failure[0] = (
+                    f"account numbers as of {as_of}, before {processed_by}"
+                    if as_of <= processed_by
+                    else account_mismatch(got, fed.accounts(as_of))
+                )
             return failure[0] is None
 
         try:
@@ -406,11 +542,103 @@ def test_every_dashboard_expression_shows_the_oracles_values_for_every_segment(
     assert not wrong, f"{len(wrong)} differ, e.g.\n" + "\n".join(wrong[:10])
 
 
+ACCOUNT_GAUGE = re.compile(r"max without \(instance\) \((cx_\w+)(?:\{([^}]*)\})?\)")
+
+
+def oracle_accounts(want: AccountSeries, expression: str, at: float) -> Vector:
+    """The oracle's answer to a customer-success expression on the 7.3 series, evaluated at
+    `at`; KeyError for another kind of expression."""
+    negated = expression.startswith("-")
+    age = re.fullmatch(r"time\(\) - (.*)", expression)
+    whole = ACCOUNT_GAUGE.fullmatch(age.group(1) if age else expression.removeprefix("-"))
+    if not whole:
+        raise KeyError(expression)
+    name, matchers = whole.group(1), whole.group(2) or ""
+    conditions = MATCHER.findall(matchers)
+    assert all(op == "=" for _, op, _ in conditions), expression
+    vector: Vector = {}
+    for (metric, labels), value in want.items():
+        if metric == name and all((label, v) in labels for label, _, v in conditions):
+            value = at - value if age else -value if negated else value
+            vector[labels | {("job", "cx-stream")}] = value
+    return vector
+
+
+def test_the_customer_success_dashboard_shows_the_oracles_revenue_numbers(
+    prometheus: str, fed_worker: Fed
+) -> None:
+    """Every revenue and retention expression (7.3) of the customer-success dashboard, for
+    every account window: the oracle's numbers at the instant the worker's state, read at one
+    moment through Prometheus. The 7.4 expressions (drivers, health bands) only evaluate: the
+    worker exports none of their series yet."""
+    at = round(time.time() - 3, 3)  # every scrape up to then is stored (scrape timeout 1 s)
+    (stamp,) = query(prometheus, "max without (instance) (cx_account_metrics_as_of_seconds)", at)
+    as_of = float(stamp["value"][1])
+    assert at - 30 < as_of <= at, "the account numbers are not live"
+    want = fed_worker.accounts(as_of)
+
+    # the traffic makes every number worth checking: a cohort, movements and ratios in every
+    # window, every kind of movement in the longest
+    for window in ACCOUNT_WINDOWS:
+        labelled = {name for name, labels in want if ("window", window) in labels}
+        assert "cx_net_revenue_retention_ratio" in labelled, window
+        assert "cx_customer_lifetime_value" in labelled, window
+    assert all(
+        want[("cx_mrr_movements", frozenset({("window", "365d"), ("movement", kind)}))] > 0
+        for kind in ("new", "reactivation", "expansion", "contraction", "churn")
+    )
+
+    wrong, unjudged = [], set()
+    for where, expression in success_expressions():
+        got = query(prometheus, expression, at)  # every expression evaluates
+        names = {name for name, _ in SELECTOR.findall(expression)}
+        assert names <= set(ACCOUNT_METRICS), (where, names)
+        if not names <= REVENUE:
+            unjudged.add(where.rsplit(" (", 1)[0])  # 7.4: nothing exported to compare yet
+            continue
+        wanted = oracle_accounts(want, expression, at)
+        assert wanted, f"{where}: {expression} selects none of the oracle's series"
+        problem = difference(got, wanted, None)
+        if problem:
+            wrong.append(f"{where}: {expression}: {problem}")
+    (again,) = query(prometheus, "max without (instance) (cx_account_metrics_as_of_seconds)", at)
+    assert again == stamp, "Prometheus stored a scrape before `at` while the test read"
+    assert not wrong, f"{len(wrong)} differ, e.g.\n" + "\n".join(wrong[:10])
+    assert unjudged == {
+        "Churn by support driver over the last $window: exposed vs not exposed",
+        "MRR at risk (red health band)",
+        "Paying accounts by health band",
+        "MRR by health band",
+        "Churn by health band over the last $window",
+    }
+
+
+def test_the_mrr_bridge_adds_up(fed_worker: Fed) -> None:
+    """The bridge's claim, on the oracle: MRR at the window's start (the cohort's MRR, as every
+    account paying then is in the cohort) plus the movements in it is MRR now."""
+    as_of = time.time()
+    want = fed_worker.accounts(as_of)
+    mrr = want[("cx_mrr", frozenset())]
+    for window in ACCOUNT_WINDOWS:
+        labels = frozenset({("window", window)})
+
+        def moved(kind: str, labels: frozenset[tuple[str, str]] = labels) -> float:
+            return want[("cx_mrr_movements", labels | {("movement", kind)})]
+
+        start = want[("cx_cohort_mrr", labels)]
+        gained = moved("new") + moved("reactivation") + moved("expansion")
+        assert math.isclose(start + gained - moved("contraction") - moved("churn"), mrr), window
+
+
 def test_every_record_is_counted_once_by_outcome(fed_worker: Fed) -> None:
     counted: Counter[str] = Counter()
     for (_, outcome), count in events_total(fed_worker.worker).items():
         counted[outcome] += int(count)
-    assert counted == Counter({**Counter(outcomes(fed_worker.events)), "invalid": 3})
+    want = Counter(outcomes(fed_worker.events))
+    want.update(
+        {"invalid": 3, "accepted": len(fed_worker.subscriptions), "duplicate": fed_worker.resent}
+    )
+    assert counted == want
 
 
 def test_every_rule_evaluates_on_exported_metrics_and_labels(prometheus: str) -> None:
