@@ -22,6 +22,7 @@ import yaml
 from stream.apache_kafka import kafka_version
 from tests.kafka import wait_for
 from tests.servers import get_json, post_json, serving
+from tests.test_dashboards import ACCOUNT_METRICS, contract_problems
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
@@ -220,6 +221,12 @@ ALERTMANAGER = ROOT / "alertmanager/alertmanager.yml"
 EXAMPLE = ROOT / "alertmanager/examples/pagerduty-slack.yml"
 PAGES = {"CxKafkaDown", "CxAllWorkersDown", "CxProcessingStalled", "CxNoSeriesExported"}
 BUSINESS = {"CxCsatDrop", "CxNpsDrop", "CxFirstResponseSlowerThanSla", "CxBacklogGrowing"}
+CUSTOMER_SUCCESS = {"CxNetRevenueRetentionLow", "CxMrrAtRisk"}
+CONTRACT = (ROOT / "docs/contract.md").read_text()
+SECTION_4 = set(
+    re.findall(r"cx_[a-z_]+", CONTRACT[CONTRACT.index("## 4.") : CONTRACT.index("## 5.")])
+)
+"""docs/contract.md section 4's metric names (their labels: tests/test_prometheus.py, on data)."""
 
 
 def test_prometheus_and_alertmanager_configs_pass_their_checkers() -> None:
@@ -263,7 +270,7 @@ def test_every_alert_is_unit_tested_labelled_and_documented() -> None:
             assert labels == {"severity": "none"}
         else:
             assert labels["severity"] in {"critical", "warning", "info"}, name
-            assert labels["audience"] in {"oncall", "support-lead"}, name
+            assert labels["audience"] in {"oncall", "support-lead", "cs-lead"}, name
         assert set(annotations) == {"summary", "description", "runbook_url"}
         assert "{{" not in annotations["summary"], f"{name}: summary is a fixed headline"
         base, _, anchor = annotations["runbook_url"].partition("#")
@@ -284,12 +291,17 @@ def test_what_pages_is_chosen() -> None:
     assert critical == PAGES
     for name in BUSINESS:  # business signals go to the support lead, never to the pager
         assert rules[name]["labels"]["audience"] == "support-lead"
+    for name in CUSTOMER_SUCCESS:  # revenue and retention to the customer-success lead
+        assert rules[name]["labels"]["audience"] == "cs-lead"
     assert {"CxKafkaDown", "CxWatchdog", "CxNoSeriesExported"} <= set(rules)
+    assert set(rules) >= CUSTOMER_SUCCESS
     expected = {"CxWatchdog": "deadmansswitch"} | {
         name: "oncall-pager"
         if name in PAGES
         else "support-lead"
         if name in BUSINESS
+        else "cs-lead"
+        if name in CUSTOMER_SUCCESS
         else "oncall-chat"
         for name in rules
         if name != "CxWatchdog"
@@ -306,6 +318,45 @@ def test_what_pages_is_chosen() -> None:
             *labels,
         )
         assert result.stdout.split() == [receiver], (name, result.stdout, result.stderr)
+
+
+def without_comments(expression: str) -> str:
+    return re.sub(r"#[^\n]*", "", expression)
+
+
+def test_every_rule_reads_only_what_the_contract_names() -> None:
+    """Section 4's metrics, or 7.5's with their labels and label values: a rule on a name the
+    worker will never export stays silent for good (tests/test_prometheus.py runs the rules
+    on what a real worker exports; the 7.4 numbers are not exported yet)."""
+    groups = load_yaml(RULES)["groups"]
+    for rule in (rule for group in groups for rule in group["rules"]):
+        name = rule.get("alert") or rule.get("record")
+        expression = without_comments(rule["expr"])
+        metrics = set(re.findall(r"\bcx_[a-z0-9_]+", expression))
+        assert metrics <= SECTION_4 | set(ACCOUNT_METRICS), (name, metrics - SECTION_4)
+        if metrics & set(ACCOUNT_METRICS):  # an account rule reads account numbers only
+            assert metrics <= set(ACCOUNT_METRICS), name
+            assert not contract_problems(expression, ACCOUNT_METRICS), (
+                name,
+                contract_problems(expression, ACCOUNT_METRICS),
+            )
+
+
+def test_customer_success_thresholds_are_named_in_the_rule_and_quoted() -> None:
+    """Each threshold of an account alert is a number in its expression followed by a comment
+    naming it, explained in a comment above the rule, and its description says the same."""
+    text = RULES.read_text()
+    for rule in alert_rules():
+        if rule["alert"] not in CUSTOMER_SUCCESS:
+            continue
+        named = re.findall(r"(\d+(?:\.\d+)?)\s*#\s*([A-Z][A-Z_]+)\b", rule["expr"])
+        assert named, f"{rule['alert']} names no threshold"
+        description = rule["annotations"]["description"]
+        for value, constant in named:
+            assert f"# {constant}: " in text, f"{constant} is not explained above its rule"
+            number = float(value)
+            quoted = f"{number * 100:g}%" if number <= 1 else f"{number:g}"
+            assert quoted in description, (rule["alert"], constant, quoted, description)
 
 
 def test_recording_rules_are_named_level_metric_operations() -> None:
@@ -347,6 +398,8 @@ def test_alertmanager_sends_one_notification_per_outage(tmp_path: Path) -> None:
     the root cause left un-inhibited."""
     csat = fired("organisation-wide CSAT drop")
     assert len(csat) == 4  # the rule fires for the organisation and three segments
+    at_risk = fired("MRR at risk")
+    assert [alert["alertname"] for alert in at_risk] == ["CxMrrAtRisk"]
     pipeline = [
         pipeline_alert("CxKafkaDown", job="kafka", instance="kafka:29092"),
         *(
@@ -383,13 +436,16 @@ def test_alertmanager_sends_one_notification_per_outage(tmp_path: Path) -> None:
             time.sleep(1)  # and no later change of mind
             assert active() == expected
 
-        # the organisation-wide drop alone is left, not one per team, channel and priority
-        active_after(csat, ["CxCsatDrop all all all"])
-        # Kafka down: one page; the workers' symptoms and the stale business numbers are muted
+        # the organisation-wide drop alone is left, not one per team, channel and priority;
+        # the customer-success lead's alert is not muted by a support alert
+        active_after(csat + at_risk, ["CxCsatDrop all all all", "CxMrrAtRisk"])
+        # Kafka down: one page; the workers' symptoms and the stale business numbers, support's
+        # and customer success's, are muted
         active_after(pipeline, ["CxKafkaDown", "CxWatchdog"])
         groups = get_json(f"{base}/api/v2/alerts/groups")
         by_alert = {group["labels"]["alertname"]: len(group["alerts"]) for group in groups}
         assert by_alert["CxCsatDrop"] == 4 and by_alert["CxWorkerDown"] == 2, by_alert
+        assert by_alert["CxMrrAtRisk"] == 1, by_alert
         assert len(groups) == len(by_alert), "an alert name split into several notifications"
 
 

