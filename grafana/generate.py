@@ -47,6 +47,9 @@ DATASOURCE_NAME = "Prometheus"  # the alert-list panel filters by name, not uid
 ORGANISATION = 'team="all", channel="all", priority="all"'
 NO_DATA = "no data"
 WATCHDOG = "CxWatchdog"
+ON_THE_WALL = f'alertname!="{WATCHDOG}", audience!="cs-lead"'
+"""The alerts the wall counts and lists: not the always-firing watchdog, nor the customer-success
+lead's, which last for days (the customer-success dashboard lists those)."""
 CURRENCY = "USD"
 """CX_CURRENCY of the workers: the unit amounts are shown in (Grafana's `currencyUSD`, ...)."""
 
@@ -306,9 +309,9 @@ def business_time(metric: str, selector: str) -> list[Query]:
     return quantiles(business, selector, " business hours")
 
 
-def alert_list(title: str) -> Panel:
-    """The firing alerts but the watchdog. The SDK has no alert-list builder: its generic panel
-    builder with the alert list's options (Grafana 11.2's `alertlist` panel) written out."""
+def alert_list(title: str, matchers: str) -> Panel:
+    """The firing alerts whose labels match. The SDK has no alert-list builder: its generic
+    panel builder with the alert list's options (Grafana 11.2's `alertlist` panel) written out."""
     return (
         builders.Panel()
         .type("alertlist")
@@ -322,7 +325,7 @@ def alert_list(title: str) -> Panel:
                 "sortOrder": 1,
                 "dashboardAlerts": False,
                 "alertName": "",
-                "alertInstanceLabelFilter": f'{{alertname!="{WATCHDOG}"}}',
+                "alertInstanceLabelFilter": f"{{{matchers}}}",
                 "datasource": DATASOURCE_NAME,
                 "showInstances": True,
                 "stateFilter": {
@@ -391,7 +394,7 @@ def wall() -> builders.Dashboard:
         3,
         7,
     )
-    firing = f'count(ALERTS{{alertstate="firing", alertname!="{WATCHDOG}"}}) or vector(0)'
+    firing = f'count(ALERTS{{alertstate="firing", {ON_THE_WALL}}}) or vector(0)'
     board.add(
         stat_panel(
             "Alerts firing",
@@ -440,7 +443,7 @@ def wall() -> builders.Dashboard:
         8,
         10,
     )
-    board.add(alert_list("Firing alerts"), 0, 25, 24, 6)
+    board.add(alert_list("Firing alerts", ON_THE_WALL), 0, 25, 24, 6)
     return dashboard(
         "cx-wall", "cx-stream wall", board, "30s", "now-1h", tags=["wall"], hide_time=True
     )
@@ -1099,6 +1102,7 @@ def success() -> builders.Dashboard:
     )
     board.add(by_band("MRR by health band", "cx_mrr_by_health", "money"), 12, 47, 6, 8)
     board.add(bands(), 18, 47, 6, 8)
+    board.add(alert_list("Firing customer-success alerts", 'audience="cs-lead"'), 0, 55, 24, 5)
     return dashboard(
         "cx-success",
         "cx-stream customer success",

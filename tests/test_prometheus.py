@@ -105,7 +105,7 @@ def success_expressions() -> list[tuple[str, str]]:
     found = []
     for window in windows:
         for panel in board["panels"]:
-            for target in panel["targets"]:
+            for target in panel.get("targets", []):
                 if "$window" in target["expr"] or window == windows[0]:
                     where = f"{panel['title']} ({window})"
                     found.append((where, target["expr"].replace("$window", window)))
@@ -479,7 +479,9 @@ def process_result(fed: Fed, base: str, expression: str) -> Vector:
         firing = [
             alert
             for alert in get_json(f"{base}/api/v1/alerts")["data"]["alerts"]
-            if alert["state"] == "firing" and alert["labels"]["alertname"] != "CxWatchdog"
+            if alert["state"] == "firing"
+            and alert["labels"]["alertname"] != "CxWatchdog"
+            and alert["labels"].get("audience") != "cs-lead"
         ]
         return {frozenset(): float(len(firing))}
     raise KeyError(expression)
