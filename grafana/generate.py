@@ -1,7 +1,7 @@
 """Generates the Grafana dashboards in grafana/dashboards/ with Grafana's own dashboards-as-code
 library, grafana-foundation-sdk, in its build for Grafana 11.2 (the version compose runs).
 
-    .venv/bin/python grafana/generate.py      # rewrites wall.json and analyst.json
+    .venv/bin/python grafana/generate.py   # rewrites wall, analyst and customer-success.json
 
 The JSON files are what Grafana provisions; edit this file, not them (tests/test_dashboards.py
 fails when they differ from what this file generates).
@@ -10,10 +10,12 @@ The wall is read from across a room and must only show what is true now: instant
 reduced with `last`, "no data" when a series is gone, thresholds colouring only the main value
 of a panel, per-team bars sorted and capped. The analyst dashboard has one segment choice,
 because the processor exports one dimension at a time (no cross products), and one kind of
-quantity per panel, so that counts and ratios never share an axis.
+quantity per panel, so that counts and ratios never share an axis. The customer-success
+dashboard reads only the account numbers of docs/contract.md 7.5: revenue and retention per
+account window, and what the support experience does to churn.
 
 The SDK has no builder for the alert-list panel (none of its builds, 10.1 to 11.6 and next, has
-one): the wall's alert list is its generic panel builder with the options written out here.
+one): the alert lists are its generic panel builder with the options written out here.
 """
 
 from __future__ import annotations
