@@ -16,8 +16,10 @@ from __future__ import annotations
 from array import array
 from bisect import bisect_right
 from collections.abc import Sequence
+from types import MappingProxyType
 from typing import Any, Literal, NamedTuple
 
+from .experience import AccountObservation, ExperienceUpdate, Sources, merge_update
 from .tickets import event_digest
 
 Movement = Literal["new", "reactivation", "expansion", "contraction", "churn"]
@@ -36,6 +38,9 @@ class SubscriptionEvent(NamedTuple):
     contribution: int
 
 
+NO_SOURCES: Sources = MappingProxyType({})
+
+
 class AccountState(NamedTuple):
     partition: int
     events: tuple[SubscriptionEvent, ...] = ()
@@ -44,9 +49,27 @@ class AccountState(NamedTuple):
     """Digests of every event id applied to the account (a re-sent one is a duplicate)."""
     latest: float = float("-inf")
     """The latest occurred_at of those events (retention is judged by it)."""
+    experience: Sources = NO_SOURCES
+    """Its tickets' and survey responses' observations (experience.py), by source."""
 
     def holds(self, event_id: str) -> bool:
         return event_digest(event_id) in self.seen
+
+    @property
+    def latest_observation(self) -> float:
+        return max(
+            (obs[1] for _, observations in self.experience.values() for obs in observations),
+            default=float("-inf"),
+        )
+
+    def observations(self) -> tuple[AccountObservation, ...]:
+        """Every observation of its experience, in time order."""
+        return tuple(
+            sorted(
+                (obs for _, observations in self.experience.values() for obs in observations),
+                key=lambda obs: obs[1],
+            )
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -54,6 +77,10 @@ class AccountState(NamedTuple):
             "subscription_events": [list(event) for event in self.events],
             "seen": sorted(self.seen),
             "latest": self.latest,
+            "experience": {
+                source: [version, [list(obs) for obs in observations]]
+                for source, (version, observations) in self.experience.items()
+            },
         }
 
     @classmethod
@@ -63,6 +90,10 @@ class AccountState(NamedTuple):
             events=tuple(SubscriptionEvent(*event) for event in data["subscription_events"]),
             seen=frozenset(data["seen"]),
             latest=data["latest"],
+            experience={
+                source: (version, tuple(tuple(obs) for obs in observations))
+                for source, (version, observations) in data.get("experience", {}).items()
+            },
         )
 
 
@@ -207,11 +238,19 @@ def evaluate(line: Timeline, as_of: float, windows: Sequence[float], totals: Tot
             before = after
 
 
+def apply_experience(state: AccountState, update: ExperienceUpdate) -> AccountState | None:
+    """The account with a ticket's or response's observations replaced, or None when the
+    update is no newer than what it holds."""
+    merged = merge_update(state.experience, update)
+    return None if merged is None else state._replace(experience=merged)
+
+
 def is_forgettable(stored: dict[str, Any], horizon: float, now: float) -> bool:
-    """Whether an account may be forgotten (7.2): not paying now and no event newer than
-    `horizon`."""
+    """Whether an account may be forgotten (7.2): not paying now and no event, nor any
+    observation of its tickets and responses, newer than `horizon`."""
     state = AccountState.from_json(stored)
-    return state.latest < horizon and mrr_at(timeline(state.events), now) == 0
+    latest = max(state.latest, state.latest_observation)
+    return latest < horizon and mrr_at(timeline(state.events), now) == 0
 
 
 class AccountBook:

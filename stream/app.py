@@ -40,6 +40,7 @@ from .accounts import Totals, evaluate
 from .broker import client_options
 from .config import Settings
 from .events import TOPICS
+from .experience import EXPERIENCE_TOPIC
 from .health import (
     BrokerProbe,
     HealthCollector,
@@ -138,8 +139,8 @@ def create_app(settings: Settings) -> App:
         "partitions": settings.partitions,
     }
     topics = Topics(
-        kinds={settings.topic(name): name for name in TOPICS},
-        inputs=app.topic(*(settings.topic(name) for name in TOPICS), **raw),
+        kinds={settings.topic(name): name for name in (*TOPICS, EXPERIENCE_TOPIC)},
+        inputs=app.topic(*(settings.topic(name) for name in (*TOPICS, EXPERIENCE_TOPIC)), **raw),
         dead_letter=app.topic(settings.topic("cx-dead-letter"), **raw),
         partials=app.topic(settings.topic("cx-partials"), **raw),
         metrics=app.topic(settings.topic("cx-metrics"), **raw),
@@ -175,7 +176,8 @@ class Topics:
     """The worker's topics (Faust's), their names with CX_TOPIC_PREFIX."""
 
     kinds: dict[str, str]
-    """Each input topic's name -> its name in the contract (ticket-opened, ...)."""
+    """Each topic the ingest reads -> its name without prefix: the input topics of the contract
+    (ticket-opened, ...) and the internal experience topic (experience.py)."""
     inputs: Any
     dead_letter: Any
     partials: Any
@@ -206,9 +208,10 @@ def _ingest_stage(
     )
     # every outcome of docs/contract.md section 3 exported as 0 from the start: a rate of
     # dead letters or anomalies in a healthy system is then 0, not "no data"
-    for topic in topics.kinds:
+    for topic, kind in topics.kinds.items():
         for outcome in ("accepted", "duplicate", "anomaly", "invalid"):
-            outcomes.labels(topic, outcome)
+            if kind in TOPICS:  # (not the internal experience topic)
+                outcomes.labels(topic, outcome)
     dead_letter_failures = Counter(
         "cx_dead_letter_failures",
         "Invalid records that could not be sent to the dead-letter topic, by input topic",
@@ -249,6 +252,7 @@ def _ingest_stage(
         outcomes,
         dead_letter_failures,
         transactions,
+        settings.topic(EXPERIENCE_TOPIC),
     )
     # the consumer hands records of the input topics to ingest a fetch at a time
     app.topics.add(topics.inputs)
@@ -478,6 +482,8 @@ def _health_stage(
 OWN_TOPICS: dict[str, dict[str, str]] = {
     **{name: {} for name in TOPICS},
     "cx-dead-letter": {"max.message.bytes": str(DEAD_LETTER_MAX_BYTES)},
+    # a transport between partitions: the accounts table keeps what it carried
+    EXPERIENCE_TOPIC: {"retention.ms": str(7 * 24 * 3600 * 1000)},
     "cx-metrics": {"cleanup.policy": "compact"},
     # a transport between the two stages: the series table keeps what it carried
     "cx-partials": {"retention.ms": str(24 * 3600 * 1000)},
@@ -494,10 +500,8 @@ def prepare_topics(settings: Settings) -> Settings:
     from .broker import create_topics, partition_counts
 
     names = [settings.topic(name) for name in TOPICS]
-    internal = [
-        settings.topic("cx-partials"),
-        *(f"{settings.topic_prefix}{settings.app_id}-{table}-changelog" for table in TABLES),
-    ]
+    changelog_names = [f"{settings.topic_prefix}{settings.app_id}-{t}-changelog" for t in TABLES]
+    internal = [settings.topic("cx-partials"), settings.topic(EXPERIENCE_TOPIC), *changelog_names]
     counts = partition_counts(settings, [*names, *internal])
     inputs = {counts[name] for name in names if name in counts}
     if len(inputs) > 1:
@@ -515,7 +519,7 @@ def prepare_topics(settings: Settings) -> Settings:
     # the changelogs too, before Faust starts: Faust would make them as it joins the group,
     # and a group leader that assigned before its broker knew of one found it with no
     # partitions (PartitionsMismatch on every message, until its metadata refreshed)
-    changelogs = {name: {"cleanup.policy": "compact"} for name in internal[1:]}
+    changelogs = {name: {"cleanup.policy": "compact"} for name in changelog_names}
     wanted_topics = {**{settings.topic(n): c for n, c in OWN_TOPICS.items()}, **changelogs}
     missing = {name: config for name, config in wanted_topics.items() if name not in counts}
     create_topics(settings, missing, wanted)

@@ -29,6 +29,7 @@ from faust.types import Message
 from prometheus_client import Counter as PrometheusCounter
 
 from .events import InvalidEvent
+from .experience import EXPERIENCE_TOPIC, ExperienceUpdate, encode_experience
 from .pipeline import (
     STATE_TABLES,
     Checkpoint,
@@ -238,6 +239,7 @@ class Ingest:
         outcomes: Any,
         dead_letter_failures: PrometheusCounter,
         transactions: Transactions | None = None,
+        experience_topic: str = EXPERIENCE_TOPIC,
     ) -> None:
         self.pipeline = pipeline
         self.states = states
@@ -254,6 +256,8 @@ class Ingest:
         """Invalid records that could not be sent to the dead-letter topic, by input topic."""
         self.transactions = transactions
         """Exactly-once: the transactional producers; None for at-least-once."""
+        self.experience_topic = experience_topic
+        """Where tickets and survey slots send their observations to their accounts."""
         self.lock = asyncio.Lock()
         """Held while a batch, a sweep step or a restore changes state; a rebalance waits."""
         self.windows_restored = False
@@ -289,15 +293,20 @@ class Ingest:
                     assert isinstance(token, Message)
                     outcomes[id(token)] = (token, "invalid")
                     invalid.append(self._internal_error(token, failure.error))
+            counted = Counter(
+                (message.topic, outcome)
+                for message, outcome in outcomes.values()
+                if message.topic != self.experience_topic  # (internal: no input records)
+            )
             for message, outcome in outcomes.values():
-                self.states.count(message.partition, message.topic, outcome)
+                if message.topic != self.experience_topic:
+                    self.states.count(message.partition, message.topic, outcome)
             if self.transactions is None:
                 dead_letters = [await self._dead_letter(*letter) for letter in invalid]
                 await self._write_back()
                 await asyncio.gather(*(self._deliver(*letter) for letter in dead_letters))
             else:
                 await self._write_back(messages, invalid)
-            counted = Counter((message.topic, outcome) for message, outcome in outcomes.values())
             for (topic, outcome), count in counted.items():
                 self.outcomes.labels(topic, outcome).inc(count)
 
@@ -424,9 +433,19 @@ class Ingest:
         once it committed; otherwise (the dead letters sent by the caller) as soon as Kafka
         has the changelog records."""
         changes = self.states.take(self.pipeline.checkpoint_entries)
+        updates, self.pipeline.experience_updates = self.pipeline.experience_updates, []
         if self.transactions is not None:
-            await self._commit(changes, messages, invalid)
+            await self._commit(changes, updates, messages, invalid)
             return
+        # the accounts get their observations first: once the changes are stored, a replay
+        # of the batch changes nothing and would send nothing
+        deliveries = [
+            await self.producer.send(
+                self.experience_topic, *encode_experience(update), None, None, None
+            )
+            for _, update in updates
+        ]
+        await asyncio.gather(*deliveries)
         if not changes:
             return
         producer = self.changelog_producer()
@@ -445,6 +464,7 @@ class Ingest:
     async def _commit(
         self,
         changes: Mapping[tuple[TableName, int], tuple[Entries, Entries]],
+        updates: Sequence[tuple[int, ExperienceUpdate]],
         messages: Sequence[Message],
         invalid: Sequence[tuple[Message, Headers]],
     ) -> None:
@@ -460,7 +480,10 @@ class Ingest:
         letters: dict[int, list[tuple[Message, Headers]]] = {}
         for message, headers in invalid:
             letters.setdefault(message.partition, []).append((message, headers))
-        partitions = sorted({partition for _, partition in changes} | set(offsets))
+        sent_on: dict[int, list[ExperienceUpdate]] = {}
+        for partition, update in updates:
+            sent_on.setdefault(partition, []).append(update)
+        partitions = sorted({partition for _, partition in changes} | set(offsets) | set(sent_on))
 
         async def transaction(partition: int) -> dict[TableName, int]:
             tables = {
@@ -470,6 +493,9 @@ class Ingest:
             async def write(producer: Any) -> dict[TableName, Sent]:
                 for message, headers in letters.get(partition, ()):
                     await self._send_in_transaction(producer, message, headers)
+                for update in sent_on.get(partition, ()):
+                    key, value = encode_experience(update)
+                    await producer.send(self.experience_topic, value, key=key)
                 return {
                     table: await send_changelog(producer, self.changelogs[table], partition, states)
                     for table, states in tables.items()

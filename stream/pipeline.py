@@ -15,11 +15,19 @@ from .accounts import (
     AccountBook,
     AccountState,
     SubscriptionEvent,
+    apply_experience,
     apply_subscription_event,
     is_account,
 )
 from .accounts import is_forgettable as account_forgettable
 from .events import SubscriptionUpdated, SurveyAnswered, decode
+from .experience import (
+    EXPERIENCE_TOPIC,
+    ExperienceUpdate,
+    account_observations,
+    decode_experience,
+    experience_updates,
+)
 from .tickets import (
     Observation,
     SurveyResponse,
@@ -117,6 +125,10 @@ class Pipeline:
         """CX_CURRENCY: a subscription event in another currency is invalid."""
         self.accounts = AccountBook()
         """The MRR timelines of the accounts of every partition owned, kept with their states."""
+        self.experience_updates: list[tuple[int, ExperienceUpdate]] = []
+        """What the tickets and survey slots settled so far send their accounts, with the
+        partition of each ticket or slot: the caller takes them and sends them to the
+        accounts' partitions (experience.py) with the batch's changes."""
         self.partitions: dict[int, CombinedWindows] = {}
         self.entries: Counter[tuple[TableName, int]] = Counter()
         """How many states each (table, partition) keeps."""
@@ -148,6 +160,8 @@ class Pipeline:
 
         Raises events.InvalidEvent for a record that belongs in the dead-letter topic.
         """
+        if topic == EXPERIENCE_TOPIC:
+            return self._experience(partition, value, token)
         event = decode(topic, value, record_time, self.currency)
         if isinstance(event, SubscriptionUpdated):
             touched = self._reach("accounts", partition, event.account_id)
@@ -183,6 +197,21 @@ class Pipeline:
         touched.tokens.append(token)
         return "anomaly" if anomalies(updated) > anomalies(state) else "accepted"
 
+    def _experience(self, partition: int, value: bytes | None, token: object) -> Outcome:
+        """A ticket's or response's observations for an account of this partition."""
+        update = decode_experience(value)
+        touched = self._reach("accounts", partition, update.account_id)
+        account = touched.current
+        if account is None:
+            account = AccountState(partition)
+        assert isinstance(account, AccountState)
+        changed = apply_experience(account, update)
+        if changed is None:
+            return "duplicate"  # an older (or the same) version of what it holds
+        touched.current = changed
+        touched.tokens.append(token)
+        return "accepted"
+
     def _reach(self, table: TableName, partition: int, key: str) -> _Touched:
         """The batch's view of a state, read from the tables when the batch first reaches it."""
         touched = self._touched.get((table, partition, key))
@@ -203,11 +232,13 @@ class Pipeline:
             try:
                 before = self._observations_of(touched.original)
                 after = self._observations_of(current)
+                updates = _experience_updates(table, key, touched.original, before, current, after)
             except Exception as error:  # a bug must cost the records involved, no more
                 failures.append(Failure(touched.tokens, error))
                 continue
             self._store(table, partition, key, touched.stored, current.to_json())
             self._fold(self.windows(table, partition, now), before, after)
+            self.experience_updates.extend((partition, update) for update in updates)
             if isinstance(current, AccountState):
                 self.accounts.put(partition, key, current)
         self._touched = {}
@@ -349,6 +380,28 @@ class Pipeline:
         self.accounts.drop(partition)
         for table in STATE_TABLES:
             self.entries.pop((table, partition), None)
+
+
+def _experience_updates(
+    table: TableName,
+    key: str,
+    original: State | None,
+    before: list[Observation],
+    current: State,
+    after: list[Observation],
+) -> list[ExperienceUpdate]:
+    """What a changed ticket or survey slot sends its account (experience.py)."""
+    if isinstance(current, AccountState):
+        return []
+    assert original is None or not isinstance(original, AccountState)
+    old = (
+        (None, ())
+        if original is None
+        else (original.account, account_observations(original, before))
+    )
+    new = (current.account, account_observations(current, after))
+    source = f"{'ticket' if table == 'tickets' else 'survey'}:{key}"
+    return experience_updates(source, old, new, len(current.seen))
 
 
 def forgettable(table: TableName, stored: StoredState, horizon: float, now: float) -> bool:

@@ -139,6 +139,8 @@ class TicketState(NamedTuple):
     """Digests of every event id applied to the ticket."""
     latest: float = float("-inf")
     """The latest occurred_at of those events (retention is judged by it)."""
+    account: str | None = None
+    """The account_id of its earliest ticket-opened, like its segment (docs/contract.md 2)."""
 
     def holds(self, event_id: str) -> bool:
         return event_digest(event_id) in self.seen
@@ -175,6 +177,7 @@ class TicketState(NamedTuple):
             "status": self.status,
             "seen": sorted(self.seen),
             "latest": self.latest,
+            "account": self.account,
         }
 
     @classmethod
@@ -188,6 +191,7 @@ class TicketState(NamedTuple):
             status=tuple((at, event_id, kind) for at, event_id, kind in data["status"]),
             seen=frozenset(data["seen"]),
             latest=data["latest"],
+            account=data.get("account"),  # (states stored before accounts had none)
         )
 
 
@@ -200,6 +204,8 @@ class SurveyResponse(NamedTuple):
     score: int
     segment: Segment
     seen: frozenset[int] = frozenset()
+    account: str | None = None
+    """The account_id of the response that counts (its own, not its ticket's)."""
 
     def holds(self, event_id: str) -> bool:
         return event_digest(event_id) in self.seen
@@ -213,6 +219,7 @@ class SurveyResponse(NamedTuple):
             "score": self.score,
             "segment": [segment.team, segment.channel, segment.priority],
             "seen": sorted(self.seen),
+            "account": self.account,
         }
 
     @classmethod
@@ -224,6 +231,7 @@ class SurveyResponse(NamedTuple):
             score=data["score"],
             segment=Segment(*data["segment"]),
             seen=frozenset(data["seen"]),
+            account=data.get("account"),
         )
 
 
@@ -239,11 +247,11 @@ def apply_ticket_event(state: TicketState, event: TicketEvent) -> TicketState:
     seen = state.seen | {event_digest(event.event_id)}
     latest = max(state.latest, event.occurred_at)
     stamp = (event.occurred_at, event.event_id)
-    opened, segment = state.opened, state.segment
+    opened, segment, account = state.opened, state.segment, state.account
     status, agent_replies = state.status, state.agent_replies
     if isinstance(event, TicketOpened):
         if opened is None or stamp < opened:
-            opened, segment = stamp, event.segment
+            opened, segment, account = stamp, event.segment, event.account_id
     elif isinstance(event, TicketResolved | TicketReopened):
         kind: Literal["resolved", "reopened"] = (
             "resolved" if isinstance(event, TicketResolved) else "reopened"
@@ -251,7 +259,9 @@ def apply_ticket_event(state: TicketState, event: TicketEvent) -> TicketState:
         status = tuple(sorted((*status, (*stamp, kind))))
     elif event.author == "agent" and event.public:
         agent_replies = tuple(sorted((*agent_replies, stamp))[:2])
-    return TicketState(state.partition, opened, segment, agent_replies, status, seen, latest)
+    return TicketState(
+        state.partition, opened, segment, agent_replies, status, seen, latest, account
+    )
 
 
 def survey_slot(event: SurveyAnswered) -> str:
@@ -272,7 +282,7 @@ def apply_survey_event(
         return current._replace(seen=current.seen | seen)
     earlier = frozenset() if current is None else current.seen
     return SurveyResponse(
-        partition, stamp, event.survey, event.score, event.segment, earlier | seen
+        partition, stamp, event.survey, event.score, event.segment, earlier | seen, event.account_id
     )
 
 
