@@ -62,7 +62,7 @@ from .revenue import (
 )
 from .series import Series, Snapshots
 from .store import ROCKSDB_OPTIONS, STORE_URL
-from .transactions import Transactions
+from .transactions import PartitionLost, Transactions
 from .transport import App
 
 log = logging.getLogger("cx_stream")
@@ -311,8 +311,10 @@ def _partials_stage(app: App, settings: Settings, ingest: Ingest, partials: Any)
                 await producer.send(topic, value, key=key)
 
         async with ingest.lock:
-            if partition in transactions.producers:  # (not revoked meanwhile)
+            try:
                 await transactions.commit(partition, write, {})
+            except PartitionLost:  # its new owner publishes them once it has restored them
+                ingest.lose([partition])
 
     publisher = PartialsPublisher(ingest.pipeline, send)
 

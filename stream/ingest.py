@@ -40,7 +40,7 @@ from .pipeline import (
     forgettable,
 )
 from .store import OUTCOMES_KEY, UNDO_TAG, Store
-from .transactions import Transactions
+from .transactions import PartitionLost, Transactions
 
 log = logging.getLogger("cx_stream")
 
@@ -258,6 +258,8 @@ class Ingest:
         """Exactly-once: the transactional producers; None for at-least-once."""
         self.experience_topic = experience_topic
         """Where tickets and survey slots send their observations to their accounts."""
+        self.next_offsets: dict[tuple[str, int], int] = {}
+        """Per input topic and partition owned, the offset after the last record processed."""
         self.lock = asyncio.Lock()
         """Held while a batch, a sweep step or a restore changes state; a rebalance waits."""
         self.windows_restored = False
@@ -266,6 +268,7 @@ class Ingest:
 
     async def process(self, messages: Sequence[Message]) -> None:
         async with self.lock:
+            messages = self._unread(messages)
             now = time.time()
             outcomes: dict[int, tuple[Message, str]] = {}
             """By id(message): the message and its outcome."""
@@ -310,6 +313,25 @@ class Ingest:
             for (topic, outcome), count in counted.items():
                 self.outcomes.labels(topic, outcome).inc(count)
 
+    def _unread(self, messages: Sequence[Message]) -> list[Message]:
+        """The records not processed yet since their partitions were assigned. Faust seeks to
+        the committed offsets once a rebalance's recovery is done, while records may already
+        flow (and the consumer hands back records fetched while paused): a seek back delivers
+        some again, which would count twice and, under exactly-once, commit twice. Under
+        exactly-once, also only records of partitions whose producer this worker holds: one
+        fenced is another worker's now, read from the committed offsets by its new owner."""
+        owned = None if self.transactions is None else self.transactions.producers
+        unread = []
+        for message in messages:
+            source = (message.topic, message.partition)
+            if message.offset < self.next_offsets.get(source, 0):
+                continue
+            if owned is not None and message.partition not in owned:
+                continue
+            self.next_offsets[source] = message.offset + 1
+            unread.append(message)
+        return unread
+
     def record_counts(self) -> RecordCounts:
         """The input records of the partitions owned, by topic and outcome, since the topics
         began: kept with the states (under exactly-once, each record counted once whatever
@@ -340,9 +362,18 @@ class Ingest:
         flight finishes first."""
         async with self.lock:
             self.windows_restored = False
-            for partition in partitions:
-                self.pipeline.drop(partition)
-                self.states.drop(partition)
+            if self.transactions is not None:
+                await self.transactions.release(partitions)
+            self.lose(partitions)
+
+    def lose(self, partitions: Iterable[int]) -> None:
+        """Drop what was derived for `partitions`, revoked or taken by another worker."""
+        lost = set(partitions)
+        for partition in lost:
+            self.pipeline.drop(partition)
+            self.states.drop(partition)
+        for source in [source for source in self.next_offsets if source[1] in lost]:
+            del self.next_offsets[source]
 
     def _internal_error(self, message: Message, error: Exception) -> tuple[Message, Headers]:
         # where it failed, not the error's message: that may quote the record
@@ -470,7 +501,8 @@ class Ingest:
     ) -> None:
         """A transaction per partition the batch reached (all at once); what it wrote to the
         store once every transaction committed. A transaction that fails stops the worker,
-        whose records are then read again from the last committed offsets."""
+        whose records are then read again from the last committed offsets; one whose
+        partition another worker took (PartitionLost) drops that partition."""
         assert self.transactions is not None
         offsets: dict[int, dict[TopicPartition, int]] = {}
         for message in messages:
@@ -485,7 +517,7 @@ class Ingest:
             sent_on.setdefault(partition, []).append(update)
         partitions = sorted({partition for _, partition in changes} | set(offsets) | set(sent_on))
 
-        async def transaction(partition: int) -> dict[TableName, int]:
+        async def transaction(partition: int) -> dict[TableName, int] | None:
             tables = {
                 table: states for (table, at), (states, _) in changes.items() if at == partition
             }
@@ -502,16 +534,27 @@ class Ingest:
                 }
 
             assert self.transactions is not None
-            sent = await self.transactions.commit(partition, write, offsets.get(partition, {}))
+            try:
+                sent = await self.transactions.commit(partition, write, offsets.get(partition, {}))
+            except PartitionLost:
+                return None
             return {table: await last_offset_of(batches) for table, batches in sent.items()}
 
-        committed = await asyncio.gather(*map(transaction, partitions))
+        results = await asyncio.gather(*map(transaction, partitions))
+        committed = dict(zip(partitions, results, strict=True))
+        lost = {partition for partition, tables in committed.items() if tables is None}
+        if lost:
+            log.warning(
+                "input partitions taken by another worker; dropped here",
+                extra={"partitions": sorted(lost)},
+            )
+            self.lose(lost)
         self._store(
-            changes,
+            {(table, at): change for (table, at), change in changes.items() if at not in lost},
             {
                 (table, partition): last
-                for partition, offsets_by_table in zip(partitions, committed, strict=True)
-                for table, last in offsets_by_table.items()
+                for partition, offsets_by_table in committed.items()
+                for table, last in (offsets_by_table or {}).items()
             },
         )
 

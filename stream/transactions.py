@@ -13,6 +13,8 @@ partition (as Kafka Streams' first exactly-once design had a producer per task):
 commits offsets in a transaction without the consumer group's generation (KIP-447), so a
 worker that lost a partition while it was stalled could otherwise still commit for it. A new
 owner starting the partition's producer fences the old one, whose open transaction is aborted.
+A worker whose producer was fenced (it stalled past its session and the group moved the
+partition on) drops the partition, as Kafka Streams does with a migrated task: PartitionLost.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from aiokafka import TopicPartition
+from aiokafka.errors import InvalidProducerEpoch, ProducerFenced
 
 from .transport import TopicTrackingProducer
 
@@ -34,6 +37,19 @@ T = TypeVar("T")
 TRANSACTION_TIMEOUT_MS = 60_000
 """How long the broker lets a transaction stay open before it aborts it (a worker that died
 in the middle of one, and whose partitions no other worker has taken yet)."""
+
+ABORT_TIMEOUT = 30.0
+"""How long an abort may take: a producer whose connection broke can wait for ever, and the
+transaction it leaves open is aborted by the broker (TRANSACTION_TIMEOUT_MS) or the next owner."""
+
+
+class PartitionLost(Exception):
+    """The partition's producer was fenced by a newer one, or stopped on revocation: another
+    worker owns the partition now, and nothing of this transaction committed."""
+
+    def __init__(self, partition: int) -> None:
+        super().__init__(f"input partition {partition} is owned by another worker now")
+        self.partition = partition
 
 
 class Transactions:
@@ -75,24 +91,38 @@ class Transactions:
     ) -> T:
         """Run `write` (sends with the partition's producer) and commit what it sent with the
         input `offsets` (the next offset to read of each input partition) in one transaction;
-        aborted, and the error raised, if any of it fails."""
-        producer = self.producers[partition]
-        await producer.begin_transaction()
+        aborted, and the error raised, if any of it fails. PartitionLost if the partition's
+        producer was fenced or released."""
+        producer = self.producers.get(partition)
+        if producer is None:
+            raise PartitionLost(partition)
         try:
+            await producer.begin_transaction()
             written = await write(producer)
             if offsets:
                 await producer.send_offsets_to_transaction(dict(offsets), self.app_id)
             await producer.commit_transaction()
+        except (ProducerFenced, InvalidProducerEpoch) as error:
+            # a fenced producer can do nothing more, not even abort
+            if self.producers.get(partition) is producer:
+                await self._stop(partition)
+            raise PartitionLost(partition) from error
         except BaseException:
             with contextlib.suppress(Exception):
-                await producer.abort_transaction()
+                await asyncio.wait_for(producer.abort_transaction(), ABORT_TIMEOUT)
             raise
         return written
+
+    async def release(self, partitions: Iterable[int]) -> None:
+        """Stop the producers of `partitions` (revoked): nothing is sent for them until a
+        new assignment starts fresh ones."""
+        for partition in set(partitions) & set(self.producers):
+            await self._stop(partition)
 
     async def _stop(self, partition: int) -> None:
         producer = self.producers.pop(partition)
         try:
-            await producer.stop()
+            await asyncio.wait_for(producer.stop(), ABORT_TIMEOUT)
         except Exception as error:  # fenced or gone: another worker owns it now
             log.info(
                 "transactional producer stopped with an error",
