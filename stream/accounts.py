@@ -15,11 +15,21 @@ from __future__ import annotations
 
 from array import array
 from bisect import bisect_right
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, Literal, NamedTuple
 
-from .experience import AccountObservation, ExperienceUpdate, Sources, merge_update
+from .experience import (
+    BANDS,
+    DRIVERS,
+    NO_EXPERIENCE,
+    AccountObservation,
+    ExperienceUpdate,
+    Snapshot,
+    Sources,
+    merge_update,
+    snapshot_at,
+)
 from .tickets import event_digest
 
 Movement = Literal["new", "reactivation", "expansion", "contraction", "churn"]
@@ -106,7 +116,7 @@ def apply_subscription_event(state: AccountState, event: SubscriptionEvent) -> A
     """The account after an event it does not hold yet (the caller checks `holds` first)."""
     events = tuple(sorted((*state.events, event)))
     seen = state.seen | {event_digest(event.event_id)}
-    return AccountState(state.partition, events, seen, max(state.latest, event.at))
+    return state._replace(events=events, seen=seen, latest=max(state.latest, event.at))
 
 
 Timeline = tuple[Sequence[float], Sequence[int]]
@@ -171,47 +181,107 @@ _MOVEMENT_MRR = {kind: _FIELD[f"{kind}_mrr"] for kind in MOVEMENTS}
 _MOVEMENT_ACCOUNTS = {kind: _FIELD[f"{kind}_accounts"] for kind in COUNTED_MOVEMENTS}
 
 
-class Totals:
-    """Sums over accounts at one evaluation instant: MRR and paying accounts at as_of, and
-    per account window the FIELDS. Adding two partitions' totals gives their union's."""
+def driver_slot(driver: int, exposed: bool) -> int:
+    """Where a driver group's cohort count is in a window's driver totals (its churned count
+    follows): per driver, exposed then not exposed."""
+    return 4 * driver + (0 if exposed else 2)
 
-    __slots__ = ("mrr", "paying", "windows")
+
+def band_slot(band: str) -> int:
+    """Where a band's count is in band totals (its churned count, or MRR, follows)."""
+    return 2 * BANDS.index(band)
+
+
+class Totals:
+    """Sums over accounts at one evaluation instant. At as_of: MRR and paying accounts, and per
+    health band the paying accounts and their MRR (`health`, band_slot). Per account window:
+    the FIELDS (`windows`); the cohort and its churned accounts per driver group (`drivers`,
+    driver_slot) and per band at s (`bands`, band_slot). Adding two partitions' totals gives
+    their union's."""
+
+    __slots__ = ("bands", "drivers", "health", "mrr", "paying", "windows")
 
     def __init__(self, windows: int) -> None:
         self.mrr = 0
         self.paying = 0
+        self.health = [0] * (2 * len(BANDS))
         self.windows = [[0] * len(FIELDS) for _ in range(windows)]
+        self.drivers = [[0] * (4 * len(DRIVERS)) for _ in range(windows)]
+        self.bands = [[0] * (2 * len(BANDS)) for _ in range(windows)]
 
     def add(self, other: Totals) -> None:
         self.mrr += other.mrr
         self.paying += other.paying
-        for mine, theirs in zip(self.windows, other.windows, strict=True):
-            for position, amount in enumerate(theirs):
-                mine[position] += amount
+        _add(self.health, other.health)
+        for name in ("windows", "drivers", "bands"):
+            for mine, theirs in zip(getattr(self, name), getattr(other, name), strict=True):
+                _add(mine, theirs)
 
     def to_json(self) -> dict[str, Any]:
-        return {"mrr": self.mrr, "paying": self.paying, "windows": self.windows}
+        return {name: getattr(self, name) for name in self.__slots__}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Totals:
         totals = cls(len(data["windows"]))
-        totals.mrr, totals.paying = data["mrr"], data["paying"]
-        totals.windows = [list(window) for window in data["windows"]]
+        totals.mrr, totals.paying, totals.health = data["mrr"], data["paying"], data["health"]
+        for name in ("windows", "drivers", "bands"):
+            setattr(totals, name, [list(window) for window in data[name]])
         return totals
 
 
-def evaluate(line: Timeline, as_of: float, windows: Sequence[float], totals: Totals) -> None:
-    """Add what an account with MRR timeline `line` contributes at `as_of` to `totals`, for
-    the account windows of `windows` seconds."""
-    times, amounts = line
+def _add(mine: list[int], theirs: Sequence[int]) -> None:
+    for position, amount in enumerate(theirs):
+        mine[position] += amount
+
+
+class ExperienceRules(NamedTuple):
+    """How an account's support experience is judged: CX_EXPERIENCE_LOOKBACK (seconds) and
+    CX_HEALTH_WEIGHTS."""
+
+    lookback: float
+    weights: Mapping[str, float]
+
+
+class AccountView(NamedTuple):
+    """What an evaluation reads of an account: its MRR timeline, the observations of its
+    experience in time order, and whether it has had a subscription event (only such an
+    account is in a cohort or has a health record)."""
+
+    line: Timeline
+    observations: Sequence[AccountObservation] = ()
+    subscribed: bool = True
+
+
+def evaluate(
+    account: AccountView,
+    as_of: float,
+    windows: Sequence[float],
+    rules: ExperienceRules,
+    totals: Totals,
+) -> Snapshot:
+    """Add what an account contributes at `as_of` to `totals`, for the account windows of
+    `windows` seconds; returns its experience at `as_of`."""
+    observations = account.observations
+
+    def experience(moment: float) -> Snapshot:
+        if not observations:
+            return NO_EXPERIENCE
+        return snapshot_at(observations, moment, rules.lookback, rules.weights)
+
+    current = experience(as_of)
+    times, amounts = account.line
     if not times:
-        return
+        return current
     end = bisect_right(times, as_of)
     now = amounts[end - 1] if end else 0
     if now:
         totals.mrr += now
         totals.paying += 1
-    for seconds, window in zip(windows, totals.windows, strict=True):
+        totals.health[band_slot(current.band)] += 1
+        totals.health[band_slot(current.band) + 1] += now
+    for seconds, window, drivers, bands in zip(
+        windows, totals.windows, totals.drivers, totals.bands, strict=True
+    ):
         start = bisect_right(times, as_of - seconds)
         then = amounts[start - 1] if start else 0
         if then:
@@ -221,13 +291,22 @@ def evaluate(line: Timeline, as_of: float, windows: Sequence[float], totals: Tot
             window[4] += min(now, then)
             if now:
                 window[2] += 1
+            # the cohort split by the experience at s: exposure judged before the churn
+            before = experience(as_of - seconds)
+            churned = 0 if now else 1
+            for index, driver in enumerate(DRIVERS):
+                slot = driver_slot(index, before.drivers[driver])
+                drivers[slot] += 1
+                drivers[slot + 1] += churned
+            bands[band_slot(before.band)] += 1
+            bands[band_slot(before.band) + 1] += churned
         if start == end:
             continue  # no change in (s, as_of]
         paid_before = any(amounts[:start])
-        before = then
+        before_mrr = then
         for index in range(start, end):
             after = amounts[index]
-            moved = movement(before, after, paid_before)
+            moved = movement(before_mrr, after, paid_before)
             if moved is not None:
                 kind, amount = moved
                 window[_MOVEMENT_MRR[kind]] += amount
@@ -235,13 +314,16 @@ def evaluate(line: Timeline, as_of: float, windows: Sequence[float], totals: Tot
                 if counted is not None:
                     window[counted] += 1
             paid_before = paid_before or after > 0
-            before = after
+            before_mrr = after
+    return current
 
 
-def apply_experience(state: AccountState, update: ExperienceUpdate) -> AccountState | None:
+def apply_experience(
+    state: AccountState, update: ExperienceUpdate, horizon: float
+) -> AccountState | None:
     """The account with a ticket's or response's observations replaced, or None when the
-    update is no newer than what it holds."""
-    merged = merge_update(state.experience, update)
+    update is no newer than what it holds; sources with nothing after `horizon` go."""
+    merged = merge_update(state.experience, update, horizon)
     return None if merged is None else state._replace(experience=merged)
 
 
@@ -254,29 +336,25 @@ def is_forgettable(stored: dict[str, Any], horizon: float, now: float) -> bool:
 
 
 class AccountBook:
-    """The MRR timelines of every account of the partitions a worker owns, in memory: an
-    evaluation reads each of them, and decoding them from the store every interval would cost
-    more than evaluating them. Compact: the instants and amounts in arrays."""
+    """What an evaluation reads of every account of the partitions a worker owns, in memory:
+    decoding them from the store every interval would cost more than evaluating them. Compact:
+    the MRR timelines' instants and amounts in arrays."""
 
     def __init__(self) -> None:
-        self.partitions: dict[int, dict[str, Timeline]] = {}
+        self.partitions: dict[int, dict[str, AccountView]] = {}
 
     def put(self, partition: int, account_id: str, state: AccountState | None) -> None:
-        """The account's timeline from its state (None: forgotten)."""
+        """The account's view from its state (None: forgotten)."""
         accounts = self.partitions.setdefault(partition, {})
         if state is None:
             accounts.pop(account_id, None)
             return
         times, amounts = timeline(state.events)
-        accounts[account_id] = (array("d", times), array("q", amounts))
+        line = (array("d", times), array("q", amounts))
+        accounts[account_id] = AccountView(line, state.observations(), bool(state.events))
 
     def drop(self, partition: int) -> None:
         self.partitions.pop(partition, None)
 
-    def evaluate(self, partition: int, as_of: float, windows: Sequence[float]) -> Totals:
-        """The totals of the partition's accounts at `as_of`, for account windows of
-        `windows` seconds."""
-        totals = Totals(len(windows))
-        for line in self.partitions.get(partition, {}).values():
-            evaluate(line, as_of, windows, totals)
-        return totals
+    def accounts(self, partition: int) -> list[tuple[str, AccountView]]:
+        return list(self.partitions.get(partition, {}).items())

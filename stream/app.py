@@ -19,6 +19,7 @@ import asyncio
 import logging
 import time
 import weakref
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,7 +37,8 @@ from prometheus_client import (
     generate_latest,
 )
 
-from .accounts import Totals, evaluate
+from .account_health import HEALTH_TOPIC, HealthPublisher, Record, health_values
+from .accounts import ExperienceRules, Totals, evaluate
 from .broker import client_options
 from .config import Settings
 from .events import TOPICS
@@ -51,7 +53,7 @@ from .health import (
 )
 from .ingest import DEAD_LETTER_MAX_BYTES, BatchStates, Ingest
 from .memory import prepare_long_running_process, release_free_memory
-from .partials import Messages, PartialsPublisher, PartialsSink, newest_partials
+from .partials import Messages, PartialsPublisher, newest_partials
 from .pipeline import STATE_TABLES, Pipeline, TableName
 from .revenue import (
     PARTIAL_KEY,
@@ -144,6 +146,7 @@ def create_app(settings: Settings) -> App:
         dead_letter=app.topic(settings.topic("cx-dead-letter"), **raw),
         partials=app.topic(settings.topic("cx-partials"), **raw),
         metrics=app.topic(settings.topic("cx-metrics"), **raw),
+        health=app.topic(settings.topic(HEALTH_TOPIC), **raw),
     )
 
     def table(name: str, **options: Any) -> Any:
@@ -164,8 +167,9 @@ def create_app(settings: Settings) -> App:
         collector(registry=registry)
 
     ingest = _ingest_stage(app, settings, topics, states, registry)
-    send_partials = _partials_stage(app, settings, ingest, topics.partials)
-    _accounts_stage(app, settings, ingest, send_partials)
+    send = _sender(ingest)
+    _partials_stage(app, settings, ingest, send, topics.partials)
+    _accounts_stage(app, settings, ingest, send, topics)
     snapshots = _merge_and_export_stage(app, settings, topics, series_table, registry)
     _health_stage(app, settings, topics, ingest, snapshots, registry)
     return app
@@ -182,6 +186,7 @@ class Topics:
     dead_letter: Any
     partials: Any
     metrics: Any
+    health: Any
 
 
 def _owned_partitions(app: App, *topics: str) -> set[int]:
@@ -198,7 +203,13 @@ def _ingest_stage(
     """Stage 1: input records a fetch at a time into the state tables and the windows; the
     windows restored after every recovery; old state forgotten."""
     states = BatchStates({name: table.data for name, table in tables.items()})
-    pipeline = Pipeline(settings.windows, settings.ticket_rules(), states, settings.currency)
+    pipeline = Pipeline(
+        settings.windows,
+        settings.ticket_rules(),
+        states,
+        settings.currency,
+        settings.experience_horizon,
+    )
     outcomes = Counter(
         "cx_events",
         "Input records processed since the worker started, by input topic and outcome:"
@@ -294,35 +305,52 @@ def _ingest_stage(
     return ingest
 
 
-def _partials_stage(app: App, settings: Settings, ingest: Ingest, partials: Any) -> PartialsSink:
-    """Between the stages: every partition's changed window totals to cx-partials (under
-    exactly-once in a transaction of the partition's producer, between ingest batches)."""
+Sender = Callable[[int, Any, Sequence[Record]], Awaitable[bool]]
+"""Sends (key, value) records to a Faust topic on behalf of an input partition; False when
+the partition turned out to be another worker's (nothing sent)."""
+
+
+def _sender(ingest: Ingest) -> Sender:
+    """Records derived from an input partition's state, to a topic: under exactly-once in a
+    transaction of the partition's producer, between ingest batches, so that what they say was
+    derived from committed state only."""
     transactions = ingest.transactions
 
-    async def send(partition: int, messages: Messages) -> None:
+    async def send(partition: int, topic: Any, records: Sequence[Record]) -> bool:
         if transactions is None:
-            for key, value in messages:
-                await partials.send(key=key, value=value)
-            return
-        topic = partials.get_topic_name()
+            for key, value in records:
+                await topic.send(key=key, value=value)
+            return True
+        name = topic.get_topic_name()
 
         async def write(producer: Any) -> None:
-            for key, value in messages:
-                await producer.send(topic, value, key=key)
+            for key, value in records:
+                await producer.send(name, value, key=key)
 
         async with ingest.lock:
             try:
                 await transactions.commit(partition, write, {})
             except PartitionLost:  # its new owner publishes them once it has restored them
                 ingest.lose([partition])
+                return False
+        return True
 
-    publisher = PartialsPublisher(ingest.pipeline, send)
+    return send
+
+
+def _partials_stage(
+    app: App, settings: Settings, ingest: Ingest, send: Sender, partials: Any
+) -> None:
+    """Between the stages: every partition's changed window totals to cx-partials."""
+
+    async def send_partials(partition: int, messages: Messages) -> None:
+        await send(partition, partials, messages)
+
+    publisher = PartialsPublisher(ingest.pipeline, send_partials)
 
     @app.timer(settings.publish_interval)
     async def publish_partials() -> None:
         await publisher.publish(time.time())
-
-    return send
 
 
 ACCOUNTS_STEP = 5000
@@ -330,31 +358,48 @@ ACCOUNTS_STEP = 5000
 takes a while, and batches, heartbeats and scrapes must not wait for all of it."""
 
 
-def _accounts_stage(app: App, settings: Settings, ingest: Ingest, send: PartialsSink) -> None:
+def _accounts_stage(
+    app: App, settings: Settings, ingest: Ingest, send: Sender, topics: Topics
+) -> None:
     """Every input partition's accounts evaluated at each instant of the CX_ACCOUNT_INTERVAL
-    grid, their totals to cx-partials (docs/contract.md 7.5), off the batches' path."""
+    grid (docs/contract.md 7.5), off the batches' path: their totals to cx-partials, the
+    accounts whose health changed to cx-account-health."""
     windows = [spec.seconds for spec in settings.account_windows]
+    rules = ExperienceRules(settings.experience_lookback, settings.health_weights)
     evaluated: dict[int, float] = {}
     """The instant each partition was last evaluated at."""
+    health = HealthPublisher()
 
     @app.timer(min(settings.account_interval / 4, 1.0))
     async def evaluate_accounts() -> None:
         as_of = as_of_instant(time.time(), settings.account_interval)
+        for partition in list(evaluated):
+            if partition not in ingest.pipeline.partitions:  # revoked
+                del evaluated[partition]
+                health.drop(partition)
         for partition in sorted(ingest.pipeline.partitions):
             if evaluated.get(partition) == as_of or not ingest.windows_restored:
                 continue
             async with ingest.lock:  # between batches: the accounts as their last batch left them
                 book = ingest.pipeline.accounts
-                lines = list(book.partitions.get(partition, {}).values())
+                accounts = book.accounts(partition)
             totals = Totals(len(windows))
-            for start in range(0, len(lines), ACCOUNTS_STEP):
-                for line in lines[start : start + ACCOUNTS_STEP]:
-                    evaluate(line, as_of, windows, totals)
+            records = []
+            for start in range(0, len(accounts), ACCOUNTS_STEP):
+                for account_id, account in accounts[start : start + ACCOUNTS_STEP]:
+                    current = evaluate(account, as_of, windows, rules, totals)
+                    if account.subscribed:
+                        records.append(health_values(account_id, account, current, as_of))
                 await asyncio.sleep(0)
             if ingest.pipeline.accounts is not book or partition not in ingest.pipeline.partitions:
                 continue  # revoked (or restored anew) meanwhile
             message = partial_message(partition, settings.partitions, as_of, totals)
-            await send(partition, [(PARTIAL_KEY, message)])
+            changed, digests = health.changes(partition, records, as_of)
+            if not await send(partition, topics.health, changed):
+                continue
+            if not await send(partition, topics.partials, [(PARTIAL_KEY, message)]):
+                continue
+            health.sent(partition, digests)
             evaluated[partition] = as_of
 
 
@@ -487,6 +532,7 @@ OWN_TOPICS: dict[str, dict[str, str]] = {
     # a transport between partitions: the accounts table keeps what it carried
     EXPERIENCE_TOPIC: {"retention.ms": str(7 * 24 * 3600 * 1000)},
     "cx-metrics": {"cleanup.policy": "compact"},
+    HEALTH_TOPIC: {"cleanup.policy": "compact"},
     # a transport between the two stages: the series table keeps what it carried
     "cx-partials": {"retention.ms": str(24 * 3600 * 1000)},
 }

@@ -10,6 +10,7 @@ from typing import Any, Literal, TypeVar
 
 from . import security
 from .business_hours import Schedules, load_schedules
+from .experience import parse_weights
 from .pipeline import TableName
 from .tickets import DEFAULT_SLA, SlaClock, SlaTargets, TicketRules
 from .windows import WindowSpec, parse_duration, parse_windows
@@ -78,6 +79,10 @@ class Settings:
     """CX_CURRENCY: the reporting currency; subscription events in another are invalid."""
     gross_margin: float = 1.0
     """CX_GROSS_MARGIN: the share of revenue kept, for the customer lifetime value."""
+    experience_lookback: float = 90 * 86400.0
+    """CX_EXPERIENCE_LOOKBACK: how far back an account's support experience reaches (7.4)."""
+    health_weights: Mapping[str, float] = field(default_factory=lambda: parse_weights(""))
+    """CX_HEALTH_WEIGHTS: each health factor's weight (7.4); 1 where not named."""
 
     def ticket_rules(self) -> TicketRules:
         return TicketRules(self.sla, self.business_hours, self.sla_clock)
@@ -91,6 +96,13 @@ class Settings:
         if self.state_retention is not None:
             return self.state_retention
         return max(spec.seconds for spec in self.windows) + 7 * 86400
+
+    @property
+    def experience_horizon(self) -> float:
+        """How long what an account's tickets and responses contributed may still count: the
+        largest account window plus the lookback (7.4)."""
+        largest = max(spec.seconds for spec in self.account_windows)
+        return largest + self.experience_lookback
 
     @property
     def retention_by_table(self) -> dict[TableName, float]:
@@ -205,6 +217,7 @@ def from_env(environ: Mapping[str, str] | None = None) -> Settings:
     for variable, attribute in (
         ("CX_ACCOUNT_INTERVAL", "account_interval"),
         ("CX_ACCOUNT_RETENTION", "account_retention"),
+        ("CX_EXPERIENCE_LOOKBACK", "experience_lookback"),
     ):
         if variable in env:
             values[attribute] = _parsed(variable, env, parse_duration)
@@ -212,6 +225,8 @@ def from_env(environ: Mapping[str, str] | None = None) -> Settings:
         values["currency"] = _parsed("CX_CURRENCY", env, parse_currency)
     if "CX_GROSS_MARGIN" in env:
         values["gross_margin"] = _parsed("CX_GROSS_MARGIN", env, parse_share)
+    if "CX_HEALTH_WEIGHTS" in env:
+        values["health_weights"] = _parsed("CX_HEALTH_WEIGHTS", env, parse_weights)
     if "CX_PROCESSING_GUARANTEE" in env:
         values["processing_guarantee"] = parse_guarantee(env["CX_PROCESSING_GUARANTEE"])
     if "CX_STATE_RETENTION" in env:
@@ -241,12 +256,11 @@ def check(settings: Settings) -> Settings:
             "CX_PROCESSING_GUARANTEE=exactly_once needs Kafka transactions, which the embedded"
             " broker lacks: set CX_BROKER to an Apache Kafka cluster"
         )
-    longest_account_window = max(spec.seconds for spec in settings.account_windows)
-    if settings.account_retention < longest_account_window:
+    if settings.account_retention < settings.experience_horizon:
         raise ConfigError(
             f"CX_ACCOUNT_RETENTION ({settings.account_retention:g}s) is shorter than the largest"
-            f" account window ({longest_account_window:g}s): accounts still counted in a window"
-            " would be forgotten"
+            f" account window plus CX_EXPERIENCE_LOOKBACK ({settings.experience_horizon:g}s):"
+            " accounts and support experience still counted in a window would be forgotten"
         )
     largest = max(spec.seconds for spec in settings.windows)
     if settings.retention_seconds < largest:

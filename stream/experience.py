@@ -127,13 +127,24 @@ Sources = Mapping[str, tuple[int, Sequence[AccountObservation]]]
 """An account's experience as kept: per source, its version and observations."""
 
 
-def merge_update(sources: Sources, update: ExperienceUpdate) -> dict[str, Any] | None:
+def merge_update(
+    sources: Sources, update: ExperienceUpdate, horizon: float = float("-inf")
+) -> dict[str, Any] | None:
     """The account's sources with `update` applied, or None when it changes nothing (an older
-    or the same version of what the account holds)."""
+    or the same version of what the account holds). Sources whose observations are all at or
+    before `horizon` go: no evaluation reaches back that far (the largest account window plus
+    the lookback), so the account's state stays bounded however long it lives. (A source
+    without observations stays: it is a ticket that left the account, and its version keeps
+    a replayed older one out.)"""
     held = sources.get(update.source)
     if held is not None and held[0] >= update.version:
         return None
-    return {**sources, update.source: (update.version, update.observations)}
+    merged = {**sources, update.source: (update.version, update.observations)}
+    return {
+        source: (version, observations)
+        for source, (version, observations) in merged.items()
+        if not observations or max(obs[1] for obs in observations) > horizon
+    }
 
 
 class Snapshot(NamedTuple):

@@ -117,12 +117,15 @@ class Pipeline:
         rules: TicketRules,
         states: States,
         currency: str = "USD",
+        experience_horizon: float = (365 + 90) * 86400.0,
     ) -> None:
         self.specs = tuple(specs)
         self.rules = rules
         self.states = states
         self.currency = currency
         """CX_CURRENCY: a subscription event in another currency is invalid."""
+        self.experience_horizon = experience_horizon
+        """How long an account keeps its tickets' observations (Settings.experience_horizon)."""
         self.accounts = AccountBook()
         """The MRR timelines of the accounts of every partition owned, kept with their states."""
         self.experience_updates: list[tuple[int, ExperienceUpdate]] = []
@@ -161,7 +164,7 @@ class Pipeline:
         Raises events.InvalidEvent for a record that belongs in the dead-letter topic.
         """
         if topic == EXPERIENCE_TOPIC:
-            return self._experience(partition, value, token)
+            return self._experience(partition, value, record_time, token)
         event = decode(topic, value, record_time, self.currency)
         if isinstance(event, SubscriptionUpdated):
             touched = self._reach("accounts", partition, event.account_id)
@@ -197,7 +200,9 @@ class Pipeline:
         touched.tokens.append(token)
         return "anomaly" if anomalies(updated) > anomalies(state) else "accepted"
 
-    def _experience(self, partition: int, value: bytes | None, token: object) -> Outcome:
+    def _experience(
+        self, partition: int, value: bytes | None, record_time: float, token: object
+    ) -> Outcome:
         """A ticket's or response's observations for an account of this partition."""
         update = decode_experience(value)
         touched = self._reach("accounts", partition, update.account_id)
@@ -205,7 +210,7 @@ class Pipeline:
         if account is None:
             account = AccountState(partition)
         assert isinstance(account, AccountState)
-        changed = apply_experience(account, update)
+        changed = apply_experience(account, update, record_time - self.experience_horizon)
         if changed is None:
             return "duplicate"  # an older (or the same) version of what it holds
         touched.current = changed

@@ -14,10 +14,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .accounts import COUNTED_MOVEMENTS, FIELDS, MOVEMENTS, Totals
+from .accounts import COUNTED_MOVEMENTS, FIELDS, MOVEMENTS, Totals, band_slot, driver_slot
 from .events import MILLIONTHS
+from .experience import BANDS, DRIVERS
 from .exporter import rfc3339
-from .stats import ratio
+from .stats import newcombe_interval, ratio, wilson_interval
 from .windows import WindowSpec
 
 PARTIAL_KEY = b"accounts"
@@ -69,8 +70,12 @@ def revenue_values(
         "accounts_paying": totals.paying,
         "arpa": None if arpa is None else arpa / MILLIONTHS,
     }
+    common["accounts_by_health"] = {band: totals.health[band_slot(band)] for band in BANDS}
+    common["mrr_by_health"] = {band: _amount(totals.health[band_slot(band) + 1]) for band in BANDS}
     by_window = {}
-    for spec, fields in zip(windows, totals.windows, strict=True):
+    for spec, fields, drivers, bands in zip(
+        windows, totals.windows, totals.drivers, totals.bands, strict=True
+    ):
         field = dict(zip(FIELDS, fields, strict=True))
         cohort, cohort_mrr = field["cohort_accounts"], field["cohort_mrr"]
         retention = ratio(field["retained_accounts"], cohort)
@@ -86,8 +91,67 @@ def revenue_values(
             "gross_revenue_retention_ratio": ratio(field["grr_mrr"], cohort_mrr),
             "net_revenue_retention_ratio": ratio(field["retained_mrr"], cohort_mrr),
             "customer_lifetime_value": lifetime_value(arpa, churn, spec.seconds, gross_margin),
+            **churn_by_driver(drivers),
+            **churn_by_health(bands),
         }
     return by_window
+
+
+def churn_by_driver(drivers: Sequence[int]) -> Values:
+    """Per driver (7.4): each group's cohort and churn with its Wilson interval, and the
+    difference exposed minus not exposed with Newcombe's interval."""
+    values: Values = {
+        name: {driver: {} for driver in DRIVERS}
+        for name in (
+            "cohort_accounts_by_driver",
+            "account_churn_ratio_by_driver",
+            "account_churn_ratio_by_driver_lower",
+            "account_churn_ratio_by_driver_upper",
+        )
+    }
+    for name in ("", "_lower", "_upper"):
+        values[f"account_churn_ratio_difference{name}"] = {}
+    for index, driver in enumerate(DRIVERS):
+        groups = {}
+        for exposed in (True, False):
+            slot = driver_slot(index, exposed)
+            cohort, churned = drivers[slot], drivers[slot + 1]
+            groups[exposed] = churned, cohort
+            label = "true" if exposed else "false"
+            values["cohort_accounts_by_driver"][driver][label] = cohort
+            for name, value in _churn("account_churn_ratio_by_driver", churned, cohort).items():
+                values[name][driver][label] = value
+        difference = newcombe_interval(*groups[True], *groups[False])
+        for name, value in zip(("", "_lower", "_upper"), difference or (None,) * 3, strict=True):
+            values[f"account_churn_ratio_difference{name}"][driver] = value
+    return values
+
+
+def churn_by_health(bands: Sequence[int]) -> Values:
+    """Per health band at s (7.4): the cohort and its churn with its Wilson interval."""
+    values: Values = {
+        name: {}
+        for name in (
+            "cohort_accounts_by_health",
+            "account_churn_ratio_by_health",
+            "account_churn_ratio_by_health_lower",
+            "account_churn_ratio_by_health_upper",
+        )
+    }
+    for band in BANDS:
+        cohort, churned = bands[band_slot(band)], bands[band_slot(band) + 1]
+        values["cohort_accounts_by_health"][band] = cohort
+        for name, value in _churn("account_churn_ratio_by_health", churned, cohort).items():
+            values[name][band] = value
+    return values
+
+
+def _churn(name: str, churned: int, cohort: int) -> dict[str, float | None]:
+    """A group's churn ratio under `name` and its Wilson interval under name_lower and
+    name_upper; None while the group is empty."""
+    interval = wilson_interval(churned, cohort)
+    low, high = (None, None) if interval is None else interval
+    return {name: ratio(churned, cohort), f"{name}_lower": low, f"{name}_upper": high}
 
 
 def lifetime_value(
@@ -185,10 +249,59 @@ _HELP = {
     "cx_gross_revenue_retention_ratio": "GRR: the cohort's MRR kept, expansion left out",
     "cx_net_revenue_retention_ratio": "NRR: the cohort's MRR now over its MRR at the start",
     "cx_customer_lifetime_value": "CLV: ARPA x gross margin / the monthly logo churn",
+    "cx_accounts_by_health": "Paying accounts by health band now",
+    "cx_mrr_by_health": "MRR of the paying accounts by health band now",
+    "cx_cohort_accounts_by_driver": "The cohort split by whether a driver was true at the start",
+    "cx_account_churn_ratio_by_driver": "Logo churn of the cohort's accounts exposed or not",
+    "cx_account_churn_ratio_by_driver_lower": "Wilson 95% lower bound of that churn",
+    "cx_account_churn_ratio_by_driver_upper": "Wilson 95% upper bound of that churn",
+    "cx_account_churn_ratio_difference": "Churn of the exposed minus churn of the others",
+    "cx_account_churn_ratio_difference_lower": "Newcombe 95% lower bound of the difference",
+    "cx_account_churn_ratio_difference_upper": "Newcombe 95% upper bound of the difference",
+    "cx_cohort_accounts_by_health": "The cohort split by health band at the start",
+    "cx_account_churn_ratio_by_health": "Logo churn of the cohort's accounts in each band",
+    "cx_account_churn_ratio_by_health_lower": "Wilson 95% lower bound of that churn",
+    "cx_account_churn_ratio_by_health_upper": "Wilson 95% upper bound of that churn",
 }
 """Each account family's HELP sentence."""
 
-_LABEL_OF = {"mrr_movements": "movement", "account_movements": "movement"}
+_LABELS = {
+    "mrr_movements": ("movement",),
+    "account_movements": ("movement",),
+    "accounts_by_health": ("band",),
+    "mrr_by_health": ("band",),
+    **{
+        f"{name}{bound}": ("driver", "exposed")
+        for name in ("cohort_accounts_by_driver", "account_churn_ratio_by_driver")
+        for bound in ("", "_lower", "_upper")
+    },
+    **{f"account_churn_ratio_difference{bound}": ("driver",) for bound in ("", "_lower", "_upper")},
+    **{
+        f"{name}{bound}": ("band",)
+        for name in ("cohort_accounts_by_health", "account_churn_ratio_by_health")
+        for bound in ("", "_lower", "_upper")
+    },
+}
+"""The labels of each labelled account family, outermost first (its values nest so)."""
+
+COMMON = ("mrr", "accounts_paying", "arpa", "accounts_by_health", "mrr_by_health")
+"""The numbers at as_of alone, the same in every window's snapshot: exported without `window`."""
+
+
+def _lines(
+    name: str, labels: tuple[tuple[str, str], ...], value: Any, depth: int = 0
+) -> Iterable[str]:
+    """A value's sample lines: one, or one per label value of a nested value (`depth` levels
+    in already); none while absent."""
+    if value is None:
+        return
+    if isinstance(value, dict):
+        label = _LABELS[name][depth]
+        for key, nested in value.items():
+            yield from _lines(name, (*labels, (label, key)), nested, depth + 1)
+        return
+    text = ",".join(f'{label}="{key}"' for label, key in labels)
+    yield f"cx_{name}{{{text}}} {float(value)!r}" if text else f"cx_{name} {float(value)!r}"
 
 
 def account_samples(published: Published) -> str:
@@ -199,24 +312,15 @@ def account_samples(published: Published) -> str:
         ]
     }
     first = next(iter(published.windows.values()), None)
-    for name in ("mrr", "accounts_paying", "arpa"):
-        value = None if first is None else first[name]
-        if value is not None:
-            families.setdefault(f"cx_{name}", []).append(f"cx_{name} {float(value)!r}")
+    for name in COMMON:
+        if first is not None:
+            families.setdefault(f"cx_{name}", []).extend(_lines(name, (), first[name]))
     for window, values in published.windows.items():
-        labels = f'window="{window}"'
         for name, value in values.items():
-            if name in ("mrr", "accounts_paying", "arpa") or value is None:
-                continue
-            family = families.setdefault(f"cx_{name}", [])
-            if isinstance(value, dict):
-                label = _LABEL_OF[name]
-                family.extend(
-                    f'cx_{name}{{{labels},{label}="{key}"}} {float(amount)!r}'
-                    for key, amount in value.items()
-                )
-            else:
-                family.append(f"cx_{name}{{{labels}}} {float(value)!r}")
+            if name not in COMMON:
+                lines = _lines(name, (("window", window),), value)
+                families.setdefault(f"cx_{name}", []).extend(lines)
+    families = {family: lines for family, lines in families.items() if lines}
     return "".join(
         f"# HELP {family} {_HELP[family]}\n# TYPE {family} gauge\n"
         + "".join(f"{line}\n" for line in lines)

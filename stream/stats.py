@@ -1,4 +1,5 @@
-"""Metric math: NPS with its margin of error, CSAT with its Wilson interval, CES, quantiles.
+"""Metric math: NPS with its margin of error, CSAT with its Wilson interval, CES, quantiles,
+the difference of two proportions with Newcombe's interval.
 
 Pure functions and one small mergeable class; nothing here knows about Kafka or time.
 """
@@ -147,6 +148,25 @@ def wilson_interval(successes: int, trials: int, z: float = Z_95) -> tuple[float
     spread = z * math.sqrt(share * (1 - share) / trials + z2 / (4 * trials * trials))
     denominator = 1 + z2 / trials
     return (max((centre - spread) / denominator, 0.0), min((centre + spread) / denominator, 1.0))
+
+
+def newcombe_interval(
+    successes1: int, trials1: int, successes2: int, trials2: int, z: float = Z_95
+) -> tuple[float, float, float] | None:
+    """The difference of two independent proportions p1 - p2 with Newcombe's hybrid score
+    interval (Newcombe 1998, method 10), built from each group's Wilson interval; None while
+    a group is empty."""
+    first, second = wilson_interval(successes1, trials1, z), wilson_interval(successes2, trials2, z)
+    if first is None or second is None:
+        return None
+    (low1, high1), (low2, high2) = first, second
+    p1, p2 = successes1 / trials1, successes2 / trials2
+    difference = p1 - p2
+    return (
+        difference,
+        difference - math.sqrt((p1 - low1) ** 2 + (high2 - p2) ** 2),
+        difference + math.sqrt((high1 - p1) ** 2 + (p2 - low2) ** 2),
+    )
 
 
 def ratio(part: float, whole: float) -> float | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -62,6 +63,8 @@ class Contribution:
     at: float
     name: str
     value: float = 1.0
+    event_id: str = ""
+    """A survey response's (NPS ties between accounts' responses go to the greater)."""
 
 
 @dataclass
@@ -81,9 +84,14 @@ def _segment(fields: dict[str, Any]) -> tuple[str, str, str]:
 
 
 def contributions(
-    events: list[Event], hours: OpeningHours | None = None, sla_clock: str = "calendar"
-) -> tuple[list[tuple[tuple[str, str, str], Contribution]], list[tuple[str, str, str]]]:
-    """Every contribution with the segment it counts under, and the segments of open tickets."""
+    events: list[Event],
+    hours: OpeningHours | None = None,
+    sla_clock: str = "calendar",
+    owner_of: Callable[[dict[str, Any]], Any] | None = None,
+) -> tuple[list[tuple[Any, Contribution]], list[Any]]:
+    """Every contribution with the segment it counts under, and the segments of open tickets.
+    (`owner_of`: what a ticket's earliest opening or a survey response counts under instead of
+    its segment, its account_id say.)"""
     distinct = {fields["event_id"]: (topic, fields) for topic, fields in events}
     by_ticket: dict[str, dict[str, list[dict[str, Any]]]] = {}
     surveys: dict[tuple[Any, ...], dict[str, Any]] = {}
@@ -115,8 +123,9 @@ def contributions(
         if opened is None:
             continue
         segment = _segment(opened)
+        under = segment if owner_of is None else owner_of(opened)
         opened_at = seconds(opened["occurred_at"])
-        found.append((segment, Contribution(opened_at, "tickets_opened")))
+        found.append((under, Contribution(opened_at, "tickets_opened")))
         agent_replies = [
             f
             for f in lifecycle.get("ticket-replied", [])
@@ -128,17 +137,18 @@ def contributions(
             at: float,
             targets: dict[str, float],
             segment: Any = segment,
+            under: Any = under,
             start: float = opened_at,
         ) -> None:
             """A first response or resolution at `at`: calendar and business time, SLA."""
             calendar = at - start
-            found.append((segment, Contribution(at, name, calendar)))
+            found.append((under, Contribution(at, name, calendar)))
             business = None if hours is None else hours.business_seconds(segment[0], start, at)
             if business is not None:
-                found.append((segment, Contribution(at, f"{name}_business", business)))
+                found.append((under, Contribution(at, f"{name}_business", business)))
             judged = business if sla_clock == "business" and business is not None else calendar
             if judged > targets[segment[2]]:
-                found.append((segment, Contribution(at, f"{name}_sla_breaches")))
+                found.append((under, Contribution(at, f"{name}_sla_breaches")))
 
         first_reply = earliest(agent_replies)
         if first_reply is not None:
@@ -151,39 +161,42 @@ def contributions(
             + [(key(f), "reopened") for f in lifecycle.get("ticket-reopened", [])]
         )
         if not status or status[-1][1] != "resolved":
-            open_segments.append(segment)
+            open_segments.append(under)
         reopens = [
             stamp[0]
             for (_, before), (stamp, kind) in itertools.pairwise(status)
             if kind == "reopened" and before == "resolved"
         ]
         for at in reopens:
-            found.append((segment, Contribution(at, "ticket_reopens")))
+            found.append((under, Contribution(at, "ticket_reopens")))
         resolution = earliest(lifecycle.get("ticket-resolved", []))
         if resolution is None:
             continue
         at = seconds(resolution["occurred_at"])
-        found.append((segment, Contribution(at, "tickets_resolved")))
+        found.append((under, Contribution(at, "tickets_resolved")))
         one_touch = sum(1 for f in agent_replies if seconds(f["occurred_at"]) <= at) <= 1
         if one_touch:
-            found.append((segment, Contribution(at, "one_touch_tickets")))
-        if reopens:
-            found.append((segment, Contribution(at, "reopened_tickets")))
+            found.append((under, Contribution(at, "one_touch_tickets")))
+        if reopens:  # (the first reopen's time: an account judges "reopened by u")
+            found.append((under, Contribution(at, "reopened_tickets", reopens[0])))
         elif one_touch:
-            found.append((segment, Contribution(at, "first_contact_resolutions")))
+            found.append((under, Contribution(at, "first_contact_resolutions")))
         if at >= opened_at:
             duration("resolution", at, RESOLUTION_TARGET)
         if status[-1][1] == "resolved":
             latest = status[-1][0][0]
             if latest >= opened_at:
-                found.append((segment, Contribution(latest, "full_resolution", latest - opened_at)))
+                found.append((under, Contribution(latest, "full_resolution", latest - opened_at)))
 
     for fields in surveys.values():
         found.append(
             (
-                _segment(fields),
+                _segment(fields) if owner_of is None else owner_of(fields),
                 Contribution(
-                    seconds(fields["occurred_at"]), fields["survey"], float(fields["score"])
+                    seconds(fields["occurred_at"]),
+                    fields["survey"],
+                    float(fields["score"]),
+                    fields["event_id"],
                 ),
             )
         )

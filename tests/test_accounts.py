@@ -15,8 +15,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream.accounts import Totals, evaluate, movement, timeline
+from stream.accounts import AccountView, ExperienceRules, Totals, evaluate, movement, timeline
 from stream.events import InvalidEvent, decode, to_millionths
+from stream.experience import parse_weights
 from stream.pipeline import STATE_TABLES, Pipeline, TableName
 from stream.revenue import revenue_values
 from stream.windows import parse_windows
@@ -28,6 +29,7 @@ DAY = 86400.0
 WINDOWS = parse_windows("30d,90d,365d")
 WINDOW_SECONDS = {spec.name: spec.seconds for spec in WINDOWS}
 STATUSES = ("active", "trialing", "paused", "canceled")
+RULES = ExperienceRules(90 * DAY, parse_weights(""))
 
 
 def rfc3339(moment: float) -> str:
@@ -57,7 +59,8 @@ def evaluated(pipeline: Pipeline, as_of: float) -> dict[str, dict[str, Any]]:
     """What the merging worker would publish: every partition's totals at `as_of`, added up."""
     total = Totals(len(WINDOWS))
     for partition in range(PARTITIONS):
-        total.add(pipeline.accounts.evaluate(partition, as_of, [s.seconds for s in WINDOWS]))
+        for _, account in pipeline.accounts.accounts(partition):
+            evaluate(account, as_of, [s.seconds for s in WINDOWS], RULES, total)
     return revenue_values(total, WINDOWS, 1.0)
 
 
@@ -241,7 +244,7 @@ def test_the_timeline_keeps_only_changes() -> None:
     assert timeline(events) == ((1.0, 3.0), (5, 0))
     assert movement(0, 5, paid_before=True) == ("reactivation", 5)
     totals = Totals(1)
-    evaluate(timeline(events), 2.5, [10.0], totals)
+    evaluate(AccountView(timeline(events)), 2.5, [10.0], RULES, totals)
     assert (totals.mrr, totals.paying, totals.windows[0][-3:]) == (5, 1, [1, 0, 0])
 
 

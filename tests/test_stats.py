@@ -9,7 +9,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stream.stats import QuantileSketch, nps, nps_margin_of_error, sketch_key, wilson_interval
+from stream.stats import (
+    QuantileSketch,
+    newcombe_interval,
+    nps,
+    nps_margin_of_error,
+    sketch_key,
+    wilson_interval,
+)
 
 
 def test_nps_and_margin_by_hand() -> None:
@@ -28,6 +35,32 @@ def test_wilson_interval_published_values() -> None:
     low, high = wilson_interval(0, 10) or (1, 1)
     assert low == 0.0 and high == pytest.approx(0.2775, abs=1e-4)
     assert wilson_interval(0, 0) is None
+
+
+@pytest.mark.parametrize(
+    ("groups", "published"),
+    [
+        # Newcombe 1998 (Statistics in Medicine 17:873-890), table II, method 10
+        ((56, 70, 48, 80), (0.2000, 0.0524, 0.3339)),
+        ((9, 10, 3, 10), (0.6000, 0.1705, 0.8090)),
+        ((5, 56, 0, 29), (0.0893, -0.0381, 0.1926)),
+        ((0, 10, 0, 20), (0.0000, -0.1611, 0.2775)),
+        ((0, 10, 0, 10), (0.0000, -0.2775, 0.2775)),
+        ((10, 10, 0, 20), (1.0000, 0.6791, 1.0000)),
+        ((10, 10, 0, 10), (1.0000, 0.6075, 1.0000)),
+    ],
+)
+def test_newcombe_interval_published_values(
+    groups: tuple[int, int, int, int], published: tuple[float, float, float]
+) -> None:
+    found = newcombe_interval(*groups)
+    assert found is not None
+    assert tuple(round(value, 4) for value in found) == published
+
+
+def test_newcombe_interval_needs_both_groups() -> None:
+    assert newcombe_interval(0, 0, 3, 10) is None
+    assert newcombe_interval(3, 10, 0, 0) is None
 
 
 values = st.lists(st.floats(0, 1e7, allow_nan=False), min_size=1, max_size=300)
