@@ -99,7 +99,8 @@ class AccountState(NamedTuple):
             partition=data["partition"],
             events=tuple(SubscriptionEvent(*event) for event in data["subscription_events"]),
             seen=frozenset(data["seen"]),
-            latest=data["latest"],
+            # (no event yet, -inf, is stored as null: JSON has no infinity)
+            latest=float("-inf") if data["latest"] is None else data["latest"],
             experience={
                 source: (version, tuple(tuple(obs) for obs in observations))
                 for source, (version, observations) in data.get("experience", {}).items()

@@ -67,7 +67,7 @@ def with_accounts(events: list[Event], rng: random.Random) -> list[Event]:
     return owned
 
 
-def subscriptions(rng: random.Random) -> list[SubscriptionFields]:
+def subscriptions(rng: random.Random, now: float = NOW) -> list[SubscriptionFields]:
     """Each account's subscriptions over the last 30 days, on a grid of days: joins, changes,
     cancellations, pauses and returns, so that cohorts at s and churn after s are common."""
     events = []
@@ -81,7 +81,7 @@ def subscriptions(rng: random.Random) -> list[SubscriptionFields]:
                         "event_id": f"sub-{serial}",
                         "account_id": f"ACC-{account}",
                         "subscription_id": f"SUB-{account}-{subscription}",
-                        "at": NOW - rng.randint(0, 30) * DAY,
+                        "at": now - rng.randint(0, 30) * DAY,
                         "status": rng.choices(
                             ["active", "canceled", "paused", "trialing"], [6, 3, 1, 1]
                         )[0],
