@@ -23,6 +23,7 @@ from pathlib import Path
 from stream.apache_kafka import KafkaUnavailable, resolve
 from stream.simulate import Record
 
+from .accounts import run_accounts
 from .backlog import run_backlog, run_profile
 from .context import BROKERS, TARGET_EVENTS, TARGET_TICKETS, Suite
 from .figures import BenchResult
@@ -34,7 +35,7 @@ from .report import Invocation, worker_code, write
 from .restart import run_restart
 from .scrape import run_scrape
 
-BENCHMARKS = ("backlog", "scaling", "freshness", "restart", "memory", "scrape")
+BENCHMARKS = ("backlog", "scaling", "freshness", "restart", "memory", "scrape", "accounts")
 QUICK = {"events": 20_000, "tickets": 5_000, "runs": 1, "freshness_seconds": 10.0}
 FULL = {"events": TARGET_EVENTS, "tickets": TARGET_TICKETS, "runs": 3, "freshness_seconds": 30.0}
 
@@ -132,6 +133,8 @@ def planned(args: argparse.Namespace, suite: Suite) -> list[tuple[str, Callable[
     """The benchmarks to run, in order: short ones first, so a failure shows early."""
     only: set[str] = args.only
     plan: list[tuple[str, Callable[[], BenchResult]]] = []
+    if "accounts" in only:
+        plan.append(("accounts", lambda: run_accounts(suite)))
     if "scrape" in only:
         plan.append(("scrape", lambda: run_scrape(suite)))
     if "freshness" in only:

@@ -149,6 +149,7 @@ TARGETS = (
     ("memory.rss_mb", "resident memory with 1,000,000 tickets of state"),
     ("scaling.two_to_one", "two workers on the two cores vs one"),
     ("scrape.median_ms", "/metrics scrape, 50 teams x 10 channels x 4 priorities x 4 windows"),
+    ("accounts.evaluation_100000", "account evaluation, 100,000 accounts with experience"),
 )
 """The issue's targets, in its order: (figure key, the issue's wording); the backlog and
 freshness targets judged with each guarantee."""
