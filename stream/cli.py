@@ -140,6 +140,17 @@ def backfill_option(default: str | None, help: str) -> Callable[[Command], Comma
     )
 
 
+def accounts_option(default: int) -> Callable[[Command], Command]:
+    return click.option(
+        "--accounts",
+        type=click.IntRange(0, 100_000),
+        default=default,
+        show_default=True,
+        help="B2B customer accounts: with a backfill, 455 days of their subscriptions and"
+        " tickets; the tickets after it are theirs",
+    )
+
+
 @cli.command()
 @click.option("--broker", help="use this Kafka instead of starting one [CX_BROKER]")
 @click.option(
@@ -163,8 +174,14 @@ def backfill_option(default: str | None, help: str) -> Callable[[Command], Comma
     show_default=True,
     help="events per second at peak in the generated history (about 79,000 events in 28 days)",
 )
+@accounts_option(1000)
 def demo(
-    broker: str | None, kafka: bool, rate: float, backfill: float, history_rate: float
+    broker: str | None,
+    kafka: bool,
+    rate: float,
+    backfill: float,
+    history_rate: float,
+    accounts: int,
 ) -> None:
     """Run a broker, a worker and the simulator, and show the live numbers."""
     from .demo import BrokerChoice, run_demo
@@ -181,7 +198,7 @@ def demo(
     if problem:
         raise Failure(problem)
     stop_on_interrupt()
-    run_demo(settings, choice, rate, backfill, history_rate)
+    run_demo(settings, choice, rate, backfill, history_rate, accounts)
 
 
 def _broker_problem(choice: str, settings: Settings) -> str | None:
@@ -227,6 +244,7 @@ def _broker_problem(choice: str, settings: Settings) -> str | None:
     "--duration", type=Duration(), help="stop after this long (default: run until Ctrl-C)"
 )
 @click.option("--seed", type=int, help="make the traffic repeatable")
+@accounts_option(1000)
 def simulate(
     broker: str | None,
     topic_prefix: str | None,
@@ -234,6 +252,7 @@ def simulate(
     backfill: float,
     duration: float | None,
     seed: int | None,
+    accounts: int,
 ) -> None:
     """Send realistic helpdesk traffic to the input topics."""
     import asyncio
@@ -257,6 +276,7 @@ def simulate(
                 duration,
                 seed,
                 progress,
+                accounts=accounts,
             )
         )
     except KeyboardInterrupt:

@@ -213,6 +213,7 @@ def run_demo(
     events_per_second: float,
     backfill_seconds: float,
     history_events_per_second: float,
+    accounts: int,
 ) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="cx-stream-demo-"))
     embedded: EmbeddedBroker | None = None
@@ -266,6 +267,7 @@ def run_demo(
                 settings.topic_prefix,
                 on_progress=progress,
                 history_events_per_second=history_events_per_second,
+                accounts=accounts,
             )
             simulators.append(Simulator(simulation).start())
             return simulators[-1]

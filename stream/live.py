@@ -14,7 +14,19 @@ from rich.table import Table
 from rich.text import Text
 
 Series = dict[tuple[str, str, str, str], dict[str, float]]
-"""(window, team, channel, priority) -> {metric name without cx_ prefix: value}"""
+"""(window, team, channel, priority) -> {metric name without cx_ prefix: value}; the window is
+"" for tickets open now, the segment ("", "", "") for the account numbers."""
+
+ACCOUNT_NAMES = frozenset(
+    {
+        "cx_mrr",
+        "cx_accounts_paying",
+        "cx_account_churn_ratio",
+        "cx_net_revenue_retention_ratio",
+        "cx_gross_revenue_retention_ratio",
+    }
+)
+"""The account numbers the demo shows."""
 
 
 def scrape(metrics_url: str) -> tuple[Series, dict[str, float]]:
@@ -31,6 +43,8 @@ def scrape(metrics_url: str) -> tuple[Series, dict[str, float]]:
             elif sample.name == "cx_tickets_open":
                 key = ("", labels["team"], labels["channel"], labels["priority"])
                 series[key]["tickets_open"] = sample.value
+            elif sample.name in ACCOUNT_NAMES:
+                series[(labels.get("window", ""), "", "", "")][sample.name[3:]] = sample.value
             elif "window" in labels and "team" in labels:  # (account metrics have no segment)
                 name = sample.name[3:] + {"0.5": "_p50", "0.9": "_p90"}.get(
                     labels.get("quantile", ""), ""
@@ -125,7 +139,8 @@ def render(
     for header in HEADERS:
         overall.add_column(header, justify="right")
     windows = sorted(
-        {key[0] for key in series if key[0]}, key=lambda w: ("hdw".find(w[-1]), float(w[:-1]))
+        {key[0] for key in series if key[0] and key[1]},
+        key=lambda w: ("hdw".find(w[-1]), float(w[:-1])),
     )
     for window in windows:
         overall.add_row(window, *_row(series.get((window, "all", "all", "all"), {})))
@@ -147,7 +162,21 @@ def render(
         f"duplicates: {outcomes.get('duplicate', 0):.0f}   ",
         f"simulator sent: {sent}   Ctrl-C stops everything",
     )
-    return Group(Panel(status), overall, teams)
+    customers = Text.assemble(("Customers  ", "bold"), customer_numbers(series))
+    return Group(Panel(status), Panel(customers), overall, teams)
+
+
+def customer_numbers(series: Series, window: str = "30d") -> str:
+    """MRR, paying accounts, and the `window` account window's churn, NRR and GRR."""
+    now = series.get(("", "", "", ""), {})
+    windowed = series.get((window, "", "", ""), {})
+    mrr, paying = now.get("mrr"), now.get("accounts_paying")
+    return (
+        f"MRR {_number(mrr, '{:,.0f}')}   paying accounts {_number(paying, '{:,.0f}')}   "
+        f"{window} logo churn {_number(windowed.get('account_churn_ratio'), '{:.1%}')}   "
+        f"NRR {_number(windowed.get('net_revenue_retention_ratio'), '{:.1%}')}   "
+        f"GRR {_number(windowed.get('gross_revenue_retention_ratio'), '{:.1%}')}"
+    )
 
 
 def status_line(
@@ -164,5 +193,5 @@ def status_line(
         f" NPS {'-' if nps is None else f'{nps:+.0f}'} ({whole.get('nps_responses', 0):.0f}"
         f" responses), CSAT {'-' if csat is None else f'{csat:.0%}'}"
         f" ({whole.get('csat_responses', 0):.0f}), FRT p50/p90"
-        f" {_quantiles(whole, 'first_response_seconds')}"
+        f" {_quantiles(whole, 'first_response_seconds')}; {customer_numbers(series)}"
     )

@@ -1,10 +1,17 @@
-"""Realistic helpdesk traffic: tickets that open, get answered and resolved, and surveys.
+"""Realistic helpdesk traffic: tickets that open, get answered and resolved, and surveys; and
+(with accounts) the B2B customers who raise them, with their subscriptions.
 
 Arrivals follow a business-hour rhythm (busy weekdays 9-17 UTC, quiet nights and weekends);
 first response and resolution times are log-normal per priority, some teams are slower than
 others, and survey scores follow how fast the ticket was handled. A few events are sent twice,
 as at-least-once webhooks do. Event times are never in the future: the simulator schedules each
 ticket's later events and sends them when the clock reaches them (after a backfill of history).
+
+Accounts join on one of four plans with a trial that converts or lapses, then month by month
+upgrade, downgrade, add seats, pause, cancel at the end of a period, and some come back. Their
+tickets carry their account_id; a share of them support fails (the first response far past its
+SLA, an unsatisfied CSAT), and an account failed in the last 90 days churns FAILED_CHURN times
+as often: the effect cx-stream's churn by driver is there to show.
 """
 
 from __future__ import annotations
@@ -23,6 +30,8 @@ from zoneinfo import ZoneInfo
 
 import orjson
 from aiokafka import AIOKafkaProducer
+
+from .tickets import DEFAULT_SLA
 
 TEAMS = {"billing": 1.0, "technical": 1.6, "onboarding": 0.8, "accounts": 1.1, "shipping": 1.3}
 """Team -> how much slower than usual it answers and resolves."""
@@ -44,6 +53,27 @@ MEDIAN_FIRST_RESPONSE = {"urgent": 300.0, "high": 900.0, "normal": 2700.0, "low"
 MEDIAN_RESOLUTION = {"urgent": 3600.0, "high": 3 * 3600.0, "normal": 8 * 3600.0, "low": 86400.0}
 EVENTS_PER_TICKET = 5.2
 """About how many events one ticket brings (opening, replies, resolution, surveys)."""
+
+DAY = 86400.0
+PLANS = {"starter": 29.0, "team": 99.0, "business": 249.0, "enterprise": 1200.0}
+"""Plan -> monthly price, in the order of an upgrade."""
+PLAN_SHARE = {"starter": 0.35, "team": 0.35, "business": 0.22, "enterprise": 0.08}
+SEAT_PRICE = 19.0
+"""An add-on subscription: extra seats at this price each."""
+ACCOUNT_HISTORY = 455 * DAY
+"""How far back the accounts' history goes: the largest account window (365d) and the support
+experience's lookback before it (90d), so that every cohort has its drivers."""
+MONTH = 30 * DAY
+TRIAL = 14 * DAY
+CONVERTS = 0.7
+"""Share of trials that become paying accounts (the others lapse)."""
+MONTHLY_CHURN = 0.03
+FAILED_CHURN = 3.0
+"""How many times as often an account churns when support failed it in the last 90 days."""
+FAILED = 0.15
+"""Share of an account's tickets that support fails."""
+ACCOUNT_TICKETS = 0.6
+"""Tickets an account raises in a month of its history."""
 
 Record = tuple[str, bytes, bytes]  # (topic without prefix, key, value)
 
@@ -69,6 +99,15 @@ def _pick(rng: random.Random, weights: dict[str, float]) -> str:
     return rng.choices(list(weights), weights=list(weights.values()))[0]
 
 
+def _poisson(rng: random.Random, mean: float) -> int:
+    """A Poisson count (Knuth's method: the means here are small)."""
+    limit, count, product = math.exp(-mean), 0, rng.random()
+    while product > limit:
+        count += 1
+        product *= rng.random()
+    return count
+
+
 def _timestamp(moment: float) -> str:
     return (
         datetime.fromtimestamp(moment, UTC)
@@ -89,11 +128,18 @@ class Traffic:
     """Generates tickets for about `events_per_second` at peak hours; yields events when due."""
 
     def __init__(
-        self, events_per_second: float, seed: int | None = None, duplicates: float = 0.01
+        self,
+        events_per_second: float,
+        seed: int | None = None,
+        duplicates: float = 0.01,
+        accounts: int = 0,
     ) -> None:
         self.rng = random.Random(seed)
         self.tickets_per_second = events_per_second / EVENTS_PER_TICKET
         self.duplicates = duplicates
+        self.account_count = accounts
+        """Accounts the backfill gives a history; the tickets after it belong to them."""
+        self.accounts: list[str] = []
         self._queue: list[_Scheduled] = []
         self._serial = itertools.count()
         self._tickets = itertools.count(1)
@@ -108,12 +154,19 @@ class Traffic:
         }
         heapq.heappush(self._queue, _Scheduled(at, serial, topic, event))
 
-    def _open_ticket(self, opened_at: float, team: str) -> None:
+    def _open_ticket(
+        self, opened_at: float, team: str, account: str | None = None, failed: bool = False
+    ) -> None:
+        """A ticket and its later events; `failed`: support fails it (a first response past
+        its SLA, an unsatisfied CSAT)."""
         rng = self.rng
         ticket_id = f"TCK-{next(self._tickets):07d}"
         channel, priority = _pick(rng, CHANNELS), _pick(rng, PRIORITIES)
         segment = {"team": team, "channel": channel, "priority": priority}
-        self._schedule(opened_at, "ticket-opened", ticket_id=ticket_id, **segment)
+        if account is None and self.accounts and rng.random() < 0.9:
+            account = rng.choice(self.accounts)
+        customer = {} if account is None else {"account_id": account}
+        self._schedule(opened_at, "ticket-opened", ticket_id=ticket_id, **segment, **customer)
         slowness = TEAMS[team]
         if channel in {"chat", "web"} and rng.random() < 0.5:  # an instant bot acknowledgement
             self._schedule(
@@ -122,6 +175,8 @@ class Traffic:
         first_response = rng.lognormvariate(
             math.log(MEDIAN_FIRST_RESPONSE[priority] * slowness), 0.9
         )
+        if failed:
+            first_response = DEFAULT_SLA.first_response[priority] * rng.uniform(1.5, 3.0)
         resolution = max(
             first_response + rng.uniform(60, 600),
             rng.lognormvariate(math.log(MEDIAN_RESOLUTION[priority] * slowness), 0.8),
@@ -143,7 +198,7 @@ class Traffic:
                     ticket_id=ticket_id,
                     author="customer",
                 )
-        if rng.random() < 0.1:
+        if rng.random() < 0.1 and not failed:
             return  # still open when the simulation ends, or abandoned
         resolved_at = opened_at + resolution
         self._schedule(resolved_at, "ticket-resolved", ticket_id=ticket_id)
@@ -153,7 +208,17 @@ class Traffic:
             self._schedule(reopened_at, "ticket-reopened", ticket_id=ticket_id)
             reopened_at += rng.lognormvariate(math.log(MEDIAN_RESOLUTION[priority]), 0.8)
             self._schedule(reopened_at, "ticket-resolved", ticket_id=ticket_id)
-        if rng.random() < 0.35:
+        if failed:
+            self._schedule(
+                resolved_at + rng.lognormvariate(math.log(1800), 1.0),
+                "survey-answered",
+                ticket_id=ticket_id,
+                survey="csat",
+                score=rng.randint(1, 2),
+                **segment,
+                **customer,
+            )
+        elif rng.random() < 0.35:
             # fast, one-touch tickets make happier customers
             mood = (
                 1.0
@@ -171,7 +236,77 @@ class Traffic:
                 survey=survey,
                 score=score,
                 **segment,
+                **customer,
             )
+
+    def _subscription(
+        self, at: float, account: str, subscription: str, status: str, mrr: float, plan: str
+    ) -> None:
+        self._schedule(
+            at,
+            "subscription-updated",
+            account_id=account,
+            subscription_id=subscription,
+            status=status,
+            mrr=mrr,
+            plan=plan,
+        )
+
+    def _account_history(self, start: float, now: float) -> None:
+        """Each account's subscriptions and the tickets it raises, month by month from a join
+        between `start` and a week before `now`."""
+        rng = self.rng
+        for number in range(self.account_count):
+            account = f"ACC-{number:05d}"
+            self.accounts.append(account)
+            plan = _pick(rng, PLAN_SHARE)
+            main, seats = f"{account}-main", f"{account}-seats"
+            at = rng.uniform(start, now - 7 * DAY)
+            self._subscription(at, account, main, "trialing", PLANS[plan], plan)
+            at += TRIAL
+            if rng.random() > CONVERTS:
+                self._subscription(at, account, main, "canceled", PLANS[plan], plan)
+                continue
+            self._subscription(at, account, main, "active", PLANS[plan], plan)
+            failures: list[float] = []
+            paying, extra_seats = True, 0
+            while at < now:
+                for _ in range(_poisson(rng, ACCOUNT_TICKETS if paying else 0.2)):
+                    opened = rng.uniform(at, min(at + MONTH, now))
+                    failed = rng.random() < FAILED
+                    self._open_ticket(opened, _pick(rng, TEAMS_SHARE), account, failed)
+                    if failed:
+                        failures.append(opened)
+                at += MONTH  # the end of a paid period
+                if at >= now:
+                    break
+                if not paying:
+                    if rng.random() < 0.08:  # back
+                        self._subscription(at, account, main, "active", PLANS[plan], plan)
+                        paying = True
+                    continue
+                failed_lately = any(at - 90 * DAY < moment <= at for moment in failures)
+                churn = MONTHLY_CHURN * (FAILED_CHURN if failed_lately else 1.0)
+                change = rng.random()
+                if change < churn:  # cancelled, at the end of the period
+                    self._subscription(at, account, main, "canceled", PLANS[plan], plan)
+                    if extra_seats:
+                        self._subscription(at, account, seats, "canceled", 0, "seats")
+                        extra_seats = 0
+                    paying = False
+                elif change < churn + 0.05 and plan != "enterprise":  # upgrade
+                    plan = list(PLANS)[list(PLANS).index(plan) + 1]
+                    self._subscription(at, account, main, "active", PLANS[plan], plan)
+                elif change < churn + 0.08 and plan != "starter":  # downgrade
+                    plan = list(PLANS)[list(PLANS).index(plan) - 1]
+                    self._subscription(at, account, main, "active", PLANS[plan], plan)
+                elif change < churn + 0.12:  # more seats
+                    extra_seats += rng.randint(1, 5)
+                    mrr = extra_seats * SEAT_PRICE
+                    self._subscription(at, account, seats, "active", mrr, "seats")
+                elif change < churn + 0.13:  # a pause of a month
+                    self._subscription(at, account, main, "paused", PLANS[plan], plan)
+                    self._subscription(at + MONTH, account, main, "active", PLANS[plan], plan)
 
     def _arrivals_until(self, until: float, tickets_per_second: float | None = None) -> None:
         """Open the tickets that arrive up to `until`: a Poisson process thinned by the hour."""
@@ -188,6 +323,8 @@ class Traffic:
     def backfill(self, start: float, now: float, events_per_second: float | None = None) -> None:
         """Schedule the history between `start` and `now`, at its own rate if given (a long
         history at the live rate would be more than a demo wants to wait for)."""
+        if self.account_count:
+            self._account_history(now - ACCOUNT_HISTORY, now)
         self._next_arrival = start
         history_rate = None if events_per_second is None else events_per_second / EVENTS_PER_TICKET
         self._arrivals_until(now, history_rate)
@@ -198,7 +335,9 @@ class Traffic:
         while self._queue and self._queue[0].at <= now:
             item = heapq.heappop(self._queue)
             fields = item.fields
-            record = (item.topic, fields["ticket_id"].encode(), orjson.dumps(fields))
+            # keyed as producers key them: by ticket, an account's subscriptions by account
+            key = fields.get("ticket_id", fields.get("account_id", fields["event_id"]))
+            record = (item.topic, key.encode(), orjson.dumps(fields))
             yield record
             if self.rng.random() < self.duplicates:
                 yield record
@@ -213,16 +352,19 @@ async def run_simulation(
     seed: int | None = None,
     on_progress: Callable[[int], None] | None = None,
     history_events_per_second: float | None = None,
+    accounts: int = 0,
 ) -> int:
     """Send traffic until `duration` seconds passed (None: until cancelled); returns the count.
 
     `kafka`: the producer's connection keyword arguments (servers, security).
-    The backfilled history has `history_events_per_second` at peak (default: the live rate).
+    The backfilled history has `history_events_per_second` at peak (default: the live rate);
+    with `accounts`, it also has their subscriptions and tickets over ACCOUNT_HISTORY.
     """
     producer = AIOKafkaProducer(**kafka, linger_ms=20)
     await producer.start()
     # the clock starts once connected: a slow TLS and SASL login must not eat the duration
-    traffic = Traffic(events_per_second, seed)
+    # accounts come with a history: without one there is nothing to give them
+    traffic = Traffic(events_per_second, seed, accounts=accounts if backfill_seconds else 0)
     started = time.time()
     traffic.backfill(started - backfill_seconds, started, history_events_per_second)
     sent = 0

@@ -101,16 +101,24 @@ def test_a_status_line_says_what_the_live_view_says() -> None:
             "first_response_seconds_p90": 20000,
         },
         ("", "all", "all", "all"): {"tickets_open": 321},
+        ("", "", "", ""): {"mrr": 148643.5, "accounts_paying": 577},
+        ("30d", "", "", ""): {
+            "account_churn_ratio": 0.0388,
+            "net_revenue_retention_ratio": 0.9709,
+            "gross_revenue_retention_ratio": 0.95,
+        },
     }
     outcomes = {"accepted": 12000.0, "duplicate": 120.0, "invalid": 3.0, "anomaly": 0.0}
     assert status_line(series, outcomes, 0.3, 12130) == (
         "processed 12123 events (0.3/s; 3 invalid, 120 duplicates), simulator sent 12130,"
         " backlog 321 open tickets; last 24h: NPS +23 (41 responses), CSAT 86% (52),"
-        " FRT p50/p90 50m / 5.6h"
+        " FRT p50/p90 50m / 5.6h; MRR 148,644   paying accounts 577   30d logo churn 3.9%"
+        "   NRR 97.1%   GRR 95.0%"
     )
     assert status_line({}, {}, 0.0, 0) == (
         "processed 0 events (0/s; 0 invalid, 0 duplicates), simulator sent 0, backlog 0 open"
-        " tickets; last 24h: NPS - (0 responses), CSAT - (0), FRT p50/p90 - / -"
+        " tickets; last 24h: NPS - (0 responses), CSAT - (0), FRT p50/p90 - / -; MRR -"
+        "   paying accounts -   30d logo churn -   NRR -   GRR -"
     )
 
 
@@ -139,9 +147,12 @@ cx_first_response_seconds{window="1h",team="all",channel="all",priority="all",qu
 # HELP cx_tickets_open Tickets open now
 # TYPE cx_tickets_open gauge
 cx_tickets_open{team="all",channel="all",priority="all"} 7.0
-# HELP cx_net_revenue_retention Net revenue retention over the window
-# TYPE cx_net_revenue_retention gauge
-cx_net_revenue_retention{window="30d"} 1.02
+# HELP cx_net_revenue_retention_ratio Net revenue retention over the window
+# TYPE cx_net_revenue_retention_ratio gauge
+cx_net_revenue_retention_ratio{window="30d"} 1.02
+# HELP cx_arpa Average revenue per paying account
+# TYPE cx_arpa gauge
+cx_arpa 400.0
 # HELP cx_mrr Monthly recurring revenue now
 # TYPE cx_mrr gauge
 cx_mrr 1200.0
@@ -153,9 +164,9 @@ cx_events_total{topic="ticket-opened",outcome="invalid"} 0.0
 """
 
 
-def test_the_view_reads_the_segments_series_and_passes_over_the_others() -> None:
-    """The account metrics (a window, no segment) came after the live view: it stopped the
-    demo with a KeyError."""
+def test_the_view_reads_the_segments_series_and_the_customer_numbers() -> None:
+    """The account metrics (a window or none, no segment) came after the live view: it stopped
+    the demo with a KeyError. It shows some of them, and passes over the others."""
 
     class Metrics(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -179,5 +190,7 @@ def test_the_view_reads_the_segments_series_and_passes_over_the_others() -> None
         ("1h", "all", "all", "all"): {"tickets_opened": 12.0, "first_response_seconds_p50": 60.0},
         ("1h", "billing", "all", "all"): {"tickets_opened": 5.0},
         ("", "all", "all", "all"): {"tickets_open": 7.0},
+        ("30d", "", "", ""): {"net_revenue_retention_ratio": 1.02},
+        ("", "", "", ""): {"mrr": 1200.0},
     }
     assert outcomes == {"accepted": 20.0, "invalid": 0.0}
