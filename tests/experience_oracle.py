@@ -13,17 +13,21 @@ from fractions import Fraction
 from typing import Any
 
 from tests.account_oracle import SubscriptionFields, distinct, mrr_at
-from tests.oracle import Contribution, Event, contributions
+from tests.oracle import Contribution, Event, OpeningHours, contributions
 
 DRIVERS = ("sla_breached", "reopened", "csat_unsatisfied", "nps_detractor", "high_effort")
 BANDS = ("red", "yellow", "green", "unknown")
 Z = 1.96
 
 
-def observations(events: list[Event]) -> dict[str, list[Contribution]]:
+def observations(
+    events: list[Event], hours: OpeningHours | None = None, sla_clock: str = "calendar"
+) -> dict[str, list[Contribution]]:
     """Per account: what its tickets (by their earliest opening's account_id) and survey
     responses (by their own) contribute, each at its time."""
-    found, _ = contributions(events, owner_of=lambda fields: fields.get("account_id"))
+    found, _ = contributions(
+        events, hours, sla_clock, owner_of=lambda fields: fields.get("account_id")
+    )
     accounts: dict[str, list[Contribution]] = {}
     for account, contribution in found:
         if account is not None:
@@ -111,11 +115,13 @@ def expected_experience(
     windows: Mapping[str, float],
     lookback: float,
     weights: Mapping[str, float],
+    hours: OpeningHours | None = None,
+    sla_clock: str = "calendar",
 ) -> dict[str, Any]:
     """The 7.4 numbers at `as_of`: per window the cohort by driver and by band at s with their
     churn, the difference per driver with its Newcombe interval; the paying accounts and their
     MRR by band now; and each subscribed account's cx-account-health values."""
-    observed = observations(events)
+    observed = observations(events, hours, sla_clock)
     accounts = distinct(subscriptions)
     now = {account: mrr_at(evs, as_of) for account, evs in accounts.items()}
     result: dict[str, Any] = {"windows": {}, "health": {}, "by_band": {}}
@@ -165,3 +171,51 @@ def expected_experience(
             by_band[band] = {"cohort": len(members), **churn_group(lost, len(members))}
         result["windows"][name] = {"drivers": by_driver, "bands": by_band}
     return result
+
+
+Series = dict[tuple[str, frozenset[tuple[str, str]]], float]
+"""(metric, labels) -> value, as /metrics has them; an absent ratio is not in."""
+
+
+def experience_series(want: dict[str, Any]) -> Series:
+    """The 7.4 numbers of expected_experience as the /metrics series of 7.5."""
+    found: Series = {}
+
+    def put(name: str, value: float | None, **labels: str) -> None:
+        if value is not None:
+            found[(name, frozenset(labels.items()))] = float(value)
+
+    for band in BANDS:
+        accounts, mrr = want["by_band"][band]
+        put("cx_accounts_by_health", accounts, band=band)
+        put("cx_mrr_by_health", mrr, band=band)
+    bounds = (("ratio", ""), ("lower", "_lower"), ("upper", "_upper"))
+    for window, numbers in want["windows"].items():
+        for driver in DRIVERS:
+            group = numbers["drivers"][driver]
+            for exposed, size in zip(("true", "false"), group["cohort"], strict=True):
+                labels = {"window": window, "driver": driver, "exposed": exposed}
+                put("cx_cohort_accounts_by_driver", size, **labels)
+                for bound, suffix in bounds:
+                    put(
+                        f"cx_account_churn_ratio_by_driver{suffix}", group[exposed][bound], **labels
+                    )
+            difference = group["diff"] or (None, None, None)
+            for value, (_, suffix) in zip(difference, bounds, strict=True):
+                put(
+                    f"cx_account_churn_ratio_difference{suffix}",
+                    value,
+                    window=window,
+                    driver=driver,
+                )
+        for band in BANDS:
+            of_band = numbers["bands"][band]
+            put("cx_cohort_accounts_by_health", of_band["cohort"], window=window, band=band)
+            for bound, suffix in bounds:
+                put(
+                    f"cx_account_churn_ratio_by_health{suffix}",
+                    of_band[bound],
+                    window=window,
+                    band=band,
+                )
+    return found

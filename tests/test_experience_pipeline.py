@@ -20,7 +20,7 @@ from stream.experience import parse_weights
 from stream.exporter import rfc3339
 from tests.account_oracle import SubscriptionFields
 from tests.conftest import WorkerFactory
-from tests.experience_oracle import BANDS, DRIVERS, expected_experience
+from tests.experience_oracle import expected_experience, experience_series
 from tests.kafka import (
     WorkerProcess,
     event_records,
@@ -65,7 +65,7 @@ def subscriptions_on_half_hours(now: float, rng: random.Random) -> list[Subscrip
     return [{**event, "at": event["at"] - 1800} for event in subscriptions(rng, round(now))]
 
 
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
 def by_driver_and_band(workers: list[WorkerProcess]) -> tuple[float, Samples]:
@@ -77,65 +77,12 @@ def by_driver_and_band(workers: list[WorkerProcess]) -> tuple[float, Samples]:
         ]
         if as_of:
             found = {
-                (name, labels): value
+                (name, frozenset(labels)): value
                 for (name, labels), value in samples.items()
                 if "driver" in dict(labels) or "band" in dict(labels)
             }
             return as_of[0], found
     return 0.0, {}
-
-
-def expected_samples(want: dict[str, Any]) -> Samples:
-    """The oracle's numbers as /metrics samples (absent ones left out)."""
-    found: Samples = {}
-
-    def put(name: str, value: float | None, **labels: str) -> None:
-        if value is not None:
-            found[(name, tuple(sorted(labels.items())))] = float(value)
-
-    for band in BANDS:
-        accounts, mrr = want["by_band"][band]
-        put("cx_accounts_by_health", accounts, band=band)
-        put("cx_mrr_by_health", mrr, band=band)
-    for window, numbers in want["windows"].items():
-        for driver in DRIVERS:
-            group = numbers["drivers"][driver]
-            for label, size in zip(("true", "false"), group["cohort"], strict=True):
-                put(
-                    "cx_cohort_accounts_by_driver",
-                    size,
-                    window=window,
-                    driver=driver,
-                    exposed=label,
-                )
-                for bound, suffix in (("ratio", ""), ("lower", "_lower"), ("upper", "_upper")):
-                    put(
-                        f"cx_account_churn_ratio_by_driver{suffix}",
-                        group[label][bound],
-                        window=window,
-                        driver=driver,
-                        exposed=label,
-                    )
-            for value, suffix in zip(
-                group["diff"] or (None,) * 3, ("", "_lower", "_upper"), strict=True
-            ):
-                put(
-                    f"cx_account_churn_ratio_difference{suffix}",
-                    value,
-                    window=window,
-                    driver=driver,
-                )
-        for band in BANDS:
-            numbers_of = numbers["bands"][band]
-            put("cx_cohort_accounts_by_health", numbers_of["cohort"], window=window, band=band)
-            for bound, suffix in (("ratio", ""), ("lower", "_lower"), ("upper", "_upper")):
-                put(
-                    f"cx_account_churn_ratio_by_health{suffix}",
-                    numbers_of[bound],
-                    window=window,
-                    band=band,
-                )
-    return found
 
 
 def same(got: Samples, want: Samples) -> str | None:
@@ -167,7 +114,7 @@ def wait_until_experience_exact(
         if as_of <= processed_by:
             return None
         want = expected_experience(events, subs, as_of, WINDOWS, LOOKBACK, parse_weights(WEIGHTS))
-        mismatch = same(got, expected_samples(want))
+        mismatch = same(got, experience_series(want))
         failure[:] = [mismatch or ""]
         return None if mismatch else (as_of, want)
 

@@ -11,6 +11,7 @@ import re
 import time
 import urllib.parse
 import urllib.request
+import zlib
 from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime
@@ -26,6 +27,7 @@ from stream.apache_kafka import ApacheKafka
 from stream.broker import free_port
 from stream.simulate import Traffic
 from tests.account_oracle import SubscriptionFields, expected_accounts
+from tests.experience_oracle import expected_experience, experience_series
 from tests.kafka import (
     LABELS,
     QUANTILE_SUFFIX,
@@ -46,7 +48,7 @@ from tests.oracle import (
     seconds,
 )
 from tests.servers import get_json, serving
-from tests.test_dashboards import ACCOUNT_METRICS, ACCOUNT_WINDOWS, REVENUE
+from tests.test_dashboards import ACCOUNT_METRICS, ACCOUNT_WINDOWS
 
 pytestmark = pytest.mark.broker
 ROOT = Path(__file__).resolve().parent.parent
@@ -153,8 +155,19 @@ class Fed(NamedTuple):
         return expected(self.events, time.time(), hours=self.hours, sla_clock="business")
 
     def accounts(self, as_of: float) -> AccountSeries:
-        """The oracle's section-7.3 series at `as_of` (tests/account_oracle.py)."""
-        return account_series(self.subscriptions, as_of)
+        """The oracle's section-7 series at `as_of`: 7.3's (tests/account_oracle.py) and 7.4's
+        (tests/experience_oracle.py, with the default lookback and weights)."""
+        experience = expected_experience(
+            self.events,
+            self.subscriptions,
+            as_of,
+            WINDOW_SECONDS,
+            90 * DAY,
+            {},
+            self.hours,
+            "business",
+        )
+        return account_series(self.subscriptions, as_of) | experience_series(experience)
 
 
 DAY = 86400.0
@@ -226,7 +239,7 @@ def worker_account_series(
     return {
         (name, frozenset(labels)): value
         for (name, labels), value in samples.items()
-        if name in REVENUE
+        if name in ACCOUNT_METRICS
     }
 
 
@@ -276,14 +289,18 @@ def fed_worker(broker: ApacheKafka, tmp_path_factory: pytest.TempPathFactory) ->
         now = time.time()
         traffic.backfill(now - 3 * 3600, now)
         gap = (now - 3600 + GAP[0], now - 3600 + GAP[1])
+        subscriptions = subscription_histories(now, accounts=80, seed=5)
+        customers = sorted({event["account_id"] for event in subscriptions})
         records, events = [], []
-        for topic, key, value in traffic.due(now):
+        for topic, key, value in [*traffic.due(now), *failed_long_ago(customers, now)]:
             fields = orjson.loads(value)
+            if topic in ("ticket-opened", "survey-answered") and "account_id" not in fields:
+                owner = fields.get("ticket_id", fields["event_id"])
+                fields["account_id"] = customers[zlib.crc32(owner.encode()) % len(customers)]
             if not gap[0] <= seconds(fields["occurred_at"]) <= gap[1]:
-                records.append((prefix + topic, key, value))
+                records.append((prefix + topic, key, orjson.dumps(fields)))
                 events.append((topic, fields))
         records += [(prefix + "ticket-opened", b"bad", b"not json")] * 3  # for dead letters
-        subscriptions = subscription_histories(now, accounts=80, seed=5)
         resent = random.Random(5).sample(subscriptions, len(subscriptions) // 10)
         records += subscription_records(subscriptions + resent)
         produce(broker.bootstrap, records)
@@ -317,6 +334,33 @@ def fed_worker(broker: ApacheKafka, tmp_path_factory: pytest.TempPathFactory) ->
         raise
     finally:
         worker.stop()
+
+
+def failed_long_ago(customers: list[str], now: float) -> Iterator[tuple[str, bytes, bytes]]:
+    """Tickets support failed (answered three days late, rated 1 out of 5) before the start of
+    each account window, for a third of the accounts: the cohorts then have exposed accounts.
+    Billing's, open round the clock: business time is calendar time whatever the date."""
+    for number, account in enumerate(customers[::3]):
+        for days in (40, 120, 380):
+            ticket = f"OLD-{number}-{days}"
+            opened = now - days * DAY
+            for topic, at, fields in (
+                ("ticket-opened", opened, {"team": "billing", "account_id": account}),
+                ("ticket-replied", opened + 3 * DAY, {"author": "agent"}),
+                ("ticket-resolved", opened + 4 * DAY, {}),
+                (
+                    "survey-answered",
+                    opened + 5 * DAY,
+                    {"survey": "csat", "score": 1, "team": "billing", "account_id": account},
+                ),
+            ):
+                event = {
+                    "event_id": f"{ticket}-{topic}",
+                    "ticket_id": ticket,
+                    "occurred_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at)),
+                    **fields,
+                }
+                yield topic, ticket.encode(), orjson.dumps(event)
 
 
 def berlin_and_new_york(now: float) -> OpeningHours:
@@ -544,63 +588,69 @@ def test_every_dashboard_expression_shows_the_oracles_values_for_every_segment(
     assert not wrong, f"{len(wrong)} differ, e.g.\n" + "\n".join(wrong[:10])
 
 
-ACCOUNT_GAUGE = re.compile(r"max without \(instance\) \((cx_\w+)(?:\{([^}]*)\})?\)")
+ACCOUNT_GAUGE = re.compile(r"max (by|without) \(([^)]*)\) \((cx_\w+)(?:\{([^}]*)\})?\)")
 
 
 def oracle_accounts(want: AccountSeries, expression: str, at: float) -> Vector:
-    """The oracle's answer to a customer-success expression on the 7.3 series, evaluated at
-    `at`; KeyError for another kind of expression."""
+    """The oracle's answer to a customer-success expression on its section-7 series, evaluated
+    at `at`: a `max by` or `max without` of one metric, negated, its age (`time() - ...`), or
+    one such over another; KeyError for another kind of expression."""
+    if " / " in expression:
+        over, under = (oracle_accounts(want, part, at) for part in expression.split(" / "))
+        return {
+            labels: value / under[labels]
+            for labels, value in over.items()
+            if under.get(labels)  # (Prometheus divides by 0 into NaN or Inf: none here)
+        }
     negated = expression.startswith("-")
     age = re.fullmatch(r"time\(\) - (.*)", expression)
     whole = ACCOUNT_GAUGE.fullmatch(age.group(1) if age else expression.removeprefix("-"))
     if not whole:
         raise KeyError(expression)
-    name, matchers = whole.group(1), whole.group(2) or ""
-    conditions = MATCHER.findall(matchers)
+    how, grouping, name, matchers = whole.groups()
+    listed = {label.strip() for label in grouping.split(",")}
+    conditions = MATCHER.findall(matchers or "")
     assert all(op == "=" for _, op, _ in conditions), expression
     vector: Vector = {}
     for (metric, labels), value in want.items():
         if metric == name and all((label, v) in labels for label, _, v in conditions):
             value = at - value if age else -value if negated else value
-            vector[labels | {("job", "cx-stream")}] = value
+            kept = (
+                frozenset(pair for pair in labels if pair[0] in listed)
+                if how == "by"
+                else frozenset(
+                    pair for pair in labels | {("job", "cx-stream")} if pair[0] not in listed
+                )
+            )
+            vector[kept] = max(value, vector.get(kept, value))
     return vector
 
 
 AS_OF = "max without (instance) (cx_account_metrics_as_of_seconds)"
 
 
-def test_the_customer_success_dashboard_shows_the_oracles_revenue_numbers(
+def test_the_customer_success_dashboard_shows_the_oracles_numbers(
     prometheus: str, fed_worker: Fed
 ) -> None:
-    """Every revenue and retention expression (7.3) of the customer-success dashboard, for
-    every account window: the oracle's numbers at the instant the worker states, all read
-    through Prometheus at one moment. The 7.4 expressions (drivers, health bands) only
-    evaluate: the worker exports none of their series yet."""
+    """Every expression of the customer-success dashboard (revenue and retention, 7.3; churn by
+    driver and health band, 7.4), for every account window: the oracle's numbers at the
+    instant the worker states, all read through Prometheus at one moment."""
     for _ in range(5):
         # every scrape up to `at` is stored by now (its timeout is the 1 s interval), unless a
         # starved Prometheus stores one late: then the instant is read again
         at = round(time.time() - 3, 3)
         (stamp,) = query(prometheus, AS_OF, at)
-        wrong, unjudged = revenue_mismatches(prometheus, fed_worker, at, float(stamp["value"][1]))
+        wrong = account_mismatches(prometheus, fed_worker, at, float(stamp["value"][1]))
         if query(prometheus, AS_OF, at) == [stamp]:
             break
     else:
         raise AssertionError("Prometheus kept storing scrapes late: no instant read whole")
     assert not wrong, f"{len(wrong)} differ, e.g.\n" + "\n".join(wrong[:10])
-    assert unjudged == {
-        "Churn by support driver over the last $window: exposed vs not exposed",
-        "MRR at risk (red health band)",
-        "Paying accounts by health band",
-        "MRR by health band",
-        "Churn by health band over the last $window",
-    }
 
 
-def revenue_mismatches(
-    prometheus: str, fed_worker: Fed, at: float, as_of: float
-) -> tuple[list[str], set[str]]:
+def account_mismatches(prometheus: str, fed_worker: Fed, at: float, as_of: float) -> list[str]:
     """The customer-success expressions whose values at `at` differ from the oracle's at
-    `as_of`, and the panels not judged (7.4's)."""
+    `as_of`."""
     assert at - 30 < as_of <= at, "the account numbers are not live"
     want = fed_worker.accounts(as_of)
     # the traffic makes every number worth checking: a cohort, movements and ratios in every
@@ -613,20 +663,22 @@ def revenue_mismatches(
         want[("cx_mrr_movements", frozenset({("window", "365d"), ("movement", kind)}))] > 0
         for kind in ("new", "reactivation", "expansion", "contraction", "churn")
     )
-    wrong, unjudged = [], set()
+    # and some accounts of every cohort were exposed to every driver the old tickets set
+    for window in ACCOUNT_WINDOWS:
+        for driver in ("sla_breached", "csat_unsatisfied"):
+            exposed = {("window", window), ("driver", driver), ("exposed", "true")}
+            assert want[("cx_cohort_accounts_by_driver", frozenset(exposed))] > 0, window
+    wrong = []
     for where, expression in success_expressions():
         got = query(prometheus, expression, at)  # every expression evaluates
         names = {name for name, _ in SELECTOR.findall(expression)}
         assert names <= set(ACCOUNT_METRICS), (where, names)
-        if not names <= REVENUE:
-            unjudged.add(where.rsplit(" (", 1)[0])  # 7.4: nothing exported to compare yet
-            continue
         wanted = oracle_accounts(want, expression, at)
         assert wanted, f"{where}: {expression} selects none of the oracle's series"
         problem = difference(got, wanted, None)
         if problem:
             wrong.append(f"{where}: {expression}: {problem}")
-    return wrong, unjudged
+    return wrong
 
 
 def test_the_mrr_bridge_adds_up(fed_worker: Fed) -> None:
@@ -657,23 +709,13 @@ def test_every_record_is_counted_once_by_outcome(fed_worker: Fed) -> None:
     assert counted == want
 
 
-SUPPORT_EXPERIENCE = set(ACCOUNT_METRICS) - REVENUE
-"""docs/contract.md 7.4's numbers (drivers, health bands), which the worker does not export yet."""
-
-
 def test_every_rule_evaluates_on_exported_metrics_and_labels(prometheus: str) -> None:
-    """Every metric a rule reads has data, with every label it matches or groups by; 7.4's
-    only once the worker exports any of them (until then tests/test_ops.py holds those rules
-    to the contract's names and promtool's tests to their behaviour)."""
+    """Every metric a rule reads has data, with every label it matches or groups by."""
     exported_labels: dict[str, set[str]] = {}
-    waiting = not any(query(prometheus, name) for name in SUPPORT_EXPERIENCE)
     for rule in rules():
         expression = rule["expr"]
         query(prometheus, expression)  # evaluates without error
         for name, matchers in SELECTOR.findall(expression):
-            if waiting and name in SUPPORT_EXPERIENCE:  # its labels as the contract says
-                exported_labels[name] = set(ACCOUNT_METRICS[name])
-                continue
             series = query(prometheus, name + matchers)
             assert series, (
                 f"{rule.get('alert') or rule.get('record')}: {name}{matchers} has no data"
