@@ -18,10 +18,14 @@ from stream.windows import parse_windows
 from tests.account_oracle import SubscriptionFields, assert_same, expected_accounts
 from tests.conftest import WorkerFactory
 from tests.kafka import (
+    Record,
     WorkerProcess,
+    assert_dead_lettered,
+    dead_letters,
     processed,
     produce,
     read_topic,
+    send_records,
     split,
     wait_for,
 )
@@ -163,14 +167,29 @@ def test_one_worker_equals_the_oracle_on_metrics_and_snapshots(
     rng.shuffle(delivered)
     worker = workers(**CONFIG)
     produce(broker.bootstrap, records(delivered, prefix))
-    as_of = wait_until_accounts_exact([worker], events, len(delivered))
+    # invalid ones, as for every input topic: dead-lettered intact, with a bounded reason
+    valid = orjson.loads(records(events[:1], prefix)[0][2])
+    topic = prefix + "subscription-updated"
+    invalid = {
+        "currency EUR is not CX_CURRENCY": Record(
+            topic, b"ACC-X", orjson.dumps(valid | {"currency": "EUR"})
+        ),
+        "schema": Record(topic, b"ACC-X", orjson.dumps(valid | {"mrr": -1})),
+        "JSON": Record(topic, b"ACC-X", b'{"event_id": "broken'),
+    }
+    placed = dict(zip(invalid, send_records(broker.bootstrap, list(invalid.values())), strict=True))
+    as_of = wait_until_accounts_exact([worker], events, len(delivered) + len(invalid))
     outcomes = {
         dict(labels)["outcome"]: value
         for (name, labels), value in worker.samples().items()
-        if name == "cx_events_total" and dict(labels)["topic"] == prefix + "subscription-updated"
+        if name == "cx_events_total" and dict(labels)["topic"] == topic
     }
     assert outcomes.get("duplicate") == len(delivered) - len(events)
     assert outcomes.get("accepted") == len(events)
+    assert outcomes.get("invalid") == len(invalid)
+    letters = dead_letters(broker.bootstrap, prefix + "cx-dead-letter")
+    for reason, record in invalid.items():
+        assert reason in assert_dead_lettered(letters[(topic, *placed[reason])], record)
 
     def snapshots_at_or_after() -> dict[str, dict[str, Any]] | None:
         latest = latest_account_snapshots(broker.bootstrap, prefix)
