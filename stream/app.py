@@ -317,6 +317,8 @@ def _sender(ingest: Ingest) -> Sender:
     transactions = ingest.transactions
 
     async def send(partition: int, topic: Any, records: Sequence[Record]) -> bool:
+        if not records:
+            return True
         if transactions is None:
             for key, value in records:
                 await topic.send(key=key, value=value)
