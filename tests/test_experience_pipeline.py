@@ -176,3 +176,49 @@ def test_two_workers_through_a_sigkill_match_the_oracle_on_metrics_and_cx_accoun
         return latest
 
     wait_for(health_exact, 60, "every account's latest cx-account-health record")
+
+
+def test_a_forgotten_account_leaves_a_tombstone_on_cx_account_health(
+    broker: ApacheKafka, prefix: str, workers: WorkerFactory
+) -> None:
+    """An account no longer paying and silent for CX_ACCOUNT_RETENTION is forgotten (7.2), and
+    its cx-account-health record gets a tombstone (7.5); an account still paying keeps its
+    record. Windows of seconds, so that retention is seconds too."""
+    now = time.time()
+
+    def event(account: str, number: int, age: float, status: str) -> SubscriptionFields:
+        return {
+            "event_id": f"{account}-{number}",
+            "account_id": account,
+            "subscription_id": f"{account}-main",
+            "at": round(now - age),
+            "status": status,
+            "mrr": 99,
+        }
+
+    leaving = [event("LEAVING", 1, 60, "active"), event("LEAVING", 2, 2, "canceled")]
+    staying = [event("STAYING", 1, 60, "active")]
+    worker = workers(
+        CX_ACCOUNT_INTERVAL="1s",
+        CX_ACCOUNT_WINDOWS="10s",
+        CX_EXPERIENCE_LOOKBACK="10s",
+        CX_ACCOUNT_RETENTION="20s",
+        CX_RETENTION_SWEEP_INTERVAL="1",
+    )
+    wait_for(lambda: split(worker), 90, "the worker to own every partition")
+    produce(broker.bootstrap, subscription_records(leaving + staying, prefix))
+
+    def both() -> dict[str, dict[str, Any] | None] | None:
+        found = latest_health(broker.bootstrap, prefix)
+        return found if found.keys() == {"LEAVING", "STAYING"} else None
+
+    first = wait_for(both, 60, "both accounts' health records")
+    assert first["LEAVING"] is not None and first["LEAVING"]["paying"] is False
+    assert first["STAYING"] is not None and first["STAYING"]["paying"] is True
+    wait_for(
+        lambda: latest_health(broker.bootstrap, prefix).get("LEAVING", {}) is None,
+        60,
+        "a tombstone for the forgotten account",
+    )
+    assert latest_health(broker.bootstrap, prefix)["STAYING"] is not None
+    assert processed(worker) == len(leaving + staying)
