@@ -514,7 +514,7 @@ def test_hostile_records_are_dead_lettered_and_valid_ones_counted_exactly(
     ]
     random.Random(SEED).shuffle(mixed)
 
-    wait_for(lambda: split(worker), 60, "the worker to own every input partition")
+    wait_for(lambda: split(worker), 120, "the worker to own every input partition")
     assert worker.process is not None
     placed = send_records(broker.bootstrap, [record for _, record in mixed])
     wait_for(lambda: processed(worker) == len(mixed), 120, "every record processed")
