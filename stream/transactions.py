@@ -52,6 +52,21 @@ class PartitionLost(Exception):
         self.partition = partition
 
 
+FENCED = (ProducerFenced, InvalidProducerEpoch)
+
+
+def _fenced(producer: Any) -> bool:
+    """Whether a newer producer with the same transactional id fenced `producer`. aiokafka's
+    sender notices it on its own (adding a partition to the transaction, say), and the call
+    that fails then is another one (a send: IllegalOperation, "not in transaction"); the fatal
+    error is kept on the transaction's waiter (aiokafka 0.14's TransactionManager)."""
+    manager = producer._txn_manager
+    if not manager.is_fatal_error():
+        return False
+    waiter = manager.wait_for_transaction_end()
+    return bool(waiter is not None and waiter.done() and isinstance(waiter.exception(), FENCED))
+
+
 class Transactions:
     """The transactional producers of the input partitions this worker owns."""
 
@@ -102,12 +117,12 @@ class Transactions:
             if offsets:
                 await producer.send_offsets_to_transaction(dict(offsets), self.app_id)
             await producer.commit_transaction()
-        except (ProducerFenced, InvalidProducerEpoch) as error:
-            # a fenced producer can do nothing more, not even abort
-            if self.producers.get(partition) is producer:
-                await self._stop(partition)
-            raise PartitionLost(partition) from error
-        except BaseException:
+        except BaseException as error:
+            if isinstance(error, Exception) and (isinstance(error, FENCED) or _fenced(producer)):
+                # a fenced producer can do nothing more, not even abort
+                if self.producers.get(partition) is producer:
+                    await self._stop(partition)
+                raise PartitionLost(partition) from error
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(producer.abort_transaction(), ABORT_TIMEOUT)
             raise
