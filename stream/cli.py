@@ -174,7 +174,14 @@ def accounts_option(default: int) -> Callable[[Command], Command]:
     show_default=True,
     help="events per second at peak in the generated history (about 79,000 events in 28 days)",
 )
-@accounts_option(1000)
+@accounts_option(1500)
+@click.option(
+    "--seed",
+    type=int,
+    default=1,
+    show_default=True,
+    help="the simulator's seed: the same history every run (the accounts' at least)",
+)
 def demo(
     broker: str | None,
     kafka: bool,
@@ -182,6 +189,7 @@ def demo(
     backfill: float,
     history_rate: float,
     accounts: int,
+    seed: int,
 ) -> None:
     """Run a broker, a worker and the simulator, and show the live numbers."""
     from .demo import BrokerChoice, run_demo
@@ -198,7 +206,7 @@ def demo(
     if problem:
         raise Failure(problem)
     stop_on_interrupt()
-    run_demo(settings, choice, rate, backfill, history_rate, accounts)
+    run_demo(settings, choice, rate, backfill, history_rate, accounts, seed)
 
 
 def _broker_problem(choice: str, settings: Settings) -> str | None:
@@ -244,7 +252,7 @@ def _broker_problem(choice: str, settings: Settings) -> str | None:
     "--duration", type=Duration(), help="stop after this long (default: run until Ctrl-C)"
 )
 @click.option("--seed", type=int, help="make the traffic repeatable")
-@accounts_option(1000)
+@accounts_option(1500)
 def simulate(
     broker: str | None,
     topic_prefix: str | None,

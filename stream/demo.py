@@ -214,6 +214,7 @@ def run_demo(
     backfill_seconds: float,
     history_events_per_second: float,
     accounts: int,
+    seed: int | None = None,
 ) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="cx-stream-demo-"))
     embedded: EmbeddedBroker | None = None
@@ -265,6 +266,7 @@ def run_demo(
                 events_per_second,
                 backfill_seconds,
                 settings.topic_prefix,
+                seed=seed,
                 on_progress=progress,
                 history_events_per_second=history_events_per_second,
                 accounts=accounts,

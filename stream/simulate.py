@@ -9,9 +9,10 @@ ticket's later events and sends them when the clock reaches them (after a backfi
 
 Accounts join on one of four plans with a trial that converts or lapses, then month by month
 upgrade, downgrade, add seats, pause, cancel at the end of a period, and some come back. Their
-tickets carry their account_id; a share of them support fails (the first response far past its
-SLA, an unsatisfied CSAT), and an account failed in the last 90 days churns FAILED_CHURN times
-as often: the effect cx-stream's churn by driver is there to show.
+tickets carry their account_id; a share of them support fails (the first response and the
+resolution far past their SLA, an unsatisfied CSAT), and an account failed in the last
+FAILURE_MEMORY churns FAILED_CHURN times as often: the effect cx-stream's churn by driver is
+there to show.
 """
 
 from __future__ import annotations
@@ -69,8 +70,12 @@ CONVERTS = 0.7
 """Share of trials that become paying accounts (the others lapse)."""
 MONTHLY_CHURN = 0.03
 FAILED_CHURN = 3.0
-"""How many times as often an account churns when support failed it in the last 90 days."""
-FAILED = 0.15
+"""How many times as often an account churns when support failed it in the last
+FAILURE_MEMORY."""
+FAILURE_MEMORY = 180 * DAY
+"""How long customers remember a failure: longer than cx-stream's 90-day lookback, so that an
+account exposed at the start of a window is still at risk when it decides within it."""
+FAILED = 0.2
 """Share of an account's tickets that support fails."""
 ACCOUNT_TICKETS = 0.6
 """Tickets an account raises in a month of its history."""
@@ -175,12 +180,14 @@ class Traffic:
         first_response = rng.lognormvariate(
             math.log(MEDIAN_FIRST_RESPONSE[priority] * slowness), 0.9
         )
-        if failed:
+        if failed:  # far past both SLA targets
             first_response = DEFAULT_SLA.first_response[priority] * rng.uniform(1.5, 3.0)
         resolution = max(
             first_response + rng.uniform(60, 600),
             rng.lognormvariate(math.log(MEDIAN_RESOLUTION[priority] * slowness), 0.8),
         )
+        if failed:
+            resolution = max(resolution, DEFAULT_SLA.resolution[priority] * rng.uniform(1.5, 3.0))
         replies = 1 if rng.random() < 0.4 else rng.randint(2, 5)  # 40% solved with one touch
         for number in range(replies):
             at = opened_at + first_response + number * (resolution - first_response) / replies
@@ -285,7 +292,7 @@ class Traffic:
                         self._subscription(at, account, main, "active", PLANS[plan], plan)
                         paying = True
                     continue
-                failed_lately = any(at - 90 * DAY < moment <= at for moment in failures)
+                failed_lately = any(at - FAILURE_MEMORY < moment <= at for moment in failures)
                 churn = MONTHLY_CHURN * (FAILED_CHURN if failed_lately else 1.0)
                 change = rng.random()
                 if change < churn:  # cancelled, at the end of the period

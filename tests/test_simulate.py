@@ -88,13 +88,14 @@ def test_a_backfill_goes_out_whole_even_when_scheduling_it_outlasts_the_duration
 
 
 def test_accounts_failed_by_support_churn_more_and_the_bands_order_their_churn() -> None:
-    """The demo's promise (issue 22): with the simulator's 1,000 accounts, an account that
-    support failed in the 90 days before s churns measurably more in the 30 days after it than
-    the others (the interval of the difference excludes 0), and churn falls from the red band
-    to the green one. Through the pure core, every record valid."""
+    """The demo's promise (issue 22): in the demo's history (1,500 accounts, its default seed),
+    an account that support failed in the 90 days before s churns measurably more in the 30
+    days after it than the others (the interval of the difference excludes 0), and churn falls
+    from the red band to the green one. Through the pure core, every record valid. (Another
+    seed draws another history: 8 of the first 10 show the difference for sla_breached.)"""
     import zlib
 
-    traffic = simulate.Traffic(1.0, seed=3, accounts=1000)
+    traffic = simulate.Traffic(1.0, seed=1, accounts=1500)
     traffic.backfill(NOW - 86400, NOW, 0.01)
     pipeline = new_pipeline()
 
@@ -121,7 +122,7 @@ def test_accounts_failed_by_support_churn_more_and_the_bands_order_their_churn()
         for _, account in pipeline.accounts.accounts(partition):
             evaluate(account, NOW, [spec.seconds for spec in windows], rules, totals)
     month = revenue_values(totals, windows, 1.0)["30d"]
-    assert month["cohort_accounts"] > 400
+    assert month["cohort_accounts"] > 600
     for driver in ("sla_breached", "csat_unsatisfied"):
         assert month["account_churn_ratio_difference_lower"][driver] > 0, driver
     by_band = month["account_churn_ratio_by_health"]
