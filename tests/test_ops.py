@@ -92,7 +92,7 @@ def test_grafana_admin_password_comes_from_the_environment() -> None:
     grafana = compose()["services"]["grafana"]["environment"]
     assert grafana["GF_SECURITY_ADMIN_PASSWORD"] == PASSWORD
     assert PASSWORD not in COMPOSE.read_text()
-    for ignore in (".gitignore", ".dockerignore"):  # where the README says to put it
+    for ignore in (".gitignore", ".dockerignore"):  # where docs/operations.md says to put it
         assert ".env" in (ROOT / ignore).read_text().split()
 
 
@@ -261,7 +261,7 @@ def runbook_anchors() -> set[str]:
 
 def test_every_alert_is_unit_tested_labelled_and_documented() -> None:
     tests = RULE_TESTS.read_text()
-    readme = (ROOT / "README.md").read_text()
+    documented = (ROOT / "docs/operations.md").read_text()
     anchors = runbook_anchors()
     for rule in alert_rules():
         name, labels, annotations = rule["alert"], rule["labels"], rule["annotations"]
@@ -275,7 +275,9 @@ def test_every_alert_is_unit_tested_labelled_and_documented() -> None:
         assert "{{" not in annotations["summary"], f"{name}: summary is a fixed headline"
         base, _, anchor = annotations["runbook_url"].partition("#")
         assert base == "{{ $externalLabels.runbook_base }}" and anchor in anchors, name
-        assert f"| `{name}` | {labels['severity']} |" in readme, f"README's table lacks {name}"
+        assert f"| `{name}` | {labels['severity']} |" in documented, (
+            f"docs/operations.md lacks {name}"
+        )
 
 
 def test_runbook_urls_are_absolute_from_one_base() -> None:

@@ -1,4 +1,4 @@
-"""No personal data leaves the processor (README, Personal data): ticket ids, event ids and
+"""No personal data leaves the processor (docs/operations.md, Personal data): ticket ids, event ids and
 unknown fields (free text) appear in none of its logs, /metrics, /health, cx-metrics snapshots
 or cx-partials. cx-dead-letter carries the original invalid records, on purpose."""
 
