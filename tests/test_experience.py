@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from stream.account_health import HealthPublisher, health_values
 from stream.accounts import ExperienceRules, Totals, evaluate
 from stream.experience import EXPERIENCE_TOPIC, encode_experience, parse_weights, snapshot_at
+from stream.exporter import rfc3339
 from stream.pipeline import STATE_TABLES, Pipeline, TableName
 from stream.revenue import revenue_values
 from stream.tickets import TicketRules
@@ -35,12 +36,6 @@ ACCOUNT_WINDOWS = parse_windows("7d,14d")
 LOOKBACK = 10 * DAY
 WEIGHTS = "csat=2,reopens=0.5,ces=0"
 ACCOUNTS = 30
-
-
-def rfc3339(moment: float) -> str:
-    from stream.exporter import rfc3339 as format_time
-
-    return format_time(moment)
 
 
 def account_partition(account: str) -> int:
