@@ -39,7 +39,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from time import monotonic
 from typing import Any
 
@@ -159,21 +160,57 @@ class Consumer(faust_aiokafka.Consumer):
             return  # revoked meanwhile: its new owner reads it from the committed offset
         log.info("re-reading records fetched while paused", extra={"tp": str(tp), "offset": offset})
 
+    async def earliest_offsets(self, *partitions: TP) -> Mapping[TP, int]:
+        if not partitions:
+            return {}
+        async with offset_reader(self.transport.url, partitions, self._reader_options()) as reader:
+            starts: Mapping[TP, int] = await reader.beginning_offsets(list(reader.assignment()))
+        return starts
+
     async def highwaters(self, *partitions: TP) -> Mapping[TP, int]:
         """End offsets as Faust's changelog recovery needs them: one past the last record
         there is to read."""
-        ends = await super().highwaters(*partitions)
-        # the connection security Faust gives its own clients (from broker_credentials)
+        if not partitions:
+            return {}
+        options = self._reader_options()
+        async with offset_reader(self.transport.url, partitions, options) as reader:
+            ends: Mapping[TP, int] = await reader.end_offsets(list(reader.assignment()))
+        if self.app.correct_end_offsets:
+            return await true_end_offsets(self.transport.url, ends, options)
+        return await last_record_ends(self.transport.url, ends, options)
+
+    def _reader_options(self) -> dict[str, Any]:
+        """aiokafka's keyword arguments for a reader of the worker's own topics: the security
+        Faust gives its own clients (from broker_credentials), and its isolation."""
         conf = self.app.conf
         auth = faust_aiokafka.credentials_to_aiokafka_auth(
             conf.broker_credentials, conf.ssl_context
         )
-        if self.app.correct_end_offsets:
-            return await true_end_offsets(self.transport.url, ends, auth)
         isolation = "read_committed" if self.app.exactly_once else "read_uncommitted"
-        return await last_record_ends(
-            self.transport.url, ends, {**auth, "isolation_level": isolation}
-        )
+        return {**auth, "isolation_level": isolation}
+
+
+@asynccontextmanager
+async def offset_reader(
+    urls: Sequence[Any], partitions: Iterable[TP | KafkaTopicPartition], options: Mapping[str, Any]
+) -> AsyncIterator[AIOKafkaConsumer]:
+    """A consumer of its own assigned `partitions`, for the offsets a rebalance asks about.
+
+    Not the worker's consumer: the broker answers a connection's requests in order, and that
+    one always has a fetch in flight that waits up to 1.5 s for records, so each question
+    waited that long. A rebalance asks several (each table's store, then the recovery of the
+    active and the standby tables), and one that outlasted the session (6 s
+    in the tests) got its worker dropped from the group, again and again, while it held its
+    partitions' producers: seen as two exactly-once workers started at once of which one never
+    processed. `options`: aiokafka's security and isolation keyword arguments."""
+    servers = ",".join(f"{url.host}:{url.port or 9092}" for url in urls)
+    reader = AIOKafkaConsumer(bootstrap_servers=servers, enable_auto_commit=False, **options)
+    await reader.start()
+    try:  # (some: an aiokafka consumer assigned nothing fails to stop)
+        reader.assign([KafkaTopicPartition(tp.topic, tp.partition) for tp in partitions])
+        yield reader
+    finally:
+        await reader.stop()
 
 
 async def true_end_offsets(
@@ -182,19 +219,13 @@ async def true_end_offsets(
     """End offsets counted from the records themselves: one past the last record there is.
     `auth`: aiokafka's security keyword arguments."""
     ends = {KafkaTopicPartition(tp.topic, tp.partition): end for tp, end in reported.items() if end}
-    if ends:  # (an aiokafka consumer assigned nothing fails to stop)
-        servers = ",".join(f"{url.host}:{url.port or 9092}" for url in urls)
-        reader = AIOKafkaConsumer(bootstrap_servers=servers, enable_auto_commit=False, **auth)
-        await reader.start()
-        try:
-            reader.assign(list(ends))
+    if ends:
+        async with offset_reader(urls, ends, auth) as reader:
             for partition, end in ends.items():
                 reader.seek(partition, end - 1)  # the base offset of the last batch
             while fetched := await reader.getmany(timeout_ms=500):
                 for partition, records in fetched.items():
                     ends[partition] = max(ends[partition], records[-1].offset + 1)
-        finally:
-            await reader.stop()
     return {
         tp: ends.get(KafkaTopicPartition(tp.topic, tp.partition), end)
         for tp, end in reported.items()
@@ -217,19 +248,14 @@ async def last_record_ends(
     security and isolation keyword arguments."""
     ends = {KafkaTopicPartition(tp.topic, tp.partition): end for tp, end in reported.items() if end}
     found: dict[KafkaTopicPartition, int] = {}
-    if ends:  # (an aiokafka consumer assigned nothing fails to stop)
-        servers = ",".join(f"{url.host}:{url.port or 9092}" for url in urls)
-        reader = AIOKafkaConsumer(bootstrap_servers=servers, enable_auto_commit=False, **options)
-        await reader.start()
-        try:
-            reader.assign(list(ends))
+    if ends:
+        async with offset_reader(urls, ends, options) as reader:
             starts = await reader.beginning_offsets(list(ends))
-            await asyncio.wait_for(_read_back(reader, ends, starts, found), LAST_RECORD_TIMEOUT)
-        except TimeoutError:
-            log.warning("could not find the last records; recovery uses the end offsets")
-            return dict(reported)
-        finally:
-            await reader.stop()
+            try:
+                await asyncio.wait_for(_read_back(reader, ends, starts, found), LAST_RECORD_TIMEOUT)
+            except TimeoutError:
+                log.warning("could not find the last records; recovery uses the end offsets")
+                return dict(reported)
     return {
         tp: found.get(KafkaTopicPartition(tp.topic, tp.partition), end)
         for tp, end in reported.items()

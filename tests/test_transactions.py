@@ -1,11 +1,12 @@
-"""Exactly-once's producers on Apache Kafka: a worker whose partition another worker took (its
-producer fenced) loses the partition instead of crashing, and nothing it sent after the
-takeover is read by a read_committed consumer."""
+"""Exactly-once on Apache Kafka: a worker whose partition another worker took (its producer
+fenced) loses the partition instead of crashing, and nothing it sent after the takeover is read
+by a read_committed consumer; workers started together keep their place in the group."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from typing import Any
 
 import pytest
@@ -14,6 +15,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from stream.apache_kafka import ApacheKafka
 from stream.broker import _create_topics
 from stream.transactions import PartitionLost, Transactions
+from tests.conftest import WorkerFactory
+from tests.kafka import event_records, produce, split, wait_for, wait_until_exact, worker_log
+from tests.scenario import delivery, scenario
 
 pytestmark = pytest.mark.broker
 
@@ -110,3 +114,25 @@ def test_a_takeover_in_the_middle_of_a_transaction_loses_the_partition(
         return await committed_values(broker, topic, 2)
 
     assert asyncio.run(asyncio.wait_for(run(), 120)) == [b"new owner"]
+
+
+@pytest.mark.parametrize("attempt", range(3))
+def test_two_exactly_once_workers_started_at_once_keep_their_place_in_the_group(
+    broker: ApacheKafka, prefix: str, workers: WorkerFactory, attempt: int
+) -> None:
+    """A worker whose rebalance (its tables' recovery, its producers) outlasts the session is
+    dropped from the group and rejoins, while its partitions wait: with 6 s sessions the two
+    workers used to drop each other in turn, and one was once left ready but idle for good."""
+    config = {"CX_MAX_SEGMENT_VALUES": "3", "CX_PROCESSING_GUARANTEE": "exactly_once"}
+    first, second = workers("first", **config), workers("second", **config)
+    events = scenario(attempt, time.time(), tickets=500)
+    produce(broker.bootstrap, event_records(delivery(events, attempt), prefix))
+    wait_for(lambda: split(first, second), 90, "the partitions to split between the two workers")
+    wait_until_exact([first, second], events)
+    for worker in (first, second):
+        dropped = [
+            line["message"]
+            for line in worker_log(worker)
+            if "member_id was not recognized" in line["message"]
+        ]
+        assert not dropped, f"{worker.log_path.name} was dropped from the group: {dropped}"
