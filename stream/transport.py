@@ -1,4 +1,4 @@
-"""Faust's Kafka transport with six changes, each at the depth where its cause lives.
+"""Faust's Kafka transport with seven changes, each at the depth where its cause lives.
 
 1. **Batches for the input topics.** Faust's consumer loop hands records to streams one at a
    time: `Consumer._drain_messages` awaits `wait_first(callback(message), ...)` per record, and
@@ -33,6 +33,8 @@
    `send` costs aiokafka a future and its accumulator's work (18-26 us of CPU a record, against
    4-7 us in a batch). `App.kafka_producer` gives the ingest the aiokafka producer underneath,
    whose `create_batch`/`send_batch` write a partition's changes as one record batch.
+7. **A rebalance's offset questions on a connection of their own** (`offset_reader`): on the
+   consumer's, each waited behind the fetch in flight.
 """
 
 from __future__ import annotations
