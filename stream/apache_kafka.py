@@ -1,9 +1,9 @@
 """Apache Kafka's own broker, on this machine's Java: what the tests, the benchmarks and
 `cx-stream demo --kafka` run against.
 
-The broker's jars come from Maven Central (kafka/pom.xml pins the version), resolved once with
-`mvn dependency:build-classpath` into Maven's local repository; the classpath is kept in the
-user's cache, so a second run starts without Maven. Each node is a combined KRaft broker and
+The broker's jars come from Maven Central (stream/kafka/pom.xml pins the version), resolved
+once with `mvn dependency:build-classpath` into Maven's local repository; the classpath is kept
+in the user's cache, so a second run starts without Maven. Each node is a combined KRaft broker and
 controller with its storage in a folder of its own, formatted here, on free loopback ports, and
 stopped by its pid.
 """
@@ -25,7 +25,6 @@ import xml.etree.ElementTree as ElementTree
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
-from importlib import resources
 from pathlib import Path
 from types import TracebackType
 
@@ -53,19 +52,18 @@ class KafkaUnavailable(RuntimeError):
 
 
 def kafka_dir() -> Path:
-    """kafka/ (pom.xml, log4j2.properties): inside an installed wheel, or at the repository root."""
-    packaged = Path(str(resources.files("stream"))) / "kafka"
-    return packaged if packaged.is_dir() else Path(__file__).resolve().parent.parent / "kafka"
+    """stream/kafka/ (pom.xml, log4j2.properties), shipped in the wheel with the code."""
+    return Path(__file__).resolve().parent / "kafka"
 
 
 @cache
 def kafka_version() -> str:
-    """The Apache Kafka version kafka/pom.xml pins."""
+    """The Apache Kafka version stream/kafka/pom.xml pins."""
     namespace = {"m": "http://maven.apache.org/POM/4.0.0"}
     root = ElementTree.parse(kafka_dir() / "pom.xml").getroot()
     version = root.findtext("m:properties/m:kafka.version", namespaces=namespace)
     if not version:
-        raise KafkaUnavailable("kafka/pom.xml has no <kafka.version>")
+        raise KafkaUnavailable("stream/kafka/pom.xml has no <kafka.version>")
     return version
 
 

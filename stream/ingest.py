@@ -273,23 +273,23 @@ class Ingest:
             outcomes: dict[int, tuple[Message, str]] = {}
             """By id(message): the message and its outcome."""
             invalid: list[tuple[Message, Headers]] = []
-            for message in messages:
-                # a record without a timestamp (-1) is judged by the clock that reads it
-                record_time = message.timestamp if message.timestamp > 0 else now
-                try:
-                    outcome: str = self.pipeline.process(
-                        self.topic_kinds[message.topic],
-                        message.partition,
-                        message.value,
-                        record_time,
-                        token=message,
-                    )
-                except InvalidEvent as error:
-                    outcome = "invalid"
-                    invalid.append((message, _headers(message, str(error))))
-                except Exception as error:  # a bug must cost one record, never the partition
-                    outcome = "invalid"
-                    invalid.append(self._internal_error(message, error))
+            # a record without a timestamp (-1) is judged by the clock that reads it
+            records = [
+                (
+                    self.topic_kinds[message.topic],
+                    message.partition,
+                    message.value,
+                    message.timestamp if message.timestamp > 0 else now,
+                    message,
+                )
+                for message in messages
+            ]
+            for message, result in zip(messages, self.pipeline.process(records), strict=True):
+                outcome: str = "invalid" if isinstance(result, Exception) else result
+                if isinstance(result, InvalidEvent):
+                    invalid.append((message, _headers(message, str(result))))
+                elif isinstance(result, Exception):
+                    invalid.append(self._internal_error(message, result))
                 outcomes[id(message)] = (message, outcome)
             for failure in self.pipeline.settle(now):
                 for token in failure.tokens:

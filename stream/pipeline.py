@@ -20,7 +20,7 @@ from .accounts import (
     is_account,
 )
 from .accounts import is_forgettable as account_forgettable
-from .events import SubscriptionUpdated, SurveyAnswered, decode
+from .events import Event, InvalidEvent, SubscriptionUpdated, SurveyAnswered, decode
 from .experience import (
     EXPERIENCE_TOPIC,
     ExperienceUpdate,
@@ -51,6 +51,10 @@ StoredState = dict[str, Any]
 RESTORE_STEP = 5000
 
 State = TicketState | SurveyResponse | AccountState
+
+InputRecord = tuple[str, int, bytes | None, float, object]
+"""A record for `Pipeline.process`: its topic (without prefix), partition, value, Kafka
+timestamp, and what the caller wants back with a failure (the worker: the message)."""
 
 Entries = dict[bytes, bytes | None]
 """Store entries to write; None deletes."""
@@ -150,22 +154,40 @@ class Pipeline:
             )
         return combined.parts[table]
 
-    def process(
-        self,
-        topic: str,
-        partition: int,
-        value: bytes | None,
-        record_time: float,
-        token: object = None,
-    ) -> Outcome:
-        """Apply one record of input topic `topic` (named without prefix), with its Kafka
-        timestamp `record_time`, to the state; `settle` folds the batch into the windows.
+    def process(self, records: Sequence[InputRecord]) -> list[Outcome | Exception]:
+        """Apply a batch of records (topics named without prefix) to the state, decoded in
+        one call into the core; `settle` folds the batch into the windows.
 
-        Raises events.InvalidEvent for a record that belongs in the dead-letter topic.
+        Each record's outcome, or the error that makes it a dead letter: events.InvalidEvent
+        for an invalid record, any other exception for a bug, which costs that record only.
         """
-        if topic == EXPERIENCE_TOPIC:
-            return self._experience(partition, value, record_time, token)
-        event = decode(topic, value, record_time, self.currency)
+        decoded = iter(
+            decode(
+                [
+                    (topic, value, time)
+                    for topic, _, value, time, _ in records
+                    if topic != EXPERIENCE_TOPIC
+                ],
+                self.currency,
+            )
+        )
+        outcomes: list[Outcome | Exception] = []
+        for topic, partition, value, record_time, token in records:
+            try:
+                if topic == EXPERIENCE_TOPIC:
+                    outcomes.append(self._experience(partition, value, record_time, token))
+                    continue
+                event = next(decoded)
+                if isinstance(event, InvalidEvent):
+                    outcomes.append(event)
+                    continue
+                outcomes.append(self._apply(partition, event, token))
+            except Exception as error:  # a bug must cost one record, never the batch
+                outcomes.append(error)
+        return outcomes
+
+    def _apply(self, partition: int, event: Event, token: object) -> Outcome:
+        """One valid event of an input topic."""
         if isinstance(event, SubscriptionUpdated):
             touched = self._reach("accounts", partition, event.account_id)
             account = touched.current

@@ -95,11 +95,21 @@ def feed(pipeline: Pipeline, events: list[Event], now: float) -> list[Outcome]:
     outcomes: list[Outcome] = []
     while len(outcomes) < len(events):
         batch = events[len(outcomes) : len(outcomes) + sizes.choice([1, 2, 5, 40, 300])]
-        outcomes += [
-            pipeline.process(topic, partition_of(fields), orjson.dumps(fields), now)
-            for topic, fields in batch
-        ]
+        outcomes += process(
+            pipeline,
+            [(topic, partition_of(fields), orjson.dumps(fields), now) for topic, fields in batch],
+        )
         assert pipeline.settle(now) == []
+    return outcomes
+
+
+def process(pipeline: Pipeline, records: list[tuple[str, int, bytes, float]]) -> list[Outcome]:
+    """A batch's outcomes, where every record is expected to be valid: an error is raised."""
+    outcomes = []
+    for outcome in pipeline.process([(*record, None) for record in records]):
+        if isinstance(outcome, Exception):
+            raise outcome
+        outcomes.append(outcome)
     return outcomes
 
 

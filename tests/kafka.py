@@ -22,10 +22,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from stream.broker import create_topics, free_port, stop_process
 from stream.config import Settings
-from stream.events import schema_dir
 from tests.oracle import Event, Expected, OpeningHours, assert_matches, expected
 
 T = TypeVar("T")
+
+SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
+"""The published JSON Schemas of the input topics and of cx-metrics snapshots."""
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 LABELS = ("window", "team", "channel", "priority")
@@ -387,7 +389,7 @@ def http_get(url: str) -> bytes:
 def assert_snapshots_match(bootstrap: str, prefix: str, want: Expected) -> None:
     """The latest cx-metrics snapshot of every series equals `want`, and its own schema."""
     validator = jsonschema_rs.validator_for(
-        orjson.loads((schema_dir() / "metrics-snapshot.schema.json").read_bytes())
+        orjson.loads((SCHEMAS / "metrics-snapshot.schema.json").read_bytes())
     )
     latest: dict[str, dict[str, Any]] = {}
     for record in read_topic(bootstrap, prefix + "cx-metrics"):

@@ -16,13 +16,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stream.accounts import AccountView, ExperienceRules, Totals, evaluate, movement, timeline
-from stream.events import InvalidEvent, decode, to_millionths
+from stream.events import InvalidEvent, SubscriptionUpdated, decode
 from stream.experience import parse_weights
 from stream.pipeline import STATE_TABLES, Pipeline, TableName
 from stream.revenue import revenue_values
 from stream.windows import parse_windows
 from tests.account_oracle import SubscriptionFields, assert_same, expected_accounts
-from tests.helpers import PARTITIONS, new_pipeline, states_of
+from tests.helpers import PARTITIONS, new_pipeline, process, states_of
 
 NOW = 1_800_000_000.0
 DAY = 86400.0
@@ -43,14 +43,14 @@ def send(pipeline: Pipeline, events: list[SubscriptionFields], batch: int = 7) -
     """Feed events (with `at`) to the pipeline as subscription-updated records, in batches."""
     outcomes: list[str] = []
     for start in range(0, len(events), batch):
+        records = []
         for fields in events[start : start + batch]:
             record = {k: v for k, v in fields.items() if k != "at"} | {
                 "occurred_at": rfc3339(fields["at"])
             }
             partition = zlib.crc32(fields["account_id"].encode()) % PARTITIONS
-            outcomes.append(
-                pipeline.process("subscription-updated", partition, orjson.dumps(record), NOW + 600)
-            )
+            records.append(("subscription-updated", partition, orjson.dumps(record), NOW + 600))
+        outcomes += process(pipeline, records)
         assert pipeline.settle(NOW) == []
     return outcomes
 
@@ -202,18 +202,24 @@ def test_ratios_are_absent_without_a_cohort_and_counts_are_zero() -> None:
 
 
 @pytest.mark.parametrize(
-    ("amount", "expected"),
+    ("mrr", "expected"),
     [
-        (99.5, 99_500_000),
-        (0.0000005, 0),
-        (0.0000015, 2),
-        (0.0000025, 2),
-        (999999999.999999, 999999999999999),
-        (12, 12_000_000),
+        (b"99.5", 99_500_000),
+        (b"0.0000005", 0),
+        (b"0.0000015", 2),
+        (b"0.0000025", 2),
+        (b"999999999.999999", 999999999999999),
+        (b"12", 12_000_000),
+        (b"1.2e1", 12_000_000),
     ],
 )
-def test_amounts_are_integer_millionths_rounded_half_to_even(amount: float, expected: int) -> None:
-    assert to_millionths(amount) == expected
+def test_amounts_are_integer_millionths_rounded_half_to_even(mrr: bytes, expected: int) -> None:
+    value = (
+        b'{"event_id": "e", "account_id": "A", "subscription_id": "S", "status": "active",'
+        b' "occurred_at": "2026-01-01T00:00:00Z", "mrr": ' + mrr + b"}"
+    )
+    [event] = decode([("subscription-updated", value, NOW)])
+    assert isinstance(event, SubscriptionUpdated) and event.contribution == expected
 
 
 def test_a_currency_other_than_the_configured_one_is_invalid() -> None:
@@ -225,11 +231,17 @@ def test_a_currency_other_than_the_configured_one_is_invalid() -> None:
         "status": "active",
         "mrr": 10,
     }
-    decode("subscription-updated", orjson.dumps(fields | {"currency": "EUR"}), NOW, "EUR")
-    with pytest.raises(InvalidEvent, match="currency USD is not CX_CURRENCY"):
-        decode("subscription-updated", orjson.dumps(fields | {"currency": "USD"}), NOW, "EUR")
-    with pytest.raises(InvalidEvent, match="schema"):
-        decode("subscription-updated", orjson.dumps(fields | {"mrr": -1}), NOW)
+    [euro, dollar] = decode(
+        [
+            ("subscription-updated", orjson.dumps(fields | {"currency": "EUR"}), NOW),
+            ("subscription-updated", orjson.dumps(fields | {"currency": "USD"}), NOW),
+        ],
+        "EUR",
+    )
+    assert isinstance(euro, SubscriptionUpdated) and euro.contribution == 10_000_000
+    assert isinstance(dollar, InvalidEvent) and "currency USD is not CX_CURRENCY" in str(dollar)
+    [negative] = decode([("subscription-updated", orjson.dumps(fields | {"mrr": -1}), NOW)])
+    assert isinstance(negative, InvalidEvent) and "schema" in str(negative)
 
 
 def test_the_timeline_keeps_only_changes() -> None:

@@ -153,9 +153,11 @@ def test_an_internal_error_is_dead_lettered_and_logged_without_the_record(
     def bug(*args: Any, **kwargs: Any) -> str:
         raise KeyError(secret)  # an error's message may quote the record
 
-    monkeypatch.setattr(pipeline, "process", bug)
+    monkeypatch.setattr(pipeline, "_apply", bug)
+    opened = b'{"event_id": "e1", "ticket_id": "T1", "occurred_at": "2026-01-01T00:00:00Z"}'
+    valid = Message("ticket-opened", 2, 17, time.time(), 0, [], b"T1", opened, None)
     producer = FlakyProducer(failures=0)
-    registry = run_ingest(producer, INVALID, tmp_path, pipeline)
+    registry = run_ingest(producer, valid, tmp_path, pipeline)
     [(_, _, _, headers)] = producer.delivered
     assert headers is not None and ("cx-error", b"internal error: KeyError") in headers
     assert counts(registry, "ticket-opened") == (1, None)

@@ -26,7 +26,7 @@ from stream.tickets import TicketRules
 from stream.windows import parse_windows
 from tests.account_oracle import SubscriptionFields
 from tests.experience_oracle import BANDS, DRIVERS, expected_experience
-from tests.helpers import PARTITIONS, MemoryStates, partition_of
+from tests.helpers import PARTITIONS, MemoryStates, partition_of, process
 from tests.oracle import Event
 from tests.scenario import delivery, scenario
 
@@ -122,8 +122,7 @@ def run(
         size = rng.choice([1, 5, 40, 200])
         batch, records = records[:size] + pending, records[size:]
         pending = []
-        for topic, partition, value in batch:
-            pipeline.process(topic, partition, value, NOW)
+        process(pipeline, [(topic, partition, value, NOW) for topic, partition, value in batch])
         assert pipeline.settle(NOW) == []
         updates, pipeline.experience_updates = pipeline.experience_updates, []
         for _, update in updates:

@@ -51,6 +51,21 @@ def test_wheels_are_built_in_a_builder_stage() -> None:
         assert importlib.util.find_spec(module.strip()), module
 
 
+def test_the_compiled_core_is_built_in_the_builder_and_checked_at_runtime() -> None:
+    """The wheel holds stream._core, built by maturin with the Rust toolchain of the builder:
+    a wheel without it would fail at the first record, so the runtime stage imports it."""
+    build, runtime = stages()
+    toolchain = index_of(build, r"COPY --from=rust:\S+ /usr/local/cargo ")
+    assert index_of(build, r"ENV .*PATH=/usr/local/cargo/bin") > toolchain
+    assert toolchain < index_of(build, r"COPY core ") < index_of(build, r"pip wheel .* \.$")
+    assert (
+        "maturin"
+        in tomllib.loads((ROOT / "pyproject.toml").read_text())["build-system"]["build-backend"]
+    )
+    installed = index_of(runtime, r"pip install .*/wheels/app/")
+    assert 'import stream._core"' in runtime[installed]
+
+
 def test_dependencies_are_installed_before_the_code_is_copied() -> None:
     build, runtime = stages()
     dependencies = index_of(build, r"pip wheel .*-r requirements\.txt")

@@ -166,7 +166,7 @@ def test_every_file_compose_mounts_or_builds_exists() -> None:
 
 
 def test_compose_runs_the_kafka_version_the_tests_run() -> None:
-    """kafka/pom.xml pins Apache Kafka for the tests, the benchmarks and the demo; the compose
+    """stream/kafka/pom.xml pins Apache Kafka for the tests, the benchmarks and the demo; the compose
     stack's broker is the same release."""
     assert compose()["services"]["kafka"]["image"] == f"apache/kafka:{kafka_version()}"
 

@@ -17,7 +17,7 @@ from stream.accounts import ExperienceRules, Totals, evaluate
 from stream.experience import EXPERIENCE_TOPIC, encode_experience, parse_weights
 from stream.revenue import revenue_values
 from stream.windows import parse_windows
-from tests.helpers import PARTITIONS, new_pipeline
+from tests.helpers import PARTITIONS, new_pipeline, process
 
 NOW = datetime.fromisoformat("2026-11-22T14:00:00+00:00").timestamp()
 """The simulator's clock in this test: a Sunday afternoon (about 11,000 events due)."""
@@ -102,19 +102,26 @@ def test_accounts_failed_by_support_churn_more_and_the_bands_order_their_churn()
     def settle() -> None:
         assert pipeline.settle(NOW) == []
         updates, pipeline.experience_updates = pipeline.experience_updates, []
-        for _, update in updates:
-            key, value = encode_experience(update)
-            outcome = pipeline.process(EXPERIENCE_TOPIC, zlib.crc32(key) % PARTITIONS, value, NOW)
-            assert outcome in ("accepted", "duplicate")
+        experience = [encode_experience(update) for _, update in updates]
+        outcomes = process(
+            pipeline,
+            [
+                (EXPERIENCE_TOPIC, zlib.crc32(key) % PARTITIONS, value, NOW)
+                for key, value in experience
+            ],
+        )
+        assert set(outcomes) <= {"accepted", "duplicate"}
         assert pipeline.settle(NOW) == []
 
     records = list(traffic.due(NOW))
     assert {topic for topic, _, _ in records} >= {"subscription-updated", "ticket-opened"}
-    for number, (topic, key, value) in enumerate(records):
-        pipeline.process(topic, zlib.crc32(key) % PARTITIONS, value, NOW)  # raises if invalid
-        if number % 300 == 0:
-            settle()
-    settle()
+    for start in range(0, len(records), 300):
+        batch = records[start : start + 300]
+        process(
+            pipeline,
+            [(topic, zlib.crc32(key) % PARTITIONS, value, NOW) for topic, key, value in batch],
+        )
+        settle()
     windows = parse_windows("30d,90d,365d")
     totals = Totals(len(windows))
     rules = ExperienceRules(90 * 86400, parse_weights(""))
