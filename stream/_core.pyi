@@ -92,4 +92,5 @@ def decode_batch(
     | SurveyAnswered
     | SubscriptionUpdated
     | str
+    | RuntimeError
 ]: ...

@@ -65,14 +65,15 @@ Record = tuple[str, bytes | None, float]
 """An input record: its topic (named without prefix), value and Kafka timestamp."""
 
 
-def decode(records: Sequence[Record], currency: str = "USD") -> list[Event | InvalidEvent]:
-    """Each record's event, or why it is invalid, in one call into the core.
+def decode(records: Sequence[Record], currency: str = "USD") -> list[Event | Exception]:
+    """Each record's event, or why it is invalid (InvalidEvent), in one call into the core; a
+    record the core failed on (a bug) gets the error, which costs that record only.
 
     A record's timestamp judges its event time: an event more than five minutes after it is
     invalid, a verdict that a replay of the same record reaches again. A subscription event in
     another currency than `currency` (CX_CURRENCY) is invalid: amounts are never converted.
     """
-    decoded: list[Event | InvalidEvent] = [
+    decoded: list[Event | Exception] = [
         InvalidEvent(verdict) if isinstance(verdict, str) else verdict
         for verdict in decode_batch(records, currency, Segment)
     ]

@@ -20,7 +20,7 @@ from .accounts import (
     is_account,
 )
 from .accounts import is_forgettable as account_forgettable
-from .events import Event, InvalidEvent, SubscriptionUpdated, SurveyAnswered, decode
+from .events import Event, SubscriptionUpdated, SurveyAnswered, decode
 from .experience import (
     EXPERIENCE_TOPIC,
     ExperienceUpdate,
@@ -178,7 +178,7 @@ class Pipeline:
                     outcomes.append(self._experience(partition, value, record_time, token))
                     continue
                 event = next(decoded)
-                if isinstance(event, InvalidEvent):
+                if isinstance(event, Exception):
                     outcomes.append(event)
                     continue
                 outcomes.append(self._apply(partition, event, token))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from datetime import datetime
+from decimal import ROUND_HALF_EVEN, Decimal
 from functools import cache
 from typing import Any
 
@@ -28,6 +29,7 @@ from stream.events import (
     SubscriptionUpdated,
     SurveyAnswered,
     TicketOpened,
+    TicketReopened,
     TicketReplied,
     decode,
 )
@@ -73,6 +75,7 @@ def oracle_valid(topic: str, value: bytes | None, record_time: float) -> bool:
 
 def one(topic: str, value: bytes | None, record_time: float = NOW) -> Event | InvalidEvent:
     [decoded] = decode([(topic, value, record_time)])
+    assert isinstance(decoded, Event | InvalidEvent), decoded  # not an error of the core
     return decoded
 
 
@@ -155,7 +158,7 @@ def test_a_batch_gives_one_verdict_per_record_in_order() -> None:
     assert isinstance(first, TicketOpened) and first.ticket_id == "t"
     assert isinstance(tombstone, InvalidEvent) and str(tombstone) == "record has no value"
     assert isinstance(broken, InvalidEvent) and str(broken).startswith("value is not JSON")
-    assert not isinstance(reopened, InvalidEvent) and reopened.occurred_at == 1767258000.0
+    assert isinstance(reopened, TicketReopened) and reopened.occurred_at == 1767258000.0
     assert decode([]) == []
     with pytest.raises(ValueError, match="not an input topic"):
         decode([("cx-metrics", good, NOW)])
@@ -278,3 +281,39 @@ def test_subscription_records_get_the_schemas_verdict(fields: dict[str, Any]) ->
         oracle_valid("subscription-updated", value, NOW) and fields.get("currency", "USD") == "USD"
     )
     assert (not isinstance(decoded, InvalidEvent)) == valid, (fields, decoded)
+    if isinstance(decoded, SubscriptionUpdated):
+        active = fields["status"] == "active"
+        assert decoded.contribution == (millionths(fields["mrr"]) if active else 0), fields
+
+
+def millionths(amount: int | float) -> int:
+    """The contract's amount in millionths: the number's decimal text, rounded half to even."""
+    scaled = Decimal(repr(amount)) * 10**6
+    return int(scaled.quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
+
+
+@pytest.mark.parametrize(
+    ("mrr", "contribution"),
+    [
+        (b"-0.0", 0),  # what json.dumps(-0.0) writes
+        (b"-0", 0),
+        (b"999999999.9999999", 1_000_000_000_000_000),  # read as the nearest float
+        (b"94953096.66433651", 94_953_096_664_336),
+    ],
+)
+def test_amounts_at_the_edges(mrr: bytes, contribution: int) -> None:
+    value = (
+        b'{"event_id": "e", "account_id": "A", "subscription_id": "S", "status": "active",'
+        b' "occurred_at": "2026-01-01T00:00:00Z", "mrr": ' + mrr + b"}"
+    )
+    decoded = one("subscription-updated", value)
+    assert isinstance(decoded, SubscriptionUpdated) and decoded.contribution == contribution
+    assert contribution == millionths(orjson.loads(value)["mrr"])
+
+
+@pytest.mark.parametrize(
+    "score", [b"0.9999999999999999", b"9.999999999999999", b"10.000000000000001"]
+)
+def test_a_score_a_unit_in_the_last_place_from_whole_is_no_integer(score: bytes) -> None:
+    value = b'{"event_id": "e", "occurred_at": "2026-01-01T00:00:00Z", "survey": "nps", "score": '
+    assert isinstance(one("survey-answered", value + score + b"}"), InvalidEvent)

@@ -488,12 +488,14 @@ fn not_of_type(field: &str, value: &Value, kind: &str) -> Invalid {
 /// float is taken as the shortest decimal that reads back as it (its JSON text, for any number
 /// written with up to 15 significant digits), not as its binary value.
 pub fn to_millionths(amount: f64) -> i64 {
-    // Rust writes a float as its shortest round-trip decimal, without an exponent
-    let text = amount.to_string();
+    // Rust writes a float as its shortest round-trip decimal, without an exponent; the absolute
+    // value, since -0.0 passes the minimum of 0
+    let text = amount.abs().to_string();
     let (whole, fraction) = text.split_once('.').unwrap_or((&text, ""));
     let digits = |part: &str| {
-        part.bytes()
-            .fold(0i64, |n, digit| n * 10 + i64::from(digit - b'0'))
+        part.chars()
+            .filter_map(|digit| digit.to_digit(10))
+            .fold(0i64, |n, digit| n * 10 + i64::from(digit))
     };
     let kept = &fraction[..fraction.len().min(6)];
     let mut millionths =
@@ -684,6 +686,7 @@ mod tests {
         assert_eq!(to_millionths(0.0000025), 2);
         assert_eq!(to_millionths(999999999.9999995), 999_999_999_999_999 + 1);
         assert_eq!(to_millionths(1e-7), 0);
+        assert_eq!(to_millionths(-0.0), 0);
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! The Python module `stream._core`: one call per batch of records (a call per record would
 //! cost as much as the work it hands over), and the event types Python's pipeline reads.
 
-use pyo3::exceptions::PyValueError;
+use std::panic;
+
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::pybacked::{PyBackedBytes, PyBackedStr};
 use pyo3::types::{PyString, PyTuple};
@@ -60,8 +62,10 @@ pub struct SubscriptionUpdated {
     contribution: i64,
 }
 
-/// Decode a batch of records of the input topics: for each, its event, or the reason it is
-/// invalid (a str). `segment` is the Python type a segment is built as (stream.events.Segment).
+/// Decode a batch of records of the input topics: for each, its event, the reason it is
+/// invalid (a str), or a RuntimeError where the core failed on it (a bug, which must cost that
+/// record, not the batch). `segment` is the Python type a segment is built as
+/// (stream.events.Segment).
 #[pyfunction]
 fn decode_batch(
     py: Python<'_>,
@@ -75,9 +79,16 @@ fn decode_batch(
             let topic = Topic::from_name(topic).ok_or_else(|| {
                 PyValueError::new_err(format!("not an input topic: {}", &**topic))
             })?;
-            match decode::decode(topic, value.as_deref(), *record_time, currency) {
-                Ok(event) => event_object(py, event, segment),
-                Err(Invalid(reason)) => Ok(PyString::new(py, &reason).into_any().unbind()),
+            let value: Option<&[u8]> = value.as_deref();
+            let decoded =
+                panic::catch_unwind(|| decode::decode(topic, value, *record_time, currency));
+            match decoded {
+                Ok(Ok(event)) => event_object(py, event, segment),
+                Ok(Err(Invalid(reason))) => Ok(PyString::new(py, &reason).into_any().unbind()),
+                Err(_) => {
+                    let error = PyRuntimeError::new_err("the core failed to decode a record");
+                    Ok(error.into_value(py).into_any())
+                }
             }
         })
         .collect()
