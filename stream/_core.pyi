@@ -3,7 +3,7 @@
 from collections.abc import Sequence
 from typing import Final, final
 
-from stream.events import Segment
+from stream.events import Event, Segment
 
 TOPICS: Final[tuple[str, ...]]
 MILLIONTHS: Final[int]
@@ -84,13 +84,4 @@ class SubscriptionUpdated:
 
 def decode_batch(
     records: Sequence[tuple[str, bytes | None, float]], currency: str, segment: type[Segment]
-) -> list[
-    TicketOpened
-    | TicketReplied
-    | TicketResolved
-    | TicketReopened
-    | SurveyAnswered
-    | SubscriptionUpdated
-    | str
-    | RuntimeError
-]: ...
+) -> list[Event | str | RuntimeError]: ...
