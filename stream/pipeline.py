@@ -56,6 +56,9 @@ InputRecord = tuple[str, int, bytes | None, float, object]
 """A record for `Pipeline.process`: its topic (without prefix), partition, value, Kafka
 timestamp, and what the caller wants back with a failure (the worker: the message)."""
 
+Change = tuple[list[Observation], list[Observation]]
+"""A state's observations before and after a change, for PartitionWindows.fold."""
+
 Entries = dict[bytes, bytes | None]
 """Store entries to write; None deletes."""
 
@@ -252,6 +255,7 @@ class Pipeline:
         """Write each state the batch changed and fold its change into the windows, at
         wall-clock time `now`; returns the states that failed (and were left unchanged)."""
         failures: list[Failure] = []
+        changes: dict[tuple[TableName, int], list[Change]] = {}
         for (table, partition, key), touched in self._touched.items():
             current = touched.current
             if not touched.tokens or current is None:
@@ -264,14 +268,13 @@ class Pipeline:
                 failures.append(Failure(touched.tokens, error))
                 continue
             self._store(table, partition, key, touched.stored, current.to_json())
-            self._fold(self.windows(table, partition, now), before, after)
+            changes.setdefault((table, partition), []).append((before, after))
             self.experience_updates.extend((partition, update) for update in updates)
             if isinstance(current, AccountState):
                 self.accounts.put(partition, key, current)
         self._touched = {}
-        for combined in self.partitions.values():
-            for windows in combined.parts.values():
-                windows.flush()
+        for (table, partition), folded in changes.items():
+            self.windows(table, partition, now).fold(folded)  # one call per table and partition
         return failures
 
     def _observations_of(self, state: State | None) -> list[Observation]:
@@ -292,18 +295,6 @@ class Pipeline:
         self.states.put(table, partition, key, new)
         self.entries[(table, partition)] += (new is not None) - (old is not None)
 
-    @staticmethod
-    def _fold(windows: PartitionWindows, old: list[Observation], new: list[Observation]) -> None:
-        # as multisets (two reopens may share a time)
-        retracted = list(old)
-        for observation in new:
-            if observation in retracted:
-                retracted.remove(observation)  # unchanged
-            else:
-                windows.observe(observation, 1)
-        for observation in retracted:
-            windows.observe(observation, -1)
-
     def forget(
         self,
         partition: int,
@@ -317,7 +308,7 @@ class Pipeline:
         Their observations are older than every window, so retracting them changes no number;
         it only drops the segment references they held.
         """
-        forgotten = 0
+        retracted: dict[TableName, list[Change]] = {}
         for table, key in candidates:
             stored = self.states.get(table, partition, key)
             if stored is None or not forgettable(table, stored, horizons[table], now):
@@ -325,18 +316,16 @@ class Pipeline:
             self._store(table, partition, key, stored, None)
             if table == "accounts":
                 self.accounts.put(partition, key, None)
-            windows = self.windows(table, partition, now)
-            self._fold(windows, self._observations_of(_decoded(stored)), [])
-            windows.flush()
-            forgotten += 1
-        return forgotten
+            retracted.setdefault(table, []).append((self._observations_of(_decoded(stored)), []))
+        for table, changes in retracted.items():
+            self.windows(table, partition, now).fold(changes)
+        return sum(map(len, retracted.values()))
 
     def checkpoint_entries(self, table: TableName, partition: int) -> Entries:
         """The entries that bring the stored checkpoint of the (table, partition)'s windows
         up to date; to be written with its states, as they are now."""
         windows = self.partitions[partition].parts[table]
-        meta = {"derived_with": self._derived_with, "entries": self.entries[(table, partition)]}
-        return windows.checkpoint_entries(meta)
+        return windows.checkpoint_entries(self._derived_with, self.entries[(table, partition)])
 
     def restore(self, partitions: Iterable[int], now: float) -> Iterator[int]:
         """Load the windows and entry counts of `partitions` from their checkpoints, or derive
@@ -361,36 +350,38 @@ class Pipeline:
                 loaded = PartitionWindows.restore(
                     self.specs, now, checkpoint.windows, self._derived_with
                 )
+                changes: list[Change] = []
                 if loaded is not None:
-                    windows, meta = loaded
-                    self.entries[(table, partition)] = meta["entries"]
+                    windows, self.entries[(table, partition)] = loaded
                     self.restored["checkpoints_loaded"] += 1
                     self.restored["states_refolded"] += len(checkpoint.changed_since)
                     for key, old in checkpoint.changed_since.items():
                         new = self.states.get(table, partition, key)
                         before, after = (None if v is None else _decoded(v) for v in (old, new))
-                        self._fold(
-                            windows, self._observations_of(before), self._observations_of(after)
+                        changes.append(
+                            (self._observations_of(before), self._observations_of(after))
                         )
                         self.entries[(table, partition)] += (new is not None) - (old is not None)
                         done += 1
                         if done % RESTORE_STEP == 0:
+                            windows.fold(changes)
+                            changes = []
                             yield done
-                    windows.flush()
+                    windows.fold(changes)
                 else:
                     windows = PartitionWindows(self.specs, now)
-                    windows.supersede(checkpoint.windows)
+                    windows.supersede([key for key, _ in checkpoint.windows])
                     for _, stored in self.states.items(table, partition):
                         self.entries[(table, partition)] += 1
                         self.restored["states_read"] += 1
-                        for observation in self._observations_of(_decoded(stored)):
-                            windows.observe(observation, 1)
+                        changes.append(([], self._observations_of(_decoded(stored))))
                         done += 1
                         if done % RESTORE_STEP == 0:
+                            windows.fold(changes, totals=False)
+                            changes = []
                             yield done
-                    windows.flush(totals=False)
-                    windows.sum_buckets()
-                    windows.pack(idle_only=False)  # before the next partition: a lower peak
+                    windows.fold(changes, totals=False)
+                    windows.finish_rebuild()  # before the next partition: a lower peak
                 parts[table] = windows
             for key, stored in self.states.items("accounts", partition):
                 self.accounts.put(partition, key, AccountState.from_json(stored))

@@ -1,115 +1,28 @@
-"""Metric math: NPS with its margin of error, CSAT with its Wilson interval, CES, quantiles,
-the difference of two proportions with Newcombe's interval.
+"""Metric math: NPS with its margin of error, CSAT with its Wilson interval, the difference
+of two proportions with Newcombe's interval; and the score categories (NPS promoters, CSAT
+satisfied, CES low effort), which are the core's, where the windows count them.
 
-Pure functions and one small mergeable class; nothing here knows about Kafka or time.
+Pure functions; nothing here knows about Kafka or time.
 """
 
 from __future__ import annotations
 
 import math
-from bisect import bisect_right
-from collections.abc import Sequence
-from itertools import accumulate
-from typing import Any
 
-from ddsketch.mapping import LogarithmicMapping
+from ._core import is_ces_low_effort, is_csat_satisfied, nps_category
+
+__all__ = [
+    "is_ces_low_effort",
+    "is_csat_satisfied",
+    "newcombe_interval",
+    "nps",
+    "nps_category",
+    "nps_margin_of_error",
+    "ratio",
+    "wilson_interval",
+]
 
 Z_95 = 1.96
-SKETCH_RELATIVE_ACCURACY = 0.01
-"""The contract allows 2% relative error on quantiles; the sketch guarantees 1%."""
-
-_MAPPING = LogarithmicMapping(SKETCH_RELATIVE_ACCURACY)
-
-
-class QuantileSketch:
-    """DDSketch-style log-bucketed histogram of non-negative values.
-
-    Unlike ddsketch.DDSketch it keeps exact integer counts per bucket, so a value can be
-    removed again (a retraction) and two sketches can be added or subtracted exactly.
-    Any quantile is within SKETCH_RELATIVE_ACCURACY of the matching order statistic.
-    """
-
-    __slots__ = ("bins", "zeros")
-
-    def __init__(self, bins: dict[int, int] | None = None, zeros: int = 0) -> None:
-        self.bins: dict[int, int] = bins if bins is not None else {}
-        self.zeros = zeros
-
-    @property
-    def count(self) -> int:
-        return self.zeros + sum(self.bins.values())
-
-    def add(self, value: float, weight: int = 1) -> None:
-        self.add_key(sketch_key(value), weight)
-
-    def add_key(self, key: int | None, weight: int = 1) -> None:
-        """Add `weight` values to bucket `key` of sketch_key (None: the zero bucket)."""
-        if key is None:
-            self.zeros += weight
-            return
-        count = self.bins.get(key, 0) + weight
-        if count:
-            self.bins[key] = count
-        else:
-            del self.bins[key]
-
-    def merge(self, other: QuantileSketch, sign: int = 1) -> None:
-        """Add (sign=1) or subtract (sign=-1) every value of `other`."""
-        self.zeros += sign * other.zeros
-        if not self.bins and sign == 1:
-            self.bins.update(other.bins)  # in C: merging into a new sketch is the common case
-            return
-        for key, weight in other.bins.items():
-            count = self.bins.get(key, 0) + sign * weight
-            if count:
-                self.bins[key] = count
-            else:
-                del self.bins[key]
-
-    def quantiles(self, qs: Sequence[float]) -> list[float | None]:
-        """For each q, the value at rank floor(q * (n - 1)) (0-based); None when empty."""
-        keys = sorted(self.bins)
-        # below[i]: how many values lie below bucket keys[i] (below[-1]: all of them)
-        below = list(accumulate(map(self.bins.__getitem__, keys), initial=self.zeros))
-        total = below[-1]
-        if total <= 0:
-            return [None] * len(qs)
-        values: list[float | None] = []
-        for q in qs:
-            index = bisect_right(below, math.floor(q * (total - 1)))
-            values.append(0.0 if index == 0 else float(_MAPPING.value(keys[index - 1])))
-        return values
-
-    def to_json(self) -> list[object]:
-        """[zeros, [[key, count], ...]]: the pairs as tuples, which orjson writes as arrays
-        (built in C: partials carry hundreds of buckets per sketch, several times a second)."""
-        return [self.zeros, list(self.bins.items())]
-
-    def add_json(self, data: list[Any]) -> None:
-        """Add every value of a sketch in its to_json() form, without building it first: the
-        merge stage adds up thousands of small sketches for a scrape."""
-        zeros, pairs = data
-        self.zeros += zeros
-        bins = self.bins
-        if not bins:
-            bins.update(pairs)
-            return
-        for key, weight in pairs:  # to_json() writes buckets > 0 only: none reaches 0 here
-            bins[key] = bins.get(key, 0) + weight
-
-    @classmethod
-    def from_json(cls, data: list[Any]) -> QuantileSketch:
-        sketch = cls()
-        sketch.add_json(data)
-        return sketch
-
-
-def sketch_key(value: float) -> int | None:
-    """The bucket of a non-negative value in every QuantileSketch (None: the zero bucket)."""
-    if value <= _MAPPING.min_possible:
-        return None
-    key: int = _MAPPING.key(value)
-    return key
 
 
 def nps(promoters: int, passives: int, detractors: int) -> float | None:
@@ -128,14 +41,6 @@ def nps_margin_of_error(promoters: int, passives: int, detractors: int) -> float
     d = detractors / responses
     variance = max((p + d) - (p - d) ** 2, 0.0)  # never below 0 but for float rounding
     return Z_95 * 100.0 * math.sqrt(variance / responses)
-
-
-def nps_category(score: int) -> str:
-    if score >= 9:
-        return "promoter"
-    if score >= 7:
-        return "passive"
-    return "detractor"
 
 
 def wilson_interval(successes: int, trials: int, z: float = Z_95) -> tuple[float, float] | None:
@@ -171,11 +76,3 @@ def newcombe_interval(
 
 def ratio(part: float, whole: float) -> float | None:
     return None if whole == 0 else part / whole
-
-
-def is_csat_satisfied(score: int) -> bool:
-    return score >= 4
-
-
-def is_ces_low_effort(score: int) -> bool:
-    return score >= 5

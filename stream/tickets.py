@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from hashlib import blake2b
 from itertools import pairwise
-from typing import Any, Literal, NamedTuple, cast
+from typing import Any, Literal, NamedTuple, TypeAlias, cast
 
 from .business_hours import Schedule, Schedules
 from .events import (
@@ -239,7 +239,7 @@ def _stamp(value: Any) -> Stamp | None:
     return None if value is None else (value[0], value[1])
 
 
-TicketEvent = TicketOpened | TicketReplied | TicketResolved | TicketReopened
+TicketEvent: TypeAlias = TicketOpened | TicketReplied | TicketResolved | TicketReopened
 
 
 def apply_ticket_event(state: TicketState, event: TicketEvent) -> TicketState:

@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Sequence
+from typing import Any
 
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stream.stats import (
-    QuantileSketch,
-    newcombe_interval,
-    nps,
-    nps_margin_of_error,
-    sketch_key,
-    wilson_interval,
-)
+from stream.events import Segment
+from stream.stats import newcombe_interval, nps, nps_margin_of_error, wilson_interval
+from stream.tickets import Observation
+from stream.windows import PartitionWindows, Tally, parse_windows, series_partial
 
 
 def test_nps_and_margin_by_hand() -> None:
@@ -64,59 +63,60 @@ def test_newcombe_interval_needs_both_groups() -> None:
 
 
 values = st.lists(st.floats(0, 1e7, allow_nan=False), min_size=1, max_size=300)
+NOW = 1_800_000_000.0
+
+
+def first_responses(values: list[float], retracted: Sequence[float] = ()) -> dict[str, Any]:
+    """The 1h tally JSON of a partition's windows holding a first response of each value (and
+    of each `retracted` value, added and retracted again), of one ticket opened (a series
+    is kept while a ticket or response refers to it)."""
+    windows = PartitionWindows(parse_windows("1h"), NOW)
+
+    def replies(values: list[float]) -> list[Observation]:
+        return [Observation("first_response", NOW - 60, Segment(), x) for x in values]
+
+    opened = Observation("opened", NOW - 60, Segment())
+    windows.fold([([], [opened, *replies(values + list(retracted))])])
+    windows.fold([(replies(list(retracted)), [])])
+    partial = series_partial([windows], ("all", "all"))
+    assert partial is not None
+    data: dict[str, Any] = partial["windows"]["1h"]
+    return data
 
 
 @given(values)
 def test_sketch_quantiles_within_two_percent_of_the_order_statistics(xs: list[float]) -> None:
-    sketch = QuantileSketch()
-    for x in xs:
-        sketch.add(x)
+    tally = Tally.from_json(first_responses(xs))
     qs = [0.5, 0.9, 0.0, 1.0, 0.25]
-    for q, got in zip(qs, sketch.quantiles(qs), strict=True):
+    for q, got in zip(qs, tally.quantiles("first_response_seconds", qs), strict=True):
         exact = sorted(xs)[math.floor(q * (len(xs) - 1))]
         assert got is not None
         assert abs(got - exact) <= 0.02 * exact + 1e-9
 
 
 @given(values, values)
-def test_sketch_retraction_and_merge_are_exact(kept: list[float], removed: list[float]) -> None:
-    only_kept, both = QuantileSketch(), QuantileSketch()
-    for x in kept:
-        only_kept.add(x)
-        both.add(x)
-    for x in removed:
-        both.add(x)
-    for x in removed:
-        both.add(x, -1)
-    assert (both.bins, both.zeros) == (only_kept.bins, only_kept.zeros)
-    merged = QuantileSketch()
-    merged.merge(only_kept)
-    merged.merge(QuantileSketch.from_json(only_kept.to_json()))
-    merged.merge(only_kept, -1)
-    assert (merged.bins, merged.zeros) == (only_kept.bins, only_kept.zeros)
-    assert QuantileSketch().quantiles([0.5, 0.9]) == [None, None]
+def test_sketch_retraction_is_exact(kept: list[float], removed: list[float]) -> None:
+    only_kept = first_responses(kept)
+    assert first_responses(kept, removed)["sketches"] == only_kept["sketches"]
+    assert Tally().quantiles("first_response_seconds", [0.5, 0.9]) == [None, None]
 
 
 @given(values, values)
-def test_adding_sketches_from_json_counts_every_bucket_and_leaves_the_json_alone(
+def test_adding_tallies_from_json_counts_every_bucket_and_leaves_the_json_alone(
     first: list[float], second: list[float]
 ) -> None:
-    a, b = QuantileSketch(), QuantileSketch()
-    for x in first:
-        a.add(x)
-    for x in second:
-        b.add(x)
-    expected: dict[int | None, int] = {}  # bucket counts summed by hand
-    for x in first + second + second:
-        expected[sketch_key(x)] = expected.get(sketch_key(x), 0) + 1
-    a_json, b_json = a.to_json(), b.to_json()
+    a_json, b_json = first_responses(first), first_responses(second)
     sent = copy.deepcopy([a_json, b_json])
-    total = QuantileSketch()
-    total.add_json(a_json)  # into an empty sketch
+    total = Tally()
+    total.add_json(a_json)  # into an empty tally
     total.add_json(b_json)  # into a filled one
-    total.add_json(b_json)
-    assert (total.bins, total.zeros) == (
-        {key: n for key, n in expected.items() if key is not None},
-        expected.get(None, 0),
-    )
+    total.add_json(orjson.loads(orjson.dumps(b_json)))  # as it comes from cx-partials
+    together = first_responses(first + second + second)
+    assert total.to_json()["sketches"] == together["sketches"]
+    assert total.count("first_response_count") == len(first) + 2 * len(second)
+    assert total.count("tickets_opened") == 3
     assert [a_json, b_json] == sent
+    total.add_json(together)
+    assert total.quantiles("first_response_seconds", [0.5]) == Tally.from_json(together).quantiles(
+        "first_response_seconds", [0.5]
+    )

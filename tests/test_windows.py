@@ -2,20 +2,35 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from stream.events import Segment
 from stream.tickets import Observation
-from stream.windows import PartitionWindows, parse_duration, parse_windows
+from stream.windows import PartitionWindows, SegmentKey, parse_duration, parse_windows
+from stream.windows import series_partial as partial_of
 
 NOW = 1_800_000_000.0
 HOUR = parse_windows("1h")
 
 
+def add(windows: PartitionWindows, *observations: Observation) -> None:
+    windows.fold([([], list(observations))])
+
+
+def retract(windows: PartitionWindows, *observations: Observation) -> None:
+    windows.fold([(list(observations), [])])
+
+
+def partial(windows: PartitionWindows, key: SegmentKey) -> dict[str, Any] | None:
+    return partial_of([windows], key)
+
+
 def opened_in_window(windows: PartitionWindows) -> int:
-    partial = windows.partial(("all", "all"))
+    partial = partial_of([windows], ("all", "all"))
     assert partial is not None
     return int(partial["windows"]["1h"]["counts"].get("tickets_opened", 0))
 
@@ -33,7 +48,7 @@ def assert_counted_within_edge_error(windows: PartitionWindows, at: float, now: 
 def test_lower_edge_error_is_at_most_a_sixtieth_of_the_window(age: float) -> None:
     windows = PartitionWindows(HOUR, NOW)
     at = NOW - age
-    windows.observe(Observation("opened", at, Segment()), 1)
+    add(windows, Observation("opened", at, Segment()))
     assert_counted_within_edge_error(windows, at, NOW)
     windows.advance(NOW + 600)  # the clock moves on: future events come due, old ones expire
     assert_counted_within_edge_error(windows, at, NOW + 600)
@@ -41,29 +56,27 @@ def test_lower_edge_error_is_at_most_a_sixtieth_of_the_window(age: float) -> Non
 
 def test_future_events_wait_and_old_ones_expire() -> None:
     windows = PartitionWindows(HOUR, NOW)
-    windows.observe(Observation("opened", NOW + 120, Segment()), 1)
+    add(windows, Observation("opened", NOW + 120, Segment()))
     assert opened_in_window(windows) == 0
     windows.advance(NOW + 150)
     assert opened_in_window(windows) == 1
     windows.advance(NOW + 3600 + 200)
     assert opened_in_window(windows) == 0
-    assert windows.segments[("all", "all")].windows[0].buckets == {}
+    assert windows.series(("all", "all")) == (1, 0, [0])  # referred to, no bucket left
     # the retraction of an expired observation finds nothing and changes nothing
-    windows.observe(Observation("opened", NOW + 120, Segment()), -1)
-    windows.flush()
-    assert windows.segments == {}
+    retract(windows, Observation("opened", NOW + 120, Segment()))
+    assert windows.series_keys() == []
 
 
 def test_retraction_removes_a_series_nobody_refers_to() -> None:
     windows = PartitionWindows(HOUR, NOW)
-    windows.observe(Observation("csat", NOW - 60, Segment(team="billing"), 5.0), 1)
-    windows.flush()
-    assert ("team", "billing") in windows.segments
-    windows.changed.clear()
-    windows.observe(Observation("csat", NOW - 60, Segment(team="billing"), 5.0), -1)
-    windows.flush()
-    assert ("team", "billing") not in windows.segments
-    assert ("team", "billing") in windows.changed and windows.partial(("team", "billing")) is None
+    add(windows, Observation("csat", NOW - 60, Segment(team="billing"), 5.0))
+    assert ("team", "billing") in windows.series_keys()
+    windows.take_changed()
+    retract(windows, Observation("csat", NOW - 60, Segment(team="billing"), 5.0))
+    assert ("team", "billing") not in windows.series_keys()
+    assert ("team", "billing") in windows.take_changed()
+    assert partial(windows, ("team", "billing")) is None
 
 
 @pytest.mark.parametrize("text", ["", "1x", "-1h", "0m", "h", "1h,1h"])
@@ -101,20 +114,19 @@ def test_packed_buckets_add_up_like_unpacked_ones(
     for kind, age, team, sign in steps:
         observation = Observation(kind, NOW - age, Segment(team=team), age / 10)  # type: ignore[arg-type]
         for windows in (packed, plain):
-            windows.observe(Observation("opened", NOW - age, Segment(team=team)), 1)
-            windows.observe(observation, 1)
-            windows.observe(observation, sign)  # a retraction, or the same again
-            windows.flush()
+            add(windows, Observation("opened", NOW - age, Segment(team=team)), observation)
+            # a retraction, or the same again
+            (add if sign == 1 else retract)(windows, observation)
         packed.pack(idle_only=False)
     packed.advance(NOW + 1800)
     plain.advance(NOW + 1800)
-    for key in set(plain.segments) | set(packed.segments):
-        assert packed.partial(key) == plain.partial(key)
+    for key in set(plain.series_keys()) | set(packed.series_keys()):
+        assert partial(packed, key) == partial(plain, key)
 
 
 def checkpointed(windows: PartitionWindows, stored: dict[bytes, bytes]) -> dict[bytes, bytes]:
     """The stored checkpoint after writing the windows' entries, as the store does."""
-    for key, value in windows.checkpoint_entries({"derived_with": "test"}).items():
+    for key, value in windows.checkpoint_entries("test", 0).items():
         if value is None:
             stored.pop(key, None)
         else:
@@ -130,25 +142,24 @@ def restored(stored: dict[bytes, bytes], now: float) -> PartitionWindows | None:
 def test_a_series_gone_leaves_nothing_in_the_checkpoint() -> None:
     windows = PartitionWindows(HOUR, NOW)
     response = Observation("csat", NOW - 60, Segment(team="billing"), 5.0)
-    windows.observe(response, 1)
+    add(windows, response)
     stored = checkpointed(windows, {})
     windows.advance(NOW + 7200)  # its bucket expires, then its state is forgotten
     stored = checkpointed(windows, stored)
-    windows.observe(response, -1)
-    windows.flush()
+    retract(windows, response)
     stored = checkpointed(windows, stored)
     assert not [key for key in stored if b"billing" in key]
     again = restored(stored, NOW + 7200)
-    assert again is not None and ("team", "billing") not in again.segments
+    assert again is not None and ("team", "billing") not in again.series_keys()
 
 
 def test_a_checkpoint_from_a_later_clock_or_unreadable_is_not_loaded() -> None:
     windows = PartitionWindows(HOUR, NOW)
-    windows.observe(Observation("opened", NOW - 60, Segment()), 1)
+    add(windows, Observation("opened", NOW - 60, Segment()))
     stored = checkpointed(windows, {})
     loaded = restored(stored, NOW)
     assert loaded is not None and opened_in_window(loaded) == 1
     assert restored(stored, NOW - 1) is None  # the clock went back since
     total = next(key for key in stored if key.startswith(b"t"))  # read as it is loaded
-    stored[total] = b"\x00" + stored[total][1:]
+    stored[total] = stored[total][:-1]  # cut short
     assert restored(stored, NOW + 60) is None

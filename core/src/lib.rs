@@ -3,6 +3,8 @@
 //! validated here (`decode`); Python keeps Faust, the tables, configuration and the CLI.
 
 pub mod decode;
+pub mod tally;
+pub mod windows;
 
 #[cfg(feature = "python")]
 mod python;

@@ -10,6 +10,8 @@ use pyo3::types::{PyString, PyTuple};
 
 use crate::decode::{self, Body, Event, Invalid, Topic};
 
+mod windows;
+
 #[pyclass(frozen, get_all, module = "stream._core")]
 pub struct TicketOpened {
     event_id: Py<PyString>,
@@ -207,5 +209,6 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
         PyTuple::new(module.py(), Topic::ALL.map(Topic::name))?,
     )?;
     module.add("MILLIONTHS", decode::MILLIONTHS)?;
+    windows::register(module)?;
     Ok(())
 }
