@@ -37,26 +37,18 @@ So across daylight saving changes, an opening interval counts the real time it c
 01:00-03:00 on a fall-back night (02:00-03:00 happens twice) is 3 hours, 01:00-04:00 on a
 spring-forward night is 2 hours, and 02:00-03:00 that does not exist that night is 0.
 
-Cost: a ticket's interval is cut where the UTC offset changes (about twice a year); within a
-piece the local clock is a constant shift of UTC, and the weekly pattern is summed in closed
-form (whole weeks times the week's opening time plus a lookup within the week), then the
-holidays inside the piece are subtracted. So `business_seconds` costs O(offset changes +
-holidays in the interval), whatever its length: about 10-30 us for a six-month ticket. Offset
-changes are found once per zone and UTC year (about 0.5 ms, then cached) by probing the zone's
-offset daily and bisecting to the second; tzdata has no offset that changes and changes back
-within a day (the shortest such excursion is about 4 days).
+The seconds themselves are counted by the core (`core/src/business.rs`): an interval is cut
+where the zone's UTC offset changes, and each piece is summed in closed form, so a ticket of
+any length costs O(offset changes + holidays in it). Here: reading and checking the file.
 """
 
 from __future__ import annotations
 
 import difflib
-import math
 import re
-from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
-from functools import lru_cache
+from datetime import date, datetime
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -64,15 +56,13 @@ from zoneinfo import ZoneInfo, available_timezones
 
 import yaml
 
+from ._core import OpeningHours
+
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 DAY_SECONDS = 86_400
 WEEK_SECONDS = 7 * DAY_SECONDS
 
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
-_MONDAY_SHIFT = 3 * DAY_SECONDS
-"""1970-01-01 was a Thursday: wall time + this many seconds counts from Monday 1969-12-29."""
-_LAST_SECOND = (date(9999, 12, 31).toordinal() + 1 - _EPOCH_ORDINAL) * DAY_SECONDS - 1
-_PROBE_SECONDS = DAY_SECONDS
 
 _INTERVAL = re.compile(r"\s*(\d{1,2}):(\d\d)\s*-\s*(\d{1,2}):(\d\d)\s*")
 _DATE = re.compile(r"\d{4}-\d\d-\d\d")
@@ -93,7 +83,7 @@ class Schedule:
     `parse_schedules` or `load_schedules` rather than building one.
     """
 
-    __slots__ = ("_cumulative", "_ends", "_holiday_days", "_starts", "_week_total", "_zone")
+    __slots__ = ("_ends", "_holiday_days", "_opening_hours", "_starts", "_zone")
 
     def __init__(
         self,
@@ -121,14 +111,15 @@ class Schedule:
                 else:
                     starts.append(base + start)
                     ends.append(base + end)
-        cumulative = [0]
-        for start, end in zip(starts, ends, strict=True):
-            cumulative.append(cumulative[-1] + end - start)
         self._starts = tuple(starts)
         self._ends = tuple(ends)
-        self._cumulative = tuple(cumulative)
-        self._week_total = cumulative[-1]
         self._holiday_days = tuple(sorted({day.toordinal() - _EPOCH_ORDINAL for day in holidays}))
+        try:
+            self._opening_hours = OpeningHours(
+                self._zone.key, list(zip(starts, ends, strict=True)), list(self._holiday_days)
+            )
+        except ValueError as error:  # a zone Python's tzdata has and the core's has not
+            raise ScheduleError(str(error)) from None
 
     @property
     def timezone(self) -> str:
@@ -164,43 +155,7 @@ class Schedule:
 
     def business_seconds(self, start: float, end: float) -> float:
         """Seconds of [start, end) (POSIX timestamps) inside opening hours; 0 if end <= start."""
-        if not (math.isfinite(start) and math.isfinite(end)):
-            raise ValueError(f"business time needs finite timestamps, got {start!r}, {end!r}")
-        if end <= start:
-            return 0.0
-        if self._week_total == 0:
-            return 0.0
-        total = 0.0
-        offset = _offset(self._zone, math.floor(start))
-        piece_start = start
-        for moment, new_offset in _transitions(self._zone.key, start, end):
-            total += self._wall_open(piece_start + offset, moment + offset)
-            piece_start, offset = moment, new_offset
-        return total + self._wall_open(piece_start + offset, end + offset)
-
-    def _wall_open(self, low: float, high: float) -> float:
-        """Open seconds of wall-clock times [low, high), in seconds since 1970-01-01 00:00 local."""
-        total = self._weekly(high) - self._weekly(low)
-        holidays = self._holiday_days
-        first = bisect_left(holidays, math.floor(low / DAY_SECONDS))
-        last = bisect_left(holidays, math.ceil(high / DAY_SECONDS))
-        for day in holidays[first:last]:
-            day_start = day * DAY_SECONDS
-            total -= self._weekly(min(high, day_start + DAY_SECONDS)) - self._weekly(
-                max(low, day_start)
-            )
-        return total
-
-    def _weekly(self, wall: float) -> float:
-        """Open seconds of the weekly pattern from Monday 1969-12-29 00:00 up to `wall`."""
-        weeks, into_week = divmod(wall + _MONDAY_SHIFT, WEEK_SECONDS)
-        index = bisect_right(self._starts, into_week) - 1
-        if index < 0:
-            within = 0.0
-        else:
-            start = self._starts[index]
-            within = self._cumulative[index] + min(into_week, self._ends[index]) - start
-        return weeks * self._week_total + within
+        return self._opening_hours.business_seconds(start, end)
 
 
 @dataclass(frozen=True)
@@ -441,56 +396,6 @@ def _zone(name: str) -> ZoneInfo:
         close = [key for key in available_timezones() if key.lower() == name.strip().lower()]
         hint = f"; did you mean {close[0]}?" if close else " like Europe/Berlin"
         raise ScheduleError(f"{_show(name)} is not a known IANA time zone{hint}") from None
-
-
-def _offset(zone: ZoneInfo, moment: int) -> int:
-    """The zone's UTC offset in seconds at integer POSIX time `moment`."""
-    offset = datetime.fromtimestamp(moment, zone).utcoffset()
-    assert offset is not None  # a ZoneInfo always has one
-    return int(offset.total_seconds())
-
-
-def _transitions(key: str, start: float, end: float) -> list[tuple[int, int]]:
-    """(moment, new offset) for each offset change strictly inside (start, end)."""
-    first_year = datetime.fromtimestamp(start, UTC).year
-    last_year = datetime.fromtimestamp(min(end, _LAST_SECOND), UTC).year
-    return [
-        change
-        for year in range(first_year, last_year + 1)
-        for change in _year_transitions(key, year)
-        if start < change[0] < end
-    ]
-
-
-@lru_cache(maxsize=4096)
-def _year_transitions(key: str, year: int) -> tuple[tuple[int, int], ...]:
-    """Offset changes in (start of `year`, start of the next year], UTC; found by probing."""
-    zone = ZoneInfo(key)
-    low = _year_start(year)
-    high = min(_year_start(year + 1), _LAST_SECOND)
-    found: list[tuple[int, int]] = []
-    here, here_offset = low, _offset(zone, low)
-    while here < high:
-        there = min(here + _PROBE_SECONDS, high)
-        there_offset = _offset(zone, there)
-        while here_offset != there_offset:  # bisect to the first second of each change
-            before, after = here, there
-            while after - before > 1:
-                middle = (before + after) // 2
-                if _offset(zone, middle) == here_offset:
-                    before = middle
-                else:
-                    after = middle
-            here, here_offset = after, _offset(zone, after)
-            found.append((here, here_offset))
-        here, here_offset = there, there_offset
-    return tuple(found)
-
-
-def _year_start(year: int) -> int:
-    if year > 9999:
-        return _LAST_SECOND + 1
-    return (date(year, 1, 1).toordinal() - _EPOCH_ORDINAL) * DAY_SECONDS
 
 
 def _kind(value: Any) -> str:

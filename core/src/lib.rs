@@ -2,6 +2,7 @@
 //! batch (`python.rs`). Modules follow the data, as `stream/` does: records are decoded and
 //! validated here (`decode`); Python keeps Faust, the tables, configuration and the CLI.
 
+pub mod business;
 pub mod decode;
 pub mod tally;
 pub mod windows;

@@ -10,6 +10,7 @@ use pyo3::types::{PyString, PyTuple};
 
 use crate::decode::{self, Body, Event, Invalid, Topic};
 
+mod business;
 mod windows;
 
 #[pyclass(frozen, get_all, module = "stream._core")]
@@ -210,5 +211,6 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     )?;
     module.add("MILLIONTHS", decode::MILLIONTHS)?;
     windows::register(module)?;
+    business::register(module)?;
     Ok(())
 }
