@@ -458,6 +458,10 @@ impl PartitionWindows {
                 touched.insert(key);
             }
         }
+        // in a fixed order: float sums then come out the same in every process (and for a
+        // packed bucket as for one that was not), as they did in Python's ordered dicts
+        let mut staged: Vec<_> = staged.into_iter().collect();
+        staged.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         for ((segment, position, index), tally) in staged {
             for key in self.series_keys(&segment) {
                 let tick = self.tick;
@@ -527,12 +531,13 @@ impl PartitionWindows {
         let lowest = self.lowest[position];
         for (key, series) in &mut self.series {
             let window = &mut series.windows[position];
-            let old: Vec<i64> = window
+            let mut old: Vec<i64> = window
                 .buckets
                 .keys()
                 .copied()
                 .filter(|index| *index < lowest)
                 .collect();
+            old.sort_unstable(); // (see flush)
             for index in old {
                 if let Some(bucket) = window.buckets.remove(&index) {
                     window
@@ -549,12 +554,25 @@ impl PartitionWindows {
 
     fn stage_due(&mut self) {
         let now = self.now;
-        let due: Vec<Observation> = self
+        let mut due: Vec<Observation> = self
             .pending
             .keys()
             .filter(|observation| observation.at <= now)
             .cloned()
             .collect();
+        due.sort_unstable_by(|a, b| {
+            // (see flush); equal observations are one key, so this order is total
+            a.at.total_cmp(&b.at)
+                .then_with(|| a.value.total_cmp(&b.value))
+                .then_with(|| a.segment.cmp(&b.segment))
+                .then_with(|| a.kind.name().cmp(b.kind.name()))
+                .then_with(|| (a.flag, a.reopened).cmp(&(b.flag, b.reopened)))
+                .then_with(|| {
+                    a.business
+                        .map(f64::to_bits)
+                        .cmp(&b.business.map(f64::to_bits))
+                })
+        });
         for observation in due {
             if let Some(count) = self.pending.remove(&observation) {
                 self.stage(&observation, count);
@@ -567,8 +585,10 @@ impl PartitionWindows {
         for series in self.series.values_mut() {
             for window in &mut series.windows {
                 let mut total = Tally::default();
-                for bucket in window.buckets.values() {
-                    total.merge(&bucket.tally().unwrap_or_default(), 1);
+                let mut indexes: Vec<&i64> = window.buckets.keys().collect();
+                indexes.sort_unstable(); // (see flush)
+                for index in indexes {
+                    total.merge(&window.buckets[index].tally().unwrap_or_default(), 1);
                 }
                 window.total = total;
             }
