@@ -25,7 +25,7 @@ from stream.accounts import (
     apply_subscription_event,
     evaluate,
 )
-from stream.experience import AccountObservation, experience_updates, parse_weights
+from stream.experience import AccountObservation, parse_weights
 
 from .context import Suite
 from .figures import BenchResult, Figure, Target, ratio
@@ -66,10 +66,7 @@ def accounts(count: int, seed: int, now: float, experience: bool) -> AccountBook
                     ("resolved", at + 3600, at + 7200 if rng.random() < 0.1 else None),
                     ("csat", at + 7200, rng.randint(1, 5)),
                 )
-                (update,) = experience_updates(
-                    f"ticket:{account_id}-{ticket}", (None, ()), (account_id, observations), 4
-                )
-                sources[update.source] = (update.version, update.observations)
+                sources[f"ticket:{account_id}-{ticket}"] = (4, observations)
             state = state._replace(experience=sources)
         book.put(0, account_id, state)
     return book

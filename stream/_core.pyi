@@ -1,7 +1,7 @@
 """Types of the compiled core (core/src/python.rs, core/src/python/windows.rs), for mypy."""
 
 from collections.abc import Iterable, Sequence
-from typing import Any, Final, Protocol, final
+from typing import Any, Final, Literal, Protocol, final
 
 from stream.events import Event, Segment
 from stream.tickets import Observation
@@ -147,3 +147,48 @@ class OpeningHours:
         self, timezone: str, intervals: Sequence[tuple[int, int]], holidays: Sequence[int]
     ) -> None: ...
     def business_seconds(self, start: float, end: float) -> float: ...
+
+@final
+class Rules:
+    def __init__(
+        self,
+        first_response: dict[str, float],
+        resolution: dict[str, float],
+        default: OpeningHours | None = None,
+        teams: Sequence[tuple[str, OpeningHours]] = (),
+        business_clock: bool = False,
+    ) -> None: ...
+
+@final
+class StateBatch:
+    def __init__(self) -> None: ...
+    def decode(
+        self,
+        records: Sequence[tuple[str, int, bytes | None, float]],
+        first: int,
+        currency: str,
+        segment: type[Segment],
+    ) -> list[str | RuntimeError | SubscriptionUpdated | None]: ...
+    def needed(self) -> list[tuple[Literal["tickets", "surveys"], int, str]]: ...
+    def load(self, stored: Sequence[bytes | None]) -> None: ...
+    def apply(
+        self,
+    ) -> list[tuple[int, Literal["accepted", "duplicate", "anomaly"] | RuntimeError]]: ...
+    def partitions(self) -> list[tuple[Literal["tickets", "surveys"], int]]: ...
+    def settle(
+        self, rules: Rules, windows: Sequence[tuple[tuple[str, int], PartitionWindows]]
+    ) -> tuple[
+        list[tuple[Literal["tickets", "surveys"], int, str, bytes, bool]],
+        list[tuple[int, str, str, int, tuple[tuple[Any, ...], ...]]],
+        list[tuple[list[int], str]],
+    ]: ...
+
+def fold_stored(
+    windows: PartitionWindows,
+    table: str,
+    changes: Sequence[tuple[bytes | None, bytes | None]],
+    rules: Rules,
+    totals: bool = True,
+) -> list[str]: ...
+def forgettable(table: str, stored: bytes, horizon: float) -> bool: ...
+def event_digest(event_id: str) -> int: ...

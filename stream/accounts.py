@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, Literal, NamedTuple
 
+from ._core import event_digest
 from .experience import (
     BANDS,
     DRIVERS,
@@ -30,7 +31,6 @@ from .experience import (
     merge_update,
     snapshot_at,
 )
-from .tickets import event_digest
 
 Movement = Literal["new", "reactivation", "expansion", "contraction", "churn"]
 MOVEMENTS: tuple[Movement, ...] = ("new", "reactivation", "expansion", "contraction", "churn")

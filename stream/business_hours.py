@@ -122,6 +122,11 @@ class Schedule:
             raise ScheduleError(str(error)) from None
 
     @property
+    def opening_hours(self) -> OpeningHours:
+        """The schedule as the core counts business seconds by it."""
+        return self._opening_hours
+
+    @property
     def timezone(self) -> str:
         return self._zone.key
 

@@ -2,14 +2,15 @@
 band at an instant, from the section-3 observations of its tickets and survey responses. No Kafka.
 
 Tickets and responses are partitioned by ticket, accounts by account. The partition of a ticket
-sends, whenever the ticket's account observations change, all of them to the account's
-partition (a topic keyed by account, as Kafka Streams repartitions), tagged with the ticket
-state's version (how many distinct events it holds: it only grows). The account keeps, per
-ticket or response, the set with the greatest version: a duplicate, any order of arrival and a
-replay after a crash leave the same experience, a late event that retracts an observation
-replaces the set, and a ticket whose account changed (an earlier opening came) sends an empty
-set to the account it left. Forgetting a ticket sends nothing: the account keeps what it had;
-an event re-sent after that recreates a ticket of a lower version, which the account ignores.
+sends, whenever the ticket's account observations change (the core works them out:
+`core/src/experience.rs`), all of them to the account's partition (a topic keyed by account, as
+Kafka Streams repartitions), tagged with the ticket state's version (how many distinct events it
+holds: it only grows). The account keeps, per ticket or response, the set with the greatest
+version: a duplicate, any order of arrival and a replay after a crash leave the same
+experience, a late event that retracts an observation replaces the set, and a ticket whose
+account changed (an earlier opening came) sends an empty set to the account it left.
+Forgetting a ticket sends nothing: the account keeps what it had; an event re-sent after that
+recreates a ticket of a lower version, which the account ignores.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import orjson
 
 from .events import InvalidEvent
 from .stats import is_ces_low_effort, is_csat_satisfied, nps_category
-from .tickets import Observation, SurveyResponse, TicketState
 
 EXPERIENCE_TOPIC = "cx-account-experience"
 """The internal topic (before any CX_TOPIC_PREFIX) that carries ticket and survey observations to
@@ -50,34 +50,6 @@ class ExperienceUpdate(NamedTuple):
     observations: tuple[AccountObservation, ...]
 
 
-def account_observations(
-    state: TicketState | SurveyResponse, observations: Sequence[Observation]
-) -> tuple[AccountObservation, ...]:
-    """The observations of 7.4 among a ticket's or response's section-3 `observations`."""
-    found: list[AccountObservation] = []
-    if isinstance(state, SurveyResponse):
-        for observation in observations:
-            score = int(observation.value)
-            if observation.kind == "nps":
-                found.append(("nps", observation.at, score, state.stamp[1]))
-            else:
-                found.append((observation.kind, observation.at, score))
-        return tuple(found)
-    reopens = sorted(o.at for o in observations if o.kind == "reopen")
-    for observation in observations:
-        kind, at = observation.kind, observation.at
-        if kind == "first_response":
-            found.append(("frt", at, int(observation.flag)))
-        elif kind == "resolution":
-            found.append(("ttr", at, int(observation.flag)))
-        elif kind == "reopen":
-            found.append(("reopen", at))
-        elif kind == "resolved":
-            later = [moment for moment in reopens if moment >= at]
-            found.append(("resolved", at, later[0] if later else None))
-    return tuple(sorted(found, key=repr))
-
-
 def encode_experience(update: ExperienceUpdate) -> tuple[bytes, bytes]:
     """The record (key, value) of an update on the experience topic."""
     value = {
@@ -102,25 +74,6 @@ def decode_experience(value: bytes | None) -> ExperienceUpdate:
         )
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as error:
         raise InvalidEvent(f"not an account experience record: {type(error).__name__}") from None
-
-
-def experience_updates(
-    source: str,
-    before: tuple[str | None, tuple[AccountObservation, ...]],
-    after: tuple[str | None, tuple[AccountObservation, ...]],
-    version: int,
-) -> list[ExperienceUpdate]:
-    """What a change of one ticket's or response's (account, observations) sends: the new set to
-    its account, and an empty one to the account it left."""
-    if before == after:
-        return []
-    (old_account, _), (account, observations) = before, after
-    updates = []
-    if old_account is not None and old_account != account:
-        updates.append(ExperienceUpdate(old_account, source, version, ()))
-    if account is not None:
-        updates.append(ExperienceUpdate(account, source, version, observations))
-    return updates
 
 
 Sources = Mapping[str, tuple[int, Sequence[AccountObservation]]]

@@ -140,7 +140,7 @@ class BatchStates:
         encoded = key.encode()
         raw = self.stores[table].read(partition, encoded)
         self.read[(table, partition, encoded)] = raw  # what an undo log entry would hold
-        return None if raw is None else dict(orjson.loads(raw))
+        return raw
 
     def put(self, table: TableName, partition: int, key: str, value: StoredState | None) -> None:
         self.pending.setdefault((table, partition), {})[key] = value
@@ -162,7 +162,7 @@ class BatchStates:
 
     def items(self, table: TableName, partition: int) -> Iterator[tuple[str, StoredState]]:
         for key, raw in self.stores[table].partition_items(partition):
-            yield key.decode(), orjson.loads(raw)
+            yield key.decode(), raw
 
     def load_checkpoint(self, table: TableName, partition: int) -> Checkpoint:
         """The stored checkpoint and undo log (whose keys are then the ones known as logged)."""
@@ -171,7 +171,7 @@ class BatchStates:
         for key, value in self.stores[table].windows_entries(partition):
             if key.startswith(UNDO_TAG):
                 logged.add(key[1:])
-                checkpoint.changed_since[key[1:].decode()] = orjson.loads(value) if value else None
+                checkpoint.changed_since[key[1:].decode()] = value or None
             else:
                 checkpoint.windows.append((key, value))
         return checkpoint
@@ -190,10 +190,7 @@ class BatchStates:
         the worker: the overlay and the undo log keys are not kept for a second attempt."""
         changes = {}
         for (table, partition), entries in self.pending.items():
-            states = {
-                key.encode(): None if value is None else orjson.dumps(value)
-                for key, value in entries.items()
-            }
+            states = {key.encode(): value for key, value in entries.items()}
             undo = self._undo(table, partition, states, new_checkpoint)
             changes[(table, partition)] = (states, undo)
         for partition in self.counted:  # (the windows do not depend on them: no undo entry)

@@ -1,7 +1,11 @@
-"""One record in: decode it, update the ticket or survey state, fold the change into windows.
+"""A batch of records in: decode them, update the ticket, survey and account states, fold the
+changes into the windows.
 
-No Kafka here: state is reached through `States` (the worker's batch overlay on its RocksDB
-tables, a dict in unit tests), and a state is written back only when the event changed it.
+The tickets and surveys are the core's (`core/src/state.rs`): a batch's records go in with one
+call, the states they reach are read in one pass, and one call settles the batch. Accounts are
+Python's (accounts.py). No Kafka here: state is reached through `States` (the worker's batch
+overlay on its RocksDB tables, a dict in unit tests), as the bytes the tables store, and a
+state is written back only when an event changed it.
 """
 
 from __future__ import annotations
@@ -9,55 +13,40 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Literal, Protocol
 
+import orjson
+
+from ._core import StateBatch, fold_stored
+from ._core import forgettable as ticket_or_survey_forgettable
 from .accounts import (
     AccountBook,
     AccountState,
     SubscriptionEvent,
     apply_experience,
     apply_subscription_event,
-    is_account,
 )
 from .accounts import is_forgettable as account_forgettable
-from .events import Event, SubscriptionUpdated, SurveyAnswered, decode
-from .experience import (
-    EXPERIENCE_TOPIC,
-    ExperienceUpdate,
-    account_observations,
-    decode_experience,
-    experience_updates,
-)
-from .tickets import (
-    Observation,
-    SurveyResponse,
-    TicketRules,
-    TicketState,
-    anomalies,
-    apply_survey_event,
-    apply_ticket_event,
-    is_forgettable,
-    survey_observations,
-    survey_slot,
-    ticket_observations,
-)
+from .events import InvalidEvent, Segment, SubscriptionUpdated
+from .experience import EXPERIENCE_TOPIC, ExperienceUpdate, decode_experience
+from .tickets import TicketRules
 from .windows import CombinedWindows, PartitionWindows, WindowSpec
 
 Outcome = Literal["accepted", "duplicate", "anomaly"]
 TableName = Literal["tickets", "surveys", "accounts"]
 STATE_TABLES: tuple[TableName, ...] = ("tickets", "surveys", "accounts")
-StoredState = dict[str, Any]
+StoredState = bytes
+"""A state as its table stores it (JSON)."""
 
 RESTORE_STEP = 5000
 
-State = TicketState | SurveyResponse | AccountState
 
 InputRecord = tuple[str, int, bytes | None, float, object]
 """A record for `Pipeline.process`: its topic (without prefix), partition, value, Kafka
 timestamp, and what the caller wants back with a failure (the worker: the message)."""
 
-Change = tuple[list[Observation], list[Observation]]
-"""A state's observations before and after a change, for PartitionWindows.fold."""
+StoredChange = tuple[StoredState | None, StoredState | None]
+"""A state's stored form before and after a change (None: there was none), for fold_stored."""
 
 Entries = dict[bytes, bytes | None]
 """Store entries to write; None deletes."""
@@ -89,11 +78,10 @@ class States(Protocol):
 
 @dataclass(slots=True)
 class _Touched:
-    """A state the current batch reached: as it was before the batch, as it is now."""
+    """An account the current batch reached: as it was before the batch, as it is now."""
 
     stored: StoredState | None
-    original: State | None
-    current: State | None
+    current: AccountState | None
     tokens: list[object] = field(default_factory=list)
     """One per record that changed it: what the caller passed along (the worker: messages)."""
 
@@ -110,9 +98,10 @@ class Failure:
 class Pipeline:
     """The processing of the input topics, for every partition a worker owns.
 
-    Records are processed one at a time (`process`: decode, duplicate check, state update), and
-    their effect on the windows is settled once per batch (`settle`): a ticket touched by ten
-    events of a batch is written once and retracted and re-added in the windows once.
+    A batch's records are applied to their states (`process`: decode, duplicate check, state
+    update), and their effect on the windows is settled once per batch (`settle`): a ticket
+    touched by ten events of a batch is written once and retracted and re-added in the windows
+    once.
 
     The windows of each (table, partition) are what its states add up to; `checkpoint_entries` gives
     what to store with the states so that `restore` can load them instead of deriving them.
@@ -142,7 +131,13 @@ class Pipeline:
         self.partitions: dict[int, CombinedWindows] = {}
         self.entries: Counter[tuple[TableName, int]] = Counter()
         """How many states each (table, partition) keeps."""
-        self._touched: dict[tuple[TableName, int, str], _Touched] = {}
+        self._touched: dict[tuple[int, str], _Touched] = {}
+        """The accounts the batch reached, by (partition, account_id)."""
+        self._batch = StateBatch()
+        """The tickets and survey slots the batch reached, in the core."""
+        self._rules = rules.core()
+        self._tokens: list[object] = []
+        """What the caller passed with each record the core took since the last settle."""
         self.restored: Counter[str] = Counter()
         """What the last `restore` did: checkpoints loaded, states refolded, states read."""
         self._derived_with = repr((self.specs, rules))
@@ -158,83 +153,71 @@ class Pipeline:
         return combined.parts[table]
 
     def process(self, records: Sequence[InputRecord]) -> list[Outcome | Exception]:
-        """Apply a batch of records (topics named without prefix) to the state, decoded in
-        one call into the core; `settle` folds the batch into the windows.
+        """Apply a batch of records (topics named without prefix) to the state; `settle` folds
+        the batch into the windows.
 
-        Each record's outcome, or the error that makes it a dead letter: events.InvalidEvent
-        for an invalid record, any other exception for a bug, which costs that record only.
+        The records go into the core in one call, the ticket and survey states they reach are
+        read in one pass and handed over in one call, and one more applies them. Each record's
+        outcome, or the error that makes it a dead letter: events.InvalidEvent for an invalid
+        record, any other exception for a bug, which costs that record only.
         """
-        decoded = iter(
-            decode(
-                [
-                    (topic, value, time)
-                    for topic, _, value, time, _ in records
-                    if topic != EXPERIENCE_TOPIC
-                ],
-                self.currency,
-            )
+        first = len(self._tokens)
+        core = [
+            (topic, partition, value, time)
+            for topic, partition, value, time, _ in records
+            if topic != EXPERIENCE_TOPIC
+        ]
+        self._tokens += [token for topic, *_, token in records if topic != EXPERIENCE_TOPIC]
+        decoded = iter(self._batch.decode(core, first, self.currency, Segment))
+        needed = self._batch.needed()
+        self._batch.load(
+            [self.states.get(table, partition, key) for table, partition, key in needed]
         )
-        outcomes: list[Outcome | Exception] = []
+        outcomes: list[Outcome | Exception | None] = []
         for topic, partition, value, record_time, token in records:
             try:
                 if topic == EXPERIENCE_TOPIC:
                     outcomes.append(self._experience(partition, value, record_time, token))
                     continue
-                event = next(decoded)
-                if isinstance(event, Exception):
-                    outcomes.append(event)
-                    continue
-                outcomes.append(self._apply(partition, event, token))
+                item = next(decoded)
+                if item is None:
+                    outcomes.append(None)  # a ticket or survey event: applied below
+                elif isinstance(item, str):
+                    outcomes.append(InvalidEvent(item))
+                elif isinstance(item, SubscriptionUpdated):
+                    outcomes.append(self._subscription(partition, item, token))
+                else:
+                    outcomes.append(item)
             except Exception as error:  # a bug must cost one record, never the batch
                 outcomes.append(error)
-        return outcomes
+        at = [index for index, outcome in enumerate(outcomes) if outcome is None]
+        for index, (_, outcome) in zip(at, self._batch.apply(), strict=True):
+            outcomes[index] = outcome
+        return [outcome for outcome in outcomes if outcome is not None]
 
-    def _apply(self, partition: int, event: Event, token: object) -> Outcome:
-        """One valid event of an input topic."""
-        if isinstance(event, SubscriptionUpdated):
-            touched = self._reach("accounts", partition, event.account_id)
-            account = touched.current
-            if account is None:
-                account = AccountState(partition)
-            assert isinstance(account, AccountState)
-            if account.holds(event.event_id):
-                return "duplicate"
-            change = SubscriptionEvent(
-                event.occurred_at, event.event_id, event.subscription_id, event.contribution
-            )
-            touched.current = apply_subscription_event(account, change)
-            touched.tokens.append(token)
-            return "accepted"
-        if isinstance(event, SurveyAnswered):
-            touched = self._reach("surveys", partition, survey_slot(event))
-            response = touched.current
-            assert response is None or isinstance(response, SurveyResponse)
-            if response is not None and response.holds(event.event_id):
-                return "duplicate"
-            touched.current = apply_survey_event(response, event, partition)
-            touched.tokens.append(token)
-            return "accepted"
-        touched = self._reach("tickets", partition, event.ticket_id)
-        state = touched.current
-        if state is None:
-            state = TicketState(partition)
-        assert isinstance(state, TicketState)
-        if state.holds(event.event_id):
+    def _subscription(self, partition: int, event: SubscriptionUpdated, token: object) -> Outcome:
+        touched = self._reach(partition, event.account_id)
+        account = touched.current
+        if account is None:
+            account = AccountState(partition)
+        if account.holds(event.event_id):
             return "duplicate"
-        touched.current = updated = apply_ticket_event(state, event)
+        change = SubscriptionEvent(
+            event.occurred_at, event.event_id, event.subscription_id, event.contribution
+        )
+        touched.current = apply_subscription_event(account, change)
         touched.tokens.append(token)
-        return "anomaly" if anomalies(updated) > anomalies(state) else "accepted"
+        return "accepted"
 
     def _experience(
         self, partition: int, value: bytes | None, record_time: float, token: object
     ) -> Outcome:
         """A ticket's or response's observations for an account of this partition."""
         update = decode_experience(value)
-        touched = self._reach("accounts", partition, update.account_id)
+        touched = self._reach(partition, update.account_id)
         account = touched.current
         if account is None:
             account = AccountState(partition)
-        assert isinstance(account, AccountState)
         changed = apply_experience(account, update, record_time - self.experience_horizon)
         if changed is None:
             return "duplicate"  # an older (or the same) version of what it holds
@@ -242,47 +225,43 @@ class Pipeline:
         touched.tokens.append(token)
         return "accepted"
 
-    def _reach(self, table: TableName, partition: int, key: str) -> _Touched:
-        """The batch's view of a state, read from the tables when the batch first reaches it."""
-        touched = self._touched.get((table, partition, key))
+    def _reach(self, partition: int, key: str) -> _Touched:
+        """The batch's view of an account, read from its table when the batch first reaches it."""
+        touched = self._touched.get((partition, key))
         if touched is None:
-            stored = self.states.get(table, partition, key)
-            original = None if stored is None else _decoded(stored)
-            touched = self._touched[(table, partition, key)] = _Touched(stored, original, original)
+            stored = self.states.get("accounts", partition, key)
+            original = None if stored is None else AccountState.from_json(orjson.loads(stored))
+            touched = self._touched[(partition, key)] = _Touched(stored, original)
         return touched
 
     def settle(self, now: float) -> list[Failure]:
         """Write each state the batch changed and fold its change into the windows, at
         wall-clock time `now`; returns the states that failed (and were left unchanged)."""
-        failures: list[Failure] = []
-        changes: dict[tuple[TableName, int], list[Change]] = {}
-        for (table, partition, key), touched in self._touched.items():
+        windows = {
+            (table, partition): self.windows(table, partition, now)
+            for table, partition in self._batch.partitions()
+        }
+        writes, updates, failed = self._batch.settle(self._rules, list(windows.items()))
+        for table, partition, key, value, existed in writes:
+            self.states.put(table, partition, key, value)
+            self.entries[(table, partition)] += not existed
+        self.experience_updates += [
+            (partition, ExperienceUpdate(account, source, version, observations))
+            for partition, account, source, version, observations in updates
+        ]
+        failures = [
+            Failure([self._tokens[record] for record in records], RuntimeError(reason))
+            for records, reason in failed
+        ]
+        self._tokens = []
+        for (partition, key), touched in self._touched.items():
             current = touched.current
             if not touched.tokens or current is None:
                 continue  # reached by duplicates only
-            try:
-                before = self._observations_of(touched.original)
-                after = self._observations_of(current)
-                updates = _experience_updates(table, key, touched.original, before, current, after)
-            except Exception as error:  # a bug must cost the records involved, no more
-                failures.append(Failure(touched.tokens, error))
-                continue
-            self._store(table, partition, key, touched.stored, current.to_json())
-            changes.setdefault((table, partition), []).append((before, after))
-            self.experience_updates.extend((partition, update) for update in updates)
-            if isinstance(current, AccountState):
-                self.accounts.put(partition, key, current)
+            self._store("accounts", partition, key, touched.stored, orjson.dumps(current.to_json()))
+            self.accounts.put(partition, key, current)
         self._touched = {}
-        for (table, partition), folded in changes.items():
-            self.windows(table, partition, now).fold(folded)  # one call per table and partition
         return failures
-
-    def _observations_of(self, state: State | None) -> list[Observation]:
-        if state is None or isinstance(state, AccountState):
-            return []  # (an account's numbers are evaluated at instants, not windowed)
-        if isinstance(state, TicketState):
-            return ticket_observations(state, self.rules)
-        return survey_observations(state)
 
     def _store(
         self,
@@ -308,7 +287,7 @@ class Pipeline:
         Their observations are older than every window, so retracting them changes no number;
         it only drops the segment references they held.
         """
-        retracted: dict[TableName, list[Change]] = {}
+        retracted: dict[TableName, list[StoredChange]] = {}
         for table, key in candidates:
             stored = self.states.get(table, partition, key)
             if stored is None or not forgettable(table, stored, horizons[table], now):
@@ -316,9 +295,10 @@ class Pipeline:
             self._store(table, partition, key, stored, None)
             if table == "accounts":
                 self.accounts.put(partition, key, None)
-            retracted.setdefault(table, []).append((self._observations_of(_decoded(stored)), []))
+            retracted.setdefault(table, []).append((stored, None))
         for table, changes in retracted.items():
-            self.windows(table, partition, now).fold(changes)
+            if table != "accounts":  # (an account's numbers are evaluated, not windowed)
+                fold_stored(self.windows(table, partition, now), table, changes, self._rules)
         return sum(map(len, retracted.values()))
 
     def checkpoint_entries(self, table: TableName, partition: int) -> Entries:
@@ -350,41 +330,43 @@ class Pipeline:
                 loaded = PartitionWindows.restore(
                     self.specs, now, checkpoint.windows, self._derived_with
                 )
-                changes: list[Change] = []
+                windowed = table != "accounts"  # (an account's numbers are not windowed)
+                changes: list[StoredChange] = []
                 if loaded is not None:
                     windows, self.entries[(table, partition)] = loaded
                     self.restored["checkpoints_loaded"] += 1
                     self.restored["states_refolded"] += len(checkpoint.changed_since)
                     for key, old in checkpoint.changed_since.items():
                         new = self.states.get(table, partition, key)
-                        before, after = (None if v is None else _decoded(v) for v in (old, new))
-                        changes.append(
-                            (self._observations_of(before), self._observations_of(after))
-                        )
+                        changes.append((old, new))
                         self.entries[(table, partition)] += (new is not None) - (old is not None)
                         done += 1
                         if done % RESTORE_STEP == 0:
-                            windows.fold(changes)
+                            if windowed:
+                                fold_stored(windows, table, changes, self._rules)
                             changes = []
                             yield done
-                    windows.fold(changes)
+                    if windowed:
+                        fold_stored(windows, table, changes, self._rules)
                 else:
                     windows = PartitionWindows(self.specs, now)
                     windows.supersede([key for key, _ in checkpoint.windows])
                     for _, stored in self.states.items(table, partition):
                         self.entries[(table, partition)] += 1
                         self.restored["states_read"] += 1
-                        changes.append(([], self._observations_of(_decoded(stored))))
+                        changes.append((None, stored))
                         done += 1
                         if done % RESTORE_STEP == 0:
-                            windows.fold(changes, totals=False)
+                            if windowed:
+                                fold_stored(windows, table, changes, self._rules, totals=False)
                             changes = []
                             yield done
-                    windows.fold(changes, totals=False)
+                    if windowed:
+                        fold_stored(windows, table, changes, self._rules, totals=False)
                     windows.finish_rebuild()  # before the next partition: a lower peak
                 parts[table] = windows
             for key, stored in self.states.items("accounts", partition):
-                self.accounts.put(partition, key, AccountState.from_json(stored))
+                self.accounts.put(partition, key, AccountState.from_json(orjson.loads(stored)))
                 done += 1
                 if done % RESTORE_STEP == 0:
                     yield done
@@ -400,40 +382,9 @@ class Pipeline:
             self.entries.pop((table, partition), None)
 
 
-def _experience_updates(
-    table: TableName,
-    key: str,
-    original: State | None,
-    before: list[Observation],
-    current: State,
-    after: list[Observation],
-) -> list[ExperienceUpdate]:
-    """What a changed ticket or survey slot sends its account (experience.py)."""
-    if isinstance(current, AccountState):
-        return []
-    assert original is None or not isinstance(original, AccountState)
-    old = (
-        (None, ())
-        if original is None
-        else (original.account, account_observations(original, before))
-    )
-    new = (current.account, account_observations(current, after))
-    source = f"{'ticket' if table == 'tickets' else 'survey'}:{key}"
-    return experience_updates(source, old, new, len(current.seen))
-
-
 def forgettable(table: TableName, stored: StoredState, horizon: float, now: float) -> bool:
     """Whether a stored state may be forgotten: its table's retention (docs/contract.md 3,
     *State retention*, and 7.2) has passed `horizon`."""
     if table == "accounts":
-        return account_forgettable(stored, horizon, now)
-    return is_forgettable(stored, horizon)
-
-
-def _decoded(stored: StoredState) -> State:
-    """A stored ticket state, survey response (surveys have a score) or account."""
-    if "score" in stored:
-        return SurveyResponse.from_json(stored)
-    if is_account(stored):
-        return AccountState.from_json(stored)
-    return TicketState.from_json(stored)
+        return account_forgettable(orjson.loads(stored), horizon, now)
+    return ticket_or_survey_forgettable(table, stored, horizon)

@@ -49,7 +49,7 @@ class MemoryStates:
         if value is None:
             del entries[key]
         else:
-            entries[key] = orjson.loads(orjson.dumps(value))  # stored as the worker stores it
+            entries[key] = value
 
     def items(self, table: TableName, partition: int) -> Iterator[tuple[str, StoredState]]:
         self.scans[table] += 1

@@ -89,13 +89,13 @@ def run_ingest(
             producer,
             lambda: changelog,
             {name: f"{name}-changelog" for name in STATE_TABLES},
-            {"ticket-opened": "ticket-opened"},
+            {message.topic: message.topic},
             "cx-dead-letter",
             Counter("cx_events", "", ["topic", "outcome"], registry=registry),
             Counter("cx_dead_letter_failures", "", ["topic"], registry=registry),
         )
         asyncio.run(ingest.process([message]))
-        counted = {"ticket-opened": {"invalid": 1}}
+        counted = {message.topic: {"invalid": 1}}
         assert changelog.records == {
             ("surveys-changelog", 2): [(OUTCOMES_KEY, orjson.dumps(counted))]
         }
@@ -153,41 +153,64 @@ def test_an_internal_error_is_dead_lettered_and_logged_without_the_record(
     def bug(*args: Any, **kwargs: Any) -> str:
         raise KeyError(secret)  # an error's message may quote the record
 
-    monkeypatch.setattr(pipeline, "_apply", bug)
-    opened = b'{"event_id": "e1", "ticket_id": "T1", "occurred_at": "2026-01-01T00:00:00Z"}'
-    valid = Message("ticket-opened", 2, 17, time.time(), 0, [], b"T1", opened, None)
+    monkeypatch.setattr(pipeline, "_subscription", bug)  # (accounts are Python's)
+    changed = {
+        "event_id": "e1",
+        "account_id": "A1",
+        "subscription_id": "S1",
+        "occurred_at": "2026-01-01T00:00:00Z",
+        "status": "active",
+        "mrr": 10,
+        "currency": "USD",
+    }
+    valid = Message(
+        "subscription-updated", 2, 17, time.time(), 0, [], b"A1", orjson.dumps(changed), None
+    )
     producer = FlakyProducer(failures=0)
     registry = run_ingest(producer, valid, tmp_path, pipeline)
     [(_, _, _, headers)] = producer.delivered
     assert headers is not None and ("cx-error", b"internal error: KeyError") in headers
-    assert counts(registry, "ticket-opened") == (1, None)
+    assert counts(registry, "subscription-updated") == (1, None)
     [report] = [record for record in caplog.records if record.levelno >= logging.ERROR]
     fields = vars(report)
-    assert (fields["topic"], fields["partition"], fields["offset"]) == ("ticket-opened", 2, 17)
+    assert (fields["topic"], fields["partition"], fields["offset"]) == (
+        "subscription-updated",
+        2,
+        17,
+    )
     assert "raise KeyError(secret)" in fields["stack"]  # where, not what
     assert secret not in str(fields) and report.exc_info is None
 
 
 def test_a_state_that_fails_to_settle_costs_its_records_and_changes_nothing(
-    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
-    """The batch's states are folded into the windows after its records were read: a bug
-    there dead-letters the records that changed that state, which keeps its old value."""
+    """The batch's states are folded into the windows after its records were read: a state
+    whose observations cannot be worked out (here a stored state of a priority no release
+    knows) dead-letters the records that changed it, and keeps its old value."""
     pipeline = new_pipeline()
-
-    def bug(*args: Any) -> list[Any]:
-        raise ZeroDivisionError
-
-    monkeypatch.setattr("stream.pipeline.ticket_observations", bug)
+    stored = {
+        "partition": 2,
+        "opened": [time.time() - 120, "E0"],
+        "segment": ["billing", "email", "someday"],
+        "agent_replies": [],
+        "status": [],
+        "seen": [1],
+        "latest": time.time() - 120,
+        "account": None,
+    }
+    states_of(pipeline).put("tickets", 2, "T1", orjson.dumps(stored))
+    before = dict(states_of(pipeline).tables[("tickets", 2)])
     fields = {"event_id": "E1", "occurred_at": rfc3339(time.time() - 60), "ticket_id": "T1"}
     valid = Message("ticket-opened", 2, 17, time.time(), 0, None, b"T1", orjson.dumps(fields), None)
     producer = FlakyProducer(failures=0)
     registry = run_ingest(producer, valid, tmp_path, pipeline)
     [(topic, _, value, headers)] = producer.delivered
     assert topic == "cx-dead-letter" and value == valid.value
-    assert headers is not None and ("cx-error", b"internal error: ZeroDivisionError") in headers
+    assert headers is not None and ("cx-error", b"internal error: RuntimeError") in headers
     assert counts(registry, "ticket-opened") == (1, None)
-    assert states_of(pipeline).tables == {} and pipeline.partitions == {}
+    assert states_of(pipeline).tables == {("tickets", 2): before}
+    assert all(not windows.series_keys() for windows in pipeline.partitions[2].parts.values())
 
 
 def rfc3339(moment: float) -> str:

@@ -1,10 +1,16 @@
-//! cx-stream's compiled core: the per-event work of the worker, reached from Python once per
-//! batch (`python.rs`). Modules follow the data, as `stream/` does: records are decoded and
-//! validated here (`decode`); Python keeps Faust, the tables, configuration and the CLI.
+//! cx-stream's compiled core: the per-event work of the worker, reached from Python a few calls
+//! per batch (`python.rs`). Modules follow the data, as `stream/` does: records are decoded and
+//! validated (`decode`), applied to their ticket or survey state (`tickets`, `state`), timed
+//! in business hours (`business`), told to their accounts (`experience`) and folded into the
+//! windows (`windows`, `tally`). Python keeps Faust, the tables, the accounts, configuration
+//! and the CLI.
 
 pub mod business;
 pub mod decode;
+pub mod experience;
+pub mod state;
 pub mod tally;
+pub mod tickets;
 pub mod windows;
 
 #[cfg(feature = "python")]

@@ -11,6 +11,7 @@ use pyo3::types::{PyString, PyTuple};
 use crate::decode::{self, Body, Event, Invalid, Topic};
 
 mod business;
+mod state;
 mod windows;
 
 #[pyclass(frozen, get_all, module = "stream._core")]
@@ -97,7 +98,11 @@ fn decode_batch(
         .collect()
 }
 
-fn event_object(py: Python<'_>, event: Event, segment: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+pub(crate) fn event_object(
+    py: Python<'_>,
+    event: Event,
+    segment: &Bound<'_, PyAny>,
+) -> PyResult<Py<PyAny>> {
     let text = |value: &str| PyString::new(py, value).unbind();
     let segment_of = |segment_fields: &decode::Segment| -> PyResult<Py<PyAny>> {
         let decode::Segment {
@@ -212,5 +217,6 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add("MILLIONTHS", decode::MILLIONTHS)?;
     windows::register(module)?;
     business::register(module)?;
+    state::register(module)?;
     Ok(())
 }

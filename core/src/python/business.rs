@@ -36,6 +36,12 @@ impl OpeningHours {
     }
 }
 
+impl OpeningHours {
+    pub(crate) fn inner(&self) -> &business::OpeningHours {
+        &self.inner
+    }
+}
+
 pub fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<OpeningHours>()
 }

@@ -57,6 +57,12 @@ fn observation_of(
     })
 }
 
+impl PyPartitionWindows {
+    pub(crate) fn inner_mut(&mut self) -> &mut PartitionWindows {
+        &mut self.inner
+    }
+}
+
 fn key_of(windows: &mut PartitionWindows, (dimension, value): (&str, &str)) -> PyResult<SeriesKey> {
     let dimension = DIMENSIONS
         .iter()
