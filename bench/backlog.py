@@ -181,7 +181,7 @@ def backlog_figures(rounds: list[dict[str, Any]], events: int, scaling: bool) ->
             worker,
             noop,
             AT_LEAST_ONCE,
-            Target("at least 3x", 3.0, at_most=False, smaller=size),
+            Target("at least 6x", 6.0, at_most=False, smaller=size),
         ),
         ratio(
             "backlog.worker_to_batch_noop",
@@ -222,7 +222,7 @@ def backlog_figures(rounds: list[dict[str, Any]], events: int, scaling: bool) ->
                 exactly,
                 noop,
                 EXACTLY_ONCE,
-                Target("at least 3x", 3.0, at_most=False, smaller=size),
+                Target("at least 6x", 6.0, at_most=False, smaller=size),
             ),
         ]
     if scaling:
@@ -241,7 +241,7 @@ def backlog_figures(rounds: list[dict[str, Any]], events: int, scaling: bool) ->
                 two,
                 worker,
                 AT_LEAST_ONCE,
-                Target("at least 1.7x", 1.7, at_most=False, smaller=size),
+                Target("at least 1.8x", 1.8, at_most=False, smaller=size),
             ),
         ]
     return figures
