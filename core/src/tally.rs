@@ -143,6 +143,20 @@ impl Tally {
         }
     }
 
+    /// Set its buckets from any list of them: ordered, those of one place added up, none at 0.
+    pub fn set_bins(&mut self, mut bins: Vec<Bin>) {
+        bins.sort_unstable_by_key(Bin::place);
+        bins.dedup_by(|later, kept| {
+            let same = later.place() == kept.place();
+            if same {
+                kept.count += later.count;
+            }
+            same
+        });
+        bins.retain(|bin| bin.count != 0);
+        self.bins = bins;
+    }
+
     /// Add (sign 1) or subtract (sign -1) every observation of `other`.
     pub fn merge(&mut self, other: &Tally, sign: i64) {
         self.observations += sign * other.observations;
@@ -154,8 +168,9 @@ impl Tally {
             self.bins.clone_from(&other.bins);
             return;
         }
-        if other.bins.len() * 16 < self.bins.len() {
-            // a batch's few values into a long-lived total: in place, no copy of the total
+        if other.bins.len() <= 8 || other.bins.len() * 16 < self.bins.len() {
+            // a few values (an observation, a batch's into a long-lived total): in place,
+            // no copy of the whole
             for bin in &other.bins {
                 self.add_bin(bin.sketch, bin.key, sign * bin.count);
             }
@@ -409,6 +424,23 @@ mod tests {
         let mut none = a.clone();
         none.merge(&a, -1);
         assert!(none.bins.is_empty() && none.observations == 0);
+    }
+
+    #[test]
+    fn bins_set_in_any_order_are_ordered_and_added_up() {
+        let mut set = Tally::default();
+        let bin = |sketch, key, count| Bin { sketch, key, count };
+        set.set_bins(vec![
+            bin(2, 5, 1),
+            bin(0, 9, 2),
+            bin(2, 5, 3),
+            bin(0, 1, 0),
+            bin(0, ZERO_KEY, 4),
+        ]);
+        assert_eq!(
+            set.bins,
+            vec![bin(0, ZERO_KEY, 4), bin(0, 9, 2), bin(2, 5, 4)]
+        );
     }
 
     #[test]

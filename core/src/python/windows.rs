@@ -6,7 +6,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PySequence, PyString, PyTuple};
 
-use crate::tally::{self, COUNT_NAMES, SKETCH_NAMES, Tally, ZERO_KEY};
+use crate::tally::{self, Bin, COUNT_NAMES, SKETCH_NAMES, Tally, ZERO_KEY};
 use crate::windows::{self, DIMENSIONS, Kind, Observation, PartitionWindows, SeriesKey, Spec};
 
 #[pyclass(module = "stream._core", name = "PartitionWindows")]
@@ -304,16 +304,30 @@ impl PyTally {
             }
         }
         if let Some(sketches) = data.get_item("sketches")? {
-            for (name, sketch) in sketches.cast::<PyDict>()?.iter() {
+            let mut bins = Vec::new();
+            for (name, value) in sketches.cast::<PyDict>()?.iter() {
                 let name = name.cast::<PyString>()?.to_str()?.to_owned();
                 let index = tally::sketch_index(&name).ok_or_else(|| unknown("sketch", &name))?;
-                let (zeros, pairs) = pair_of(&sketch)?;
-                added.add_bin(index as u8, ZERO_KEY, zeros.extract()?);
-                for pair in pairs.try_iter()? {
-                    let (key, count) = pair_of(&pair?)?;
-                    added.add_bin(index as u8, key.extract()?, count.extract()?);
+                let sketch = index as u8;
+                let (zeros, pairs) = pair_of(&value)?;
+                bins.push(Bin {
+                    sketch,
+                    key: ZERO_KEY,
+                    count: zeros.extract()?,
+                });
+                // partials carry hundreds of buckets per sketch: read straight off the list
+                let pairs = pairs.cast::<PyList>()?;
+                bins.reserve(pairs.len());
+                for pair in pairs.iter() {
+                    let (key, count) = pair_of(&pair)?;
+                    bins.push(Bin {
+                        sketch,
+                        key: key.extract()?,
+                        count: count.extract()?,
+                    });
                 }
             }
+            added.set_bins(bins);
         }
         self.inner.merge(&added, 1);
         Ok(())
