@@ -11,7 +11,7 @@
 //! window, under its full segment; `flush` then adds each staged tally to the series it counts
 //! in. Observations of a batch that share a segment and a bucket are added up first.
 
-use std::collections::{HashMap, HashSet};
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
@@ -337,18 +337,18 @@ impl PartitionWindows {
         PartitionWindows {
             specs,
             now,
-            series: HashMap::new(),
-            changed: HashSet::new(),
+            series: HashMap::default(),
+            changed: HashSet::default(),
             lowest,
-            strings: HashSet::new(),
-            staged: HashMap::new(),
-            staged_counts: HashMap::new(),
-            open: HashMap::new(),
-            dirty: HashSet::new(),
-            superseded: HashSet::new(),
-            gone: HashSet::new(),
+            strings: HashSet::default(),
+            staged: HashMap::default(),
+            staged_counts: HashMap::default(),
+            open: HashMap::default(),
+            dirty: HashSet::default(),
+            superseded: HashSet::default(),
+            gone: HashSet::default(),
             tick: 0,
-            pending: HashMap::new(),
+            pending: HashMap::default(),
         }
     }
 
@@ -435,7 +435,7 @@ impl PartitionWindows {
         self.series.entry(key.clone()).or_insert_with(|| Series {
             windows: (0..windows)
                 .map(|_| Window {
-                    buckets: HashMap::new(),
+                    buckets: HashMap::default(),
                     total: Tally::default(),
                 })
                 .collect(),
@@ -449,7 +449,7 @@ impl PartitionWindows {
     pub fn flush(&mut self, totals: bool) {
         let staged_counts = std::mem::take(&mut self.staged_counts);
         let staged = std::mem::take(&mut self.staged);
-        let mut touched: HashSet<SeriesKey> = HashSet::new();
+        let mut touched: HashSet<SeriesKey> = HashSet::default();
         for (segment, [references, tickets_open]) in staged_counts {
             for key in self.series_keys(&segment) {
                 let series = self.series_entry(&key);
