@@ -10,6 +10,7 @@ state is written back only when an event changed it.
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,6 +40,8 @@ StoredState = bytes
 """A state as its table stores it (JSON)."""
 
 RESTORE_STEP = 5000
+
+log = logging.getLogger("cx_stream")
 
 
 InputRecord = tuple[str, int, bytes | None, float, object]
@@ -168,11 +171,17 @@ class Pipeline:
             if topic != EXPERIENCE_TOPIC
         ]
         self._tokens += [token for topic, *_, token in records if topic != EXPERIENCE_TOPIC]
-        decoded = iter(self._batch.decode(core, first, self.currency, Segment))
-        needed = self._batch.needed()
-        self._batch.load(
-            [self.states.get(table, partition, key) for table, partition, key in needed]
-        )
+        try:
+            decoded = iter(self._batch.decode(core, first, self.currency, Segment))
+            needed = self._batch.needed()
+            self._batch.load(
+                [self.states.get(table, partition, key) for table, partition, key in needed]
+            )
+        except BaseException:
+            # (a store that cannot be read): the batch goes, as its records are not committed;
+            # events left queued would be taken for the next call's
+            self._batch, self._tokens, self._touched = StateBatch(), [], {}
+            raise
         outcomes: list[Outcome | Exception | None] = []
         for topic, partition, value, record_time, token in records:
             try:
@@ -298,8 +307,24 @@ class Pipeline:
             retracted.setdefault(table, []).append((stored, None))
         for table, changes in retracted.items():
             if table != "accounts":  # (an account's numbers are evaluated, not windowed)
-                fold_stored(self.windows(table, partition, now), table, changes, self._rules)
+                self._fold_stored(self.windows(table, partition, now), table, changes)
         return sum(map(len, retracted.values()))
+
+    def _fold_stored(
+        self,
+        windows: PartitionWindows,
+        table: TableName,
+        changes: list[StoredChange],
+        totals: bool = True,
+    ) -> None:
+        """Fold stored states' changes into the windows; a state that cannot be read is left
+        out of them, and counted in the log (not what it holds: it may quote personal data)."""
+        unreadable = fold_stored(windows, table, changes, self._rules, totals)
+        if unreadable:
+            log.error(
+                "stored states could not be read; left out of the windows",
+                extra={"table": table, "states": len(unreadable)},
+            )
 
     def checkpoint_entries(self, table: TableName, partition: int) -> Entries:
         """The entries that bring the stored checkpoint of the (table, partition)'s windows
@@ -343,11 +368,11 @@ class Pipeline:
                         done += 1
                         if done % RESTORE_STEP == 0:
                             if windowed:
-                                fold_stored(windows, table, changes, self._rules)
+                                self._fold_stored(windows, table, changes)
                             changes = []
                             yield done
                     if windowed:
-                        fold_stored(windows, table, changes, self._rules)
+                        self._fold_stored(windows, table, changes)
                 else:
                     windows = PartitionWindows(self.specs, now)
                     windows.supersede([key for key, _ in checkpoint.windows])
@@ -358,11 +383,11 @@ class Pipeline:
                         done += 1
                         if done % RESTORE_STEP == 0:
                             if windowed:
-                                fold_stored(windows, table, changes, self._rules, totals=False)
+                                self._fold_stored(windows, table, changes, totals=False)
                             changes = []
                             yield done
                     if windowed:
-                        fold_stored(windows, table, changes, self._rules, totals=False)
+                        self._fold_stored(windows, table, changes, totals=False)
                     windows.finish_rebuild()  # before the next partition: a lower peak
                 parts[table] = windows
             for key, stored in self.states.items("accounts", partition):

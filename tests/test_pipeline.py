@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -20,6 +22,7 @@ from tests.helpers import (
     exported,
     feed,
     new_pipeline,
+    partition_of,
     restore,
     states_of,
 )
@@ -301,3 +304,47 @@ def test_anomaly_is_the_record_that_made_a_duration_negative(arrivals: str, want
     delivered = [_ticket_event(name) for name in arrivals.split()]
     assert outcomes(delivered) == wanted.split()
     assert feed(new_pipeline(), delivered, NOW) == wanted.split()
+
+
+def test_a_stored_state_that_cannot_be_read_is_left_out_of_the_windows_and_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    events = scenario(5, NOW, tickets=30)
+    pipeline = new_pipeline()
+    feed(pipeline, delivery(events, 5), NOW)
+    states = states_of(pipeline).copy()
+    (table, partition), entries = next(
+        (place, entries) for place, entries in states.tables.items() if place[0] == "tickets"
+    )
+    key = next(iter(entries))
+    entries[key] = b'{"partition": ' + b"[" * 3  # damaged on disk
+    restored = new_pipeline(states)
+    restore(restored, NOW)
+    [report] = [record for record in caplog.records if record.levelno >= logging.ERROR]
+    assert (vars(report)["table"], vars(report)["states"]) == ("tickets", 1)
+    assert restored.entries[(table, partition)] == len(entries)  # (still stored)
+    others = [
+        (topic, fields)
+        for topic, fields in events
+        if not (topic.startswith("ticket-") and fields.get("ticket_id") == key)
+    ]
+    assert_rows_match(exported(restored, NOW), expected(others, NOW))
+
+
+def test_a_store_that_fails_mid_batch_leaves_nothing_queued_for_the_next(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    events = scenario(6, NOW, tickets=10)
+    pipeline = new_pipeline()
+    store = states_of(pipeline)
+    records = [(topic, partition_of(f), orjson.dumps(f), NOW, None) for topic, f in events]
+
+    def unreadable(*args: object) -> None:
+        raise OSError("the disk went away")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(store, "get", unreadable)
+        with pytest.raises(OSError):
+            pipeline.process(records[:5])
+    assert feed(pipeline, events, NOW) == outcomes(events)
+    assert_rows_match(exported(pipeline, NOW), expected(events, NOW))

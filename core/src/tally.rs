@@ -299,7 +299,11 @@ impl Tally {
         for _ in 0..bins {
             let tag = reader.byte()?;
             let (sketch, key) = if tag == SAME_SKETCH {
-                (previous.0, previous.1 + reader.signed()?)
+                let difference = reader.signed()?;
+                (
+                    previous.0,
+                    previous.1.checked_add(difference).ok_or(Unreadable)?,
+                )
             } else {
                 (tag, reader.signed()?)
             };
