@@ -80,22 +80,35 @@ fn decode_batch(
     records
         .iter()
         .map(|(topic, value, record_time)| {
-            let topic = Topic::from_name(topic).ok_or_else(|| {
-                PyValueError::new_err(format!("not an input topic: {}", &**topic))
-            })?;
-            let value: Option<&[u8]> = value.as_deref();
-            let decoded =
-                panic::catch_unwind(|| decode::decode(topic, value, *record_time, currency));
-            match decoded {
-                Ok(Ok(event)) => event_object(py, event, segment),
-                Ok(Err(Invalid(reason))) => Ok(PyString::new(py, &reason).into_any().unbind()),
-                Err(_) => {
-                    let error = PyRuntimeError::new_err("the core failed to decode a record");
-                    Ok(error.into_value(py).into_any())
-                }
+            match decode_record(py, topic, value.as_deref(), *record_time, currency)? {
+                Ok(event) => event_object(py, event, segment),
+                Err(failure) => Ok(failure),
             }
         })
         .collect()
+}
+
+/// One record decoded: its event, or what stands for its failure in Python: the reason it is
+/// invalid (a str), or a RuntimeError where the core failed on it (a bug, which must cost that
+/// record, not the batch). An error for a topic that is not an input topic.
+pub(crate) fn decode_record(
+    py: Python<'_>,
+    topic: &str,
+    value: Option<&[u8]>,
+    record_time: f64,
+    currency: &str,
+) -> PyResult<Result<Event, Py<PyAny>>> {
+    let topic = Topic::from_name(topic)
+        .ok_or_else(|| PyValueError::new_err(format!("not an input topic: {topic}")))?;
+    let decoded = panic::catch_unwind(|| decode::decode(topic, value, record_time, currency));
+    Ok(match decoded {
+        Ok(Ok(event)) => Ok(event),
+        Ok(Err(Invalid(reason))) => Err(PyString::new(py, &reason).into_any().unbind()),
+        Err(_) => {
+            let error = PyRuntimeError::new_err("the core failed to decode a record");
+            Err(error.into_value(py).into_any())
+        }
+    })
 }
 
 pub(crate) fn event_object(

@@ -365,21 +365,22 @@ impl TicketState {
             None,
             false,
         )];
+        // a first response or resolution at `at`: calendar and business time, judged by its
+        // SLA target; none for a negative duration (clock skew: an anomaly)
+        let duration = |kind: Kind, at: f64, targets: &[f64; 4]| {
+            let seconds = at - opened_at;
+            (seconds >= 0.0).then(|| {
+                let business = rules.business_seconds(team, opened_at, at);
+                let breached = rules.breached(targets, priority, seconds, business);
+                observation(kind, at, &segment, seconds, breached, business, false)
+            })
+        };
         if let Some((replied_at, _)) = self.agent_replies.first() {
-            let seconds = replied_at - opened_at;
-            if seconds >= 0.0 {
-                let business = rules.business_seconds(team, opened_at, *replied_at);
-                let breached = rules.breached(&rules.first_response, priority, seconds, business);
-                found.push(observation(
-                    Kind::FirstResponse,
-                    *replied_at,
-                    &segment,
-                    seconds,
-                    breached,
-                    business,
-                    false,
-                ));
-            }
+            found.extend(duration(
+                Kind::FirstResponse,
+                *replied_at,
+                &rules.first_response,
+            ));
         }
         if !self.is_resolved() {
             found.push(observation(
@@ -410,20 +411,7 @@ impl TicketState {
             None,
             !reopens.is_empty(),
         ));
-        let seconds = resolved_at - opened_at;
-        if seconds >= 0.0 {
-            let business = rules.business_seconds(team, opened_at, resolved_at);
-            let breached = rules.breached(&rules.resolution, priority, seconds, business);
-            found.push(observation(
-                Kind::Resolution,
-                resolved_at,
-                &segment,
-                seconds,
-                breached,
-                business,
-                false,
-            ));
-        }
+        found.extend(duration(Kind::Resolution, resolved_at, &rules.resolution));
         for at in reopens {
             found.push(observation(
                 Kind::Reopen,

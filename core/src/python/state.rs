@@ -12,9 +12,9 @@ use pyo3::pybacked::{PyBackedBytes, PyBackedStr};
 use pyo3::types::{PyDict, PyString, PyTuple};
 
 use super::business::OpeningHours;
-use super::event_object;
 use super::windows::PyPartitionWindows;
-use crate::decode::{self, Body, Invalid, Topic};
+use super::{decode_record, event_object};
+use crate::decode::Body;
 use crate::experience::AccountObservation;
 use crate::state::{self, Batch, State, StoredChange, Table};
 use crate::tickets::{self, PRIORITIES};
@@ -136,25 +136,15 @@ impl StateBatch {
             .iter()
             .enumerate()
             .map(|(offset, (topic, partition, value, record_time))| {
-                let topic = Topic::from_name(topic).ok_or_else(|| {
-                    PyValueError::new_err(format!("not an input topic: {}", &**topic))
-                })?;
-                let value: Option<&[u8]> = value.as_deref();
-                let decoded =
-                    panic::catch_unwind(|| decode::decode(topic, value, *record_time, currency));
-                match decoded {
-                    Ok(Ok(event)) if matches!(event.body, Body::SubscriptionUpdated { .. }) => {
+                match decode_record(py, topic, value.as_deref(), *record_time, currency)? {
+                    Ok(event) if matches!(event.body, Body::SubscriptionUpdated { .. }) => {
                         event_object(py, event, segment)
                     }
-                    Ok(Ok(event)) => {
+                    Ok(event) => {
                         self.inner.queue(first + offset, *partition, event);
                         Ok(py.None())
                     }
-                    Ok(Err(Invalid(reason))) => Ok(PyString::new(py, &reason).into_any().unbind()),
-                    Err(_) => {
-                        let error = PyRuntimeError::new_err("the core failed to decode a record");
-                        Ok(error.into_value(py).into_any())
-                    }
+                    Err(failure) => Ok(failure),
                 }
             })
             .collect()
