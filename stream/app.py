@@ -18,14 +18,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import faust
 import orjson
-from faust import streams as faust_streams
 from faust.types.enums import ProcessingGuarantee
 from prometheus_client import (
     CollectorRegistry,
@@ -51,9 +49,9 @@ from .health import (
     consumer_lags,
     state_entries,
 )
-from .ingest import DEAD_LETTER_MAX_BYTES, BatchStates, Ingest
+from .ingest import DEAD_LETTER_MAX_BYTES, BatchStates, Ingest, last_offset_of, send_changelog
 from .memory import prepare_long_running_process, release_free_memory
-from .partials import Messages, PartialsPublisher, newest_partials
+from .partials import Messages, PartialsPublisher
 from .pipeline import STATE_TABLES, Pipeline, TableName
 from .revenue import (
     PARTIAL_KEY,
@@ -62,7 +60,7 @@ from .revenue import (
     as_of_instant,
     partial_message,
 )
-from .series import Series, Snapshots
+from .series import Series, Snapshots, Writes
 from .store import ROCKSDB_OPTIONS, STORE_URL
 from .transactions import PartitionLost, Transactions
 from .transport import App
@@ -414,39 +412,50 @@ def _merge_and_export_stage(
 ) -> Snapshots:
     """Stage 2: the partials of the dimensions whose cx-partials partition this worker owns,
     merged, on /metrics and as cx-metrics snapshots."""
+
+    def owned() -> set[int]:
+        return _owned_partitions(app, topics.partials.get_topic_name())
+
     series = Series(
-        series_table,
         settings.max_segment_values,
         [spec.name for spec in settings.windows],
-        lambda: _owned_partitions(app, topics.partials.get_topic_name()),
+        owned,
         business_hours=settings.business_hours is not None,
     )
-    owned = lambda: _owned_partitions(app, topics.partials.get_topic_name())  # noqa: E731
     revenue = Revenue(settings.account_windows, settings.gross_margin, owned)
     snapshots = Snapshots(series, revenue, topics.metrics)
+    store = series_table.data
+    changelog = series_table.changelog_topic.get_topic_name()
 
     @series_table.on_recover
     async def series_restored() -> None:
-        series.restored()
+        series.restored(
+            value for partition in owned() for _, value in store.partition_items(partition)
+        )
 
     @app.agent(topics.partials, name="merge-partials")
     async def merge_partials(stream: Any) -> None:
         async for events in stream.take_events(MERGE_BATCH, within=MERGE_WAIT):
-            tickets = []
+            messages = []
             for event in events:
                 message = event.message
                 if message.key == PARTIAL_KEY:
                     revenue.apply(orjson.loads(message.value)["accounts"], message.partition)
                 else:
-                    tickets.append(event)
-            carried = newest_partials([event.message.value for event in tickets])
-            for event, message in zip(tickets, carried, strict=True):
-                # The series table writes its changelog to the partition of Faust's current
-                # event, which within a run is the run's last: each message's own is set here.
-                # (Faust's private context variable, as of faust-streaming 0.15.3; this loop
-                # must not await, or take_events' buffering would see it.)
-                faust_streams._current_event.set(weakref.ref(event))
-                series.apply_message(message, event.message.partition)
+                    messages.append((message.value, message.partition))
+            await write_series(series.apply(messages))
+
+    async def write_series(writes: Writes) -> None:
+        """A run's table writes, a record batch per partition, like the state tables': to the
+        changelog, then (once Kafka has them) to the store, with the changelog offset that
+        recovery resumes from."""
+        producer = app.kafka_producer()
+        sent = await asyncio.gather(
+            *(send_changelog(producer, changelog, via, entries) for via, entries in writes.items())
+        )
+        last_offsets = await asyncio.gather(*map(last_offset_of, sent))
+        for (via, entries), last in zip(writes.items(), last_offsets, strict=True):
+            store.write(via, entries, last)
 
     @app.timer(settings.snapshot_interval)
     async def publish_snapshots() -> None:
@@ -455,9 +464,9 @@ def _merge_and_export_stage(
     @app.page("/metrics")
     async def metrics_page(view: Any, request: Any) -> Any:
         accounts = revenue.latest()
-        body = series.exposition() + ("" if accounts is None else account_samples(accounts))
+        body = b"" if accounts is None else account_samples(accounts).encode()
         # aiohttp refuses a charset in content_type, so the exposition type goes in as a header
-        page = body.encode() + generate_latest(registry)
+        page = series.exposition() + body + generate_latest(registry)
         return view.bytes(page, content_type=None, headers={"Content-Type": CONTENT_TYPE})
 
     return snapshots
@@ -495,7 +504,7 @@ def _health_stage(
         status.line(
             {
                 "input_partitions": sorted(pipeline.partitions),
-                "exported_series": len(snapshots.published),
+                "exported_series": snapshots.published,
                 "state_entries": state_entries(pipeline),
             }
         )
@@ -522,7 +531,7 @@ def _health_stage(
         body |= {
             "input_partitions": sorted(pipeline.partitions),
             "records": ingest.record_counts(),
-            "exported_series": len(snapshots.series.rows()),
+            "exported_series": snapshots.series.row_count(),
             "state_entries": state_entries(pipeline),
         }
         return view.json(body, status=status)

@@ -117,20 +117,20 @@ class Store(faust_rocksdb.Store):
         partition: int,
         changes: Mapping[bytes, bytes | None],
         changelog_offset: int | None,
-        windows: Mapping[bytes, bytes | None],
+        windows: Mapping[bytes, bytes | None] | None = None,
     ) -> None:
         """Apply puts (and deletes, for None) to one partition atomically: state changes, with
         the offset of the last of them in the changelog (where recovery will resume reading),
-        and the windows' checkpoint and undo log entries."""
+        and the windows' checkpoint and undo log entries (the state tables')."""
         db = self._db_for_partition(partition)
-        family = self._windows_family(db)
         batch = rocksdict.WriteBatch(raw_mode=True)
         for key, value in changes.items():
             if value is None:
                 batch.delete(key)
             else:
                 batch.put(key, value)
-        for key, value in windows.items():
+        family = self._windows_family(db) if windows else None
+        for key, value in (windows or {}).items():
             if value is None:
                 batch.delete(key, family)
             else:

@@ -11,9 +11,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
-from ._core import META_KEY, PartitionWindows, Tally, series_partial
+from ._core import META_KEY, PartitionWindows
 
 __all__ = [
     "DIMENSIONS",
@@ -21,11 +20,9 @@ __all__ = [
     "CombinedWindows",
     "PartitionWindows",
     "SegmentKey",
-    "Tally",
     "WindowSpec",
     "parse_duration",
     "parse_windows",
-    "series_partial",
 ]
 
 SegmentKey = tuple[str, str]
@@ -77,14 +74,3 @@ class CombinedWindows:
     def advance(self, now: float) -> None:
         for windows in self.parts.values():
             windows.advance(now)
-
-    def take_changed(self) -> set[SegmentKey]:
-        """The series changed since the last call."""
-        return {key for windows in self.parts.values() for key in windows.take_changed()}
-
-    def series_keys(self) -> set[SegmentKey]:
-        return {key for windows in self.parts.values() for key in windows.series_keys()}
-
-    def partial(self, key: SegmentKey) -> dict[str, Any] | None:
-        """The series' current totals as JSON, or None when no state refers to it any more."""
-        return series_partial(list(self.parts.values()), key)

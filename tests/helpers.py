@@ -5,12 +5,13 @@ from __future__ import annotations
 import random
 import zlib
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from stream.exporter import SeriesRow, merge_partials, series_rows
+from stream._core import Merge, partials_messages
 from stream.pipeline import STATE_TABLES, Checkpoint, Outcome, Pipeline, StoredState, TableName
 from stream.tickets import TicketRules
 from stream.windows import parse_windows
@@ -119,26 +120,71 @@ def restore(pipeline: Pipeline, now: float) -> None:
         pass
 
 
+LABELS = ("window", "team", "channel", "priority")
+
+
+@dataclass(frozen=True)
+class Row:
+    """One exported (window, segment) series, as its cx-metrics snapshot tells it."""
+
+    labels: dict[str, str]
+    metrics: dict[str, Any]
+    tickets_open: int
+
+    @property
+    def key(self) -> str:
+        return ",".join(f"{name}={self.labels[name]}" for name in LABELS)
+
+
+def row_of(value: bytes) -> Row:
+    fields = orjson.loads(value)
+    labels = {name: fields.pop(name) for name in LABELS}
+    tickets_open = fields.pop("tickets_open")
+    del fields["as_of"]
+    return Row(labels, fields, tickets_open)
+
+
+class MetricsTopic:
+    """cx-metrics as a consumer of the compacted topic reads it: each key's latest value."""
+
+    def __init__(self) -> None:
+        self.latest: dict[bytes, bytes] = {}
+
+    def read(self, merge: Merge, owned: Sequence[int] = (0,)) -> list[Row]:
+        """What `merge` sends now, taken in; every row, ordered by key."""
+        for key, value in merge.snapshots(list(owned), "2026-12-06T00:00:00.000Z"):
+            if value is None:
+                del self.latest[key]
+            else:
+                self.latest[key] = value
+        return sorted((row_of(value) for value in self.latest.values()), key=lambda row: row.key)
+
+
+def partials_of(pipeline: Pipeline, now: float) -> list[bytes]:
+    """Every partition's cx-partials messages of a full republish at `now`."""
+    messages = []
+    for partition, windows in sorted(pipeline.partitions.items()):
+        windows.advance(now)
+        parts = list(windows.parts.values())
+        messages += [value for _, value in partials_messages(parts, partition, True)]
+    return messages
+
+
 def exported(
     pipeline: Pipeline, now: float, cap: int = 50, business_hours: bool = False
-) -> list[SeriesRow]:
+) -> list[Row]:
     """What the merging worker would export from every partition's current partials."""
-    entries = []
-    for windows in pipeline.partitions.values():
-        windows.advance(now)
-        for dimension, value in windows.series_keys():
-            partial = windows.partial((dimension, value))
-            assert partial is not None
-            entries.append({"dimension": dimension, "value": value, **partial})
-    return series_rows(merge_partials(entries, cap), WINDOW_NAMES, business_hours)
+    merge = Merge(cap, WINDOW_NAMES, business_hours)
+    merge.apply([(message, 0) for message in partials_of(pipeline, now)])
+    return MetricsTopic().read(merge)
 
 
-def row_labels(row: SeriesRow) -> tuple[str, str, str, str]:
+def row_labels(row: Row) -> tuple[str, str, str, str]:
     labels = row.labels
     return (labels["window"], labels["team"], labels["channel"], labels["priority"])
 
 
-def assert_rows_match(rows: list[SeriesRow], want: Expected) -> None:
+def assert_rows_match(rows: list[Row], want: Expected) -> None:
     assert {row_labels(row) for row in rows} == set(want.series)
     for row in rows:
         labels = row_labels(row)

@@ -12,12 +12,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stream.business_hours import parse_schedules
-from stream.exporter import SeriesRow
 from stream.pipeline import STATE_TABLES, Pipeline
 from stream.tickets import DEFAULT_SLA, SlaClock, TicketRules
 from stream.windows import parse_windows
 from tests.helpers import (
     MemoryStates,
+    Row,
     assert_rows_match,
     exported,
     feed,
@@ -32,7 +32,7 @@ from tests.scenario import delivery, opening_hours, scenario, skewed
 NOW = time.time()
 
 
-def comparable(rows: list[SeriesRow]) -> list[tuple[object, ...]]:
+def comparable(rows: list[Row]) -> list[tuple[object, ...]]:
     return [(row.key, sorted(row.metrics.items()), row.tickets_open) for row in rows]
 
 

@@ -1,26 +1,30 @@
 """The merge stage in-process: partials as the publisher sends them, through the series table,
-must give the rows a direct merge of every partition's windows gives."""
+must give the rows a direct merge of every partition's windows gives (read from the snapshots
+as a consumer of the compacted cx-metrics topic would)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 import zlib
+from typing import Any
 
+import faust
 import orjson
 import pytest
 
-from stream.exporter import SeriesRow
-from stream.partials import (
-    FULL_REPUBLISH_EVERY,
-    PUBLISH_SHARE,
-    PartialsPublisher,
-    carried_by,
-    newest_partials,
-    partial,
-)
+from stream._core import Merge
+from stream.partials import FULL_REPUBLISH_EVERY, PUBLISH_SHARE, PartialsPublisher
 from stream.series import Series
-from tests.helpers import WINDOW_NAMES, exported, feed, new_pipeline
+from tests.helpers import (
+    WINDOW_NAMES,
+    MetricsTopic,
+    Row,
+    exported,
+    feed,
+    new_pipeline,
+    partials_of,
+)
 from tests.scenario import delivery, scenario
 
 NOW = time.time()
@@ -37,7 +41,7 @@ class RecordingTopic:
         self.sent.extend(messages)
 
 
-def assert_same_rows(rows: list[SeriesRow], wanted: list[SeriesRow]) -> None:
+def assert_same_rows(rows: list[Row], wanted: list[Row]) -> None:
     assert [row.labels for row in rows] == [row.labels for row in wanted]
     for row, want in zip(rows, wanted, strict=True):
         assert row.tickets_open == want.tickets_open
@@ -47,26 +51,67 @@ def assert_same_rows(rows: list[SeriesRow], wanted: list[SeriesRow]) -> None:
             assert value == expected or value == pytest.approx(expected, rel=1e-12), name
 
 
+def partials_in(message: bytes) -> list[dict[str, Any]]:
+    partials: list[dict[str, Any]] = orjson.loads(message)["partials"]
+    return partials
+
+
 def test_grouped_partials_through_the_series_table_give_the_merged_rows() -> None:
     records = delivery(scenario(5, NOW, tickets=80), 5)
     pipeline = new_pipeline()
     topic = RecordingTopic()
     publisher = PartialsPublisher(pipeline, topic, clock=lambda: 0.0)  # never skips
-    table: dict[str, bytes] = {}
-    series = Series(table, 50, WINDOW_NAMES, lambda: set(range(CX_PARTIALS_PARTITIONS)))
+    table: dict[bytes, bytes] = {}
+    owned = set(range(CX_PARTIALS_PARTITIONS))
+    series = Series(50, WINDOW_NAMES, lambda: owned)
+    snapshots = MetricsTopic()
     for step, start in enumerate(range(0, len(records), len(records) // 3)):
         feed(pipeline, records[start : start + len(records) // 3], NOW)
         asyncio.run(publisher.publish(NOW + 60 * step))
         for key, value in topic.sent:
-            carried = carried_by(value).partials
+            carried = partials_in(value)
             assert {item["dimension"].encode() for item in carried} == {key}
             assert len({item["source_partition"] for item in carried}) == 1
-            for item in carried:
-                series.apply(item, zlib.crc32(key) % CX_PARTIALS_PARTITIONS)
+        via = [(value, zlib.crc32(key) % CX_PARTIALS_PARTITIONS) for key, value in topic.sent]
+        for entries in series.apply(via).values():
+            for key, stored in entries.items():
+                if stored is None:
+                    del table[key]
+                else:
+                    table[key] = stored
         topic.sent.clear()
-        assert_same_rows(series.rows(), exported(pipeline, NOW + 60 * step))
-    series.restored()  # read back from the table, as after a recovery
-    assert_same_rows(series.rows(), exported(pipeline, NOW + 60 * step))
+        assert_same_rows(
+            snapshots.read(series.merge, sorted(owned)), exported(pipeline, NOW + 60 * step)
+        )
+    restarted = Series(50, WINDOW_NAMES, lambda: owned)
+    restarted.restored(table.values())  # read back from the table, as after a recovery
+    assert_same_rows(
+        MetricsTopic().read(restarted.merge, sorted(owned)), exported(pipeline, NOW + 60 * step)
+    )
+
+
+def test_the_table_keys_are_those_the_faust_table_wrote() -> None:
+    """The series table was Faust's with str keys (its JSON codec): a worker upgraded from it
+    must find and delete the same keys."""
+    series = Series(50, WINDOW_NAMES, lambda: {0})
+    value = 'bé "q" \\ \t'
+    message = {
+        "partials": [
+            {
+                "dimension": "team",
+                "value": value,
+                "source_partition": 3,
+                "removed": False,
+                "tickets_open": 1,
+                "windows": {},
+            }
+        ]
+    }
+    (key,) = series.apply([(orjson.dumps(message), 0)])[0]
+    app = faust.App("keys")
+    table = app.Table("series", key_type=str, value_type=bytes)
+    store: Any = table.data
+    assert key == store._encode_key(orjson.dumps(["team", value, 3]).decode())
 
 
 class TickingClock:
@@ -106,9 +151,12 @@ def test_cycles_are_skipped_so_that_partials_take_at_most_their_share_of_the_tim
 def test_a_partial_written_before_grouping_is_still_read() -> None:
     pipeline = new_pipeline()
     feed(pipeline, delivery(scenario(6, NOW, tickets=10), 6), NOW)
-    partition, windows = next(iter(pipeline.partitions.items()))
-    single = partial(windows, ("all", "all"), partition)
-    assert carried_by(orjson.dumps(single)).partials == [orjson.loads(orjson.dumps(single))]
+    grouped = Merge(50, WINDOW_NAMES)
+    single = Merge(50, WINDOW_NAMES)
+    for message in partials_of(pipeline, NOW):
+        grouped.apply([(message, 0)])
+        single.apply([(orjson.dumps(item), 0) for item in partials_in(message)])
+    assert_same_rows(MetricsTopic().read(single), MetricsTopic().read(grouped))
 
 
 def test_a_merging_stage_behind_applies_only_the_newest_partial_of_each_series() -> None:
@@ -119,19 +167,19 @@ def test_a_merging_stage_behind_applies_only_the_newest_partial_of_each_series()
     for step in range(4):  # four cycles' messages waiting in cx-partials
         feed(pipeline, records[step * len(records) // 4 : (step + 1) * len(records) // 4], NOW)
         asyncio.run(publisher.publish(NOW + 60 * step))
-    one_by_one = Series({}, 50, WINDOW_NAMES, lambda: {0})
-    for _, value in topic.sent:
-        for item in carried_by(value).partials:
-            one_by_one.apply(item, 0)
-    caught_up = Series({}, 50, WINDOW_NAMES, lambda: {0})
-    carried = newest_partials([value for _, value in topic.sent])
-    for message in carried:
-        for item in message.partials:
-            caught_up.apply(item, 0)
-    assert_same_rows(caught_up.rows(), one_by_one.rows())
-    assert_same_rows(caught_up.rows(), exported(pipeline, NOW + 180))
-    sent = sum(len(carried_by(value).partials) for _, value in topic.sent)
-    assert sum(len(message.partials) for message in carried) < sent / 2
+    one_by_one = Merge(50, WINDOW_NAMES)
+    one_by_one_writes = sum(
+        len(entries)
+        for _, value in topic.sent
+        for entries in one_by_one.apply([(value, 0)])[0].values()
+    )
+    caught_up = Merge(50, WINDOW_NAMES)
+    writes, unreadable = caught_up.apply([(value, 0) for _, value in topic.sent])
+    assert unreadable == []
+    rows = MetricsTopic().read(caught_up)
+    assert_same_rows(rows, MetricsTopic().read(one_by_one))
+    assert_same_rows(rows, exported(pipeline, NOW + 180))
+    assert len(writes[0]) < one_by_one_writes / 2
 
 
 def test_a_full_republish_drops_series_whose_removal_was_lost() -> None:
@@ -141,29 +189,28 @@ def test_a_full_republish_drops_series_whose_removal_was_lost() -> None:
     feed(pipeline, delivery(scenario(10, NOW, tickets=60), 10), NOW)
     topic = RecordingTopic()
     publisher = PartialsPublisher(pipeline, topic, clock=lambda: 0.0)  # never skips
-    series = Series({}, 50, WINDOW_NAMES, lambda: {0})
+    merge = Merge(50, WINDOW_NAMES)
+    snapshots = MetricsTopic()
 
     def merge_sent() -> None:
-        for message in newest_partials([value for _, value in topic.sent]):
-            series.apply_message(message, 0)
+        merge.apply([(value, 0) for _, value in topic.sent])
         topic.sent.clear()
 
     asyncio.run(publisher.publish(NOW))
+    team_message = next(value for key, value in topic.sent if key == b"team")
     merge_sent()
-    partition, windows = sorted(pipeline.partitions.items())[0]
-    team = next(value for dimension, value in windows.series_keys() if dimension == "team")
-    stale = {**partial(windows, ("team", team), partition), "value": "gone"}
+    partition = min(pipeline.partitions)
+    stale = {**partials_in(team_message)[0], "value": "gone"}
     elsewhere = {**stale, "source_partition": 999}  # a partition this worker does not own
-    series.apply(stale, 0)
-    series.apply(elsewhere, 0)
     empty = max(pipeline.partitions) + 1  # a partition without a single series
+    windows = pipeline.partitions[partition]
     pipeline.partitions[empty] = type(windows)(windows.specs, {})
-    series.apply({**stale, "dimension": "priority", "source_partition": empty}, 0)
+    lost = [stale, elsewhere, {**stale, "dimension": "priority", "source_partition": empty}]
+    merge.apply([(orjson.dumps({"partials": [item]}), 0) for item in lost])
 
     def labelled_gone() -> set[str]:
-        return {
-            name for row in series.rows() for name, value in row.labels.items() if value == "gone"
-        }
+        rows = snapshots.read(merge)
+        return {name for row in rows for name, value in row.labels.items() if value == "gone"}
 
     asyncio.run(publisher.publish(NOW))  # an ordinary cycle leaves them
     merge_sent()
@@ -174,5 +221,5 @@ def test_a_full_republish_drops_series_whose_removal_was_lost() -> None:
     merge_sent()
     assert labelled_gone() == {"team"}  # from the partition this worker does not own
     del pipeline.partitions[empty]
-    rows = [row for row in series.rows() if "gone" not in row.labels.values()]
+    rows = [row for row in snapshots.read(merge) if "gone" not in row.labels.values()]
     assert_same_rows(rows, exported(pipeline, NOW))

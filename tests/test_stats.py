@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -12,10 +11,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from stream._core import Merge, partials_messages
 from stream.events import Segment
 from stream.stats import newcombe_interval, nps, nps_margin_of_error, wilson_interval
 from stream.tickets import Observation
-from stream.windows import PartitionWindows, Tally, parse_windows, series_partial
+from stream.windows import PartitionWindows, parse_windows
+from tests.helpers import MetricsTopic, Row
 
 
 def test_nps_and_margin_by_hand() -> None:
@@ -66,10 +67,12 @@ values = st.lists(st.floats(0, 1e7, allow_nan=False), min_size=1, max_size=300)
 NOW = 1_800_000_000.0
 
 
-def first_responses(values: list[float], retracted: Sequence[float] = ()) -> dict[str, Any]:
-    """The 1h tally JSON of a partition's windows holding a first response of each value (and
-    of each `retracted` value, added and retracted again), of one ticket opened (a series
-    is kept while a ticket or response refers to it)."""
+def first_responses(
+    values: list[float], retracted: Sequence[float] = (), partition: int = 0
+) -> bytes:
+    """The cx-partials message (of the whole, "all") of a partition's windows holding a first
+    response of each value in 1h (and of each `retracted` value, added and retracted again), of
+    one ticket opened (a series is kept while a ticket or response refers to it)."""
     windows = PartitionWindows(parse_windows("1h"), NOW)
 
     def replies(values: list[float]) -> list[Observation]:
@@ -78,17 +81,27 @@ def first_responses(values: list[float], retracted: Sequence[float] = ()) -> dic
     opened = Observation("opened", NOW - 60, Segment())
     windows.fold([([], [opened, *replies(values + list(retracted))])])
     windows.fold([(replies(list(retracted)), [])])
-    partial = series_partial([windows], ("all", "all"))
-    assert partial is not None
-    data: dict[str, Any] = partial["windows"]["1h"]
-    return data
+    messages = dict(partials_messages([windows], partition, complete=True))
+    return messages[b"all"]
+
+
+def sketch_of(message: bytes) -> Any:
+    return orjson.loads(message)["partials"][0]["windows"]["1h"]["sketches"]
+
+
+def exported(*messages: bytes) -> Row:
+    """The 1h row of the whole that the merge stage exports of `messages`."""
+    merge = Merge(50, ["1h"])
+    merge.apply([(message, 0) for message in messages])
+    (row,) = MetricsTopic().read(merge)
+    return row
 
 
 @given(values)
 def test_sketch_quantiles_within_two_percent_of_the_order_statistics(xs: list[float]) -> None:
-    tally = Tally.from_json(first_responses(xs))
-    qs = [0.5, 0.9, 0.0, 1.0, 0.25]
-    for q, got in zip(qs, tally.quantiles("first_response_seconds", qs), strict=True):
+    row = exported(first_responses(xs))
+    for q in (0.5, 0.9):
+        got = row.metrics[f"first_response_seconds_p{round(q * 100)}"]
         exact = sorted(xs)[math.floor(q * (len(xs) - 1))]
         assert got is not None
         assert abs(got - exact) <= 0.02 * exact + 1e-9
@@ -96,27 +109,20 @@ def test_sketch_quantiles_within_two_percent_of_the_order_statistics(xs: list[fl
 
 @given(values, values)
 def test_sketch_retraction_is_exact(kept: list[float], removed: list[float]) -> None:
-    only_kept = first_responses(kept)
-    assert first_responses(kept, removed)["sketches"] == only_kept["sketches"]
-    assert Tally().quantiles("first_response_seconds", [0.5, 0.9]) == [None, None]
+    assert sketch_of(first_responses(kept, removed)) == sketch_of(first_responses(kept))
 
 
 @given(values, values)
-def test_adding_tallies_from_json_counts_every_bucket_and_leaves_the_json_alone(
+def test_partials_of_partitions_add_up_to_every_bucket(
     first: list[float], second: list[float]
 ) -> None:
-    a_json, b_json = first_responses(first), first_responses(second)
-    sent = copy.deepcopy([a_json, b_json])
-    total = Tally()
-    total.add_json(a_json)  # into an empty tally
-    total.add_json(b_json)  # into a filled one
-    total.add_json(orjson.loads(orjson.dumps(b_json)))  # as it comes from cx-partials
-    together = first_responses(first + second + second)
-    assert total.to_json()["sketches"] == together["sketches"]
-    assert total.count("first_response_count") == len(first) + 2 * len(second)
-    assert total.count("tickets_opened") == 3
-    assert [a_json, b_json] == sent
-    total.add_json(together)
-    assert total.quantiles("first_response_seconds", [0.5]) == Tally.from_json(together).quantiles(
-        "first_response_seconds", [0.5]
+    row = exported(
+        first_responses(first),
+        first_responses(second, partition=1),
+        first_responses(second, partition=2),
     )
+    together = exported(first_responses(first + second + second))
+    assert row.metrics["first_response_count"] == len(first) + 2 * len(second)
+    assert row.metrics["tickets_opened"] == 3
+    for name in ("first_response_seconds_p50", "first_response_seconds_p90"):
+        assert row.metrics[name] == together.metrics[name]

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from stream._core import partials_messages
 from stream.events import Segment
 from stream.tickets import Observation
 from stream.windows import PartitionWindows, SegmentKey, parse_duration, parse_windows
-from stream.windows import series_partial as partial_of
 
 NOW = 1_800_000_000.0
 HOUR = parse_windows("1h")
@@ -26,13 +27,18 @@ def retract(windows: PartitionWindows, *observations: Observation) -> None:
 
 
 def partial(windows: PartitionWindows, key: SegmentKey) -> dict[str, Any] | None:
-    return partial_of([windows], key)
+    """The series' partial in a full republish of the windows; None when it has none."""
+    for _, message in partials_messages([windows], 0, complete=True):
+        for item in orjson.loads(message)["partials"]:
+            if (item["dimension"], item["value"]) == key:
+                return dict(item)
+    return None
 
 
 def opened_in_window(windows: PartitionWindows) -> int:
-    partial = partial_of([windows], ("all", "all"))
-    assert partial is not None
-    return int(partial["windows"]["1h"]["counts"].get("tickets_opened", 0))
+    found = partial(windows, ("all", "all"))
+    assert found is not None
+    return int(found["windows"]["1h"]["counts"].get("tickets_opened", 0))
 
 
 def assert_counted_within_edge_error(windows: PartitionWindows, at: float, now: float) -> None:

@@ -2,13 +2,18 @@
 //! per batch (`python.rs`). Modules follow the data, as `stream/` does: records are decoded and
 //! validated (`decode`), applied to their ticket or survey state (`tickets`, `state`), timed
 //! in business hours (`business`), told to their accounts (`experience`) and folded into the
-//! windows (`windows`, `tally`). Python keeps Faust, the tables, the accounts, configuration
-//! and the CLI.
+//! windows (`windows`, `tally`). Their totals cross to the merging stage as partials
+//! (`partials`), which sums them (`merge`) and writes /metrics and the snapshots (`export`,
+//! `stats`). Python keeps Faust, the tables, the accounts, configuration and the CLI.
 
 pub mod business;
 pub mod decode;
 pub mod experience;
+pub mod export;
+pub mod merge;
+pub mod partials;
 pub mod state;
+pub mod stats;
 pub mod tally;
 pub mod tickets;
 pub mod windows;

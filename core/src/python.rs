@@ -11,7 +11,9 @@ use pyo3::types::{PyString, PyTuple};
 use crate::decode::{self, Body, Event, Invalid, Topic};
 
 mod business;
+mod merge;
 mod state;
+mod stats;
 mod windows;
 
 #[pyclass(frozen, get_all, module = "stream._core")]
@@ -231,5 +233,7 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     windows::register(module)?;
     business::register(module)?;
     state::register(module)?;
+    merge::register(module)?;
+    stats::register(module)?;
     Ok(())
 }

@@ -1,12 +1,15 @@
-//! The windows and tallies as Python sees them: `PartitionWindows` takes a batch's state
-//! changes in one call (`fold`), `series_partial` gives a series' totals as a partial's JSON,
-//! and `Tally` is what the merge stage adds partials up in.
+//! The windows as Python sees them: `PartitionWindows` takes a batch's state changes in one
+//! call (`fold`), and `partials_messages` writes an input partition's changed series as
+//! cx-partials messages.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PySequence, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PySequence, PyString, PyTuple};
 
-use crate::tally::{self, Bin, COUNT_NAMES, SKETCH_NAMES, Tally, ZERO_KEY};
+use crate::partials::{self, Partial};
 use crate::windows::{self, DIMENSIONS, Kind, Observation, PartitionWindows, SeriesKey, Spec};
 
 #[pyclass(module = "stream._core", name = "PartitionWindows")]
@@ -196,165 +199,43 @@ impl PyPartitionWindows {
     }
 }
 
-/// A series' totals over the parts of one input partition (its state tables) as a partial's
-/// JSON: {"tickets_open": n, "windows": {name: tally}}; None when no part holds it.
+/// The cx-partials messages of one input partition (its windows, one per state table): those
+/// of each dimension's series changed since the last call, keys sorted. With `complete` (a
+/// full republish), every series of every dimension, each dimension's last message marked
+/// complete. Returns [(dimension, message)].
 #[pyfunction]
-fn series_partial<'py>(
+fn partials_messages<'py>(
     py: Python<'py>,
     parts: Vec<PyRefMut<'py, PyPartitionWindows>>,
-    key: (String, String),
-) -> PyResult<Option<Bound<'py, PyDict>>> {
+    partition: i64,
+    complete: bool,
+) -> Vec<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)> {
     let mut parts = parts;
-    let Some(first) = parts.first_mut() else {
-        return Ok(None);
-    };
-    let key = key_of(&mut first.inner, (&key.0, &key.1))?;
     let mut inner: Vec<&mut PartitionWindows> =
         parts.iter_mut().map(|part| &mut part.inner).collect();
-    let Some((tickets_open, totals)) = windows::series_totals(&mut inner, &key) else {
-        return Ok(None);
-    };
-    let by_window = PyDict::new(py);
-    for (spec, total) in inner[0].specs.iter().zip(&totals) {
-        by_window.set_item(&spec.name, tally_json(py, total)?)?;
-    }
-    let partial = PyDict::new(py);
-    partial.set_item("tickets_open", tickets_open)?;
-    partial.set_item("windows", by_window)?;
-    Ok(Some(partial))
-}
-
-/// {"counts": {name: amount}, "sketches": {name: [zeros, [[key, count], ...]]}}, without
-/// zero counts and empty sketches.
-fn tally_json<'py>(py: Python<'py>, tally: &Tally) -> PyResult<Bound<'py, PyDict>> {
-    let sketches = PyDict::new(py);
-    for (index, name) in SKETCH_NAMES.iter().enumerate() {
-        let bins = tally.sketch(index as u8);
-        if bins.is_empty() {
-            continue;
-        }
-        let zeros = bins
-            .first()
-            .filter(|bin| bin.key == ZERO_KEY)
-            .map_or(0, |bin| bin.count);
-        let pairs = PyList::empty(py);
-        for bin in bins.iter().filter(|bin| bin.key != ZERO_KEY) {
-            pairs.append(PyTuple::new(py, [i64::from(bin.key), bin.count])?)?;
-        }
-        sketches.set_item(name, (zeros, pairs))?;
-    }
-    let json = PyDict::new(py);
-    json.set_item("counts", counts_json(py, tally)?)?;
-    json.set_item("sketches", sketches)?;
-    Ok(json)
-}
-
-fn counts_json<'py>(py: Python<'py>, tally: &Tally) -> PyResult<Bound<'py, PyDict>> {
-    let counts = PyDict::new(py);
-    for (name, amount) in COUNT_NAMES.iter().zip(tally.counts) {
-        if amount != 0.0 {
-            counts.set_item(name, amount)?;
+    let mut keys: BTreeSet<(u8, Arc<str>)> = BTreeSet::new();
+    for part in &mut inner {
+        keys.extend(part.changed.drain());
+        if complete {
+            keys.extend(part.series.keys().cloned());
         }
     }
-    Ok(counts)
-}
-
-/// What the merge stage adds the partials of a series up in, and reads metrics from.
-#[pyclass(module = "stream._core", name = "Tally")]
-#[derive(Default)]
-pub struct PyTally {
-    inner: Tally,
-}
-
-/// The two items of a JSON pair: a list, as orjson reads it, or a tuple.
-fn pair_of<'py>(pair: &Bound<'py, PyAny>) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
-    let items = match pair.cast::<PyList>() {
-        Ok(list) if list.len() == 2 => (list.get_item(0)?, list.get_item(1)?),
-        _ => pair.extract()?,
-    };
-    Ok(items)
-}
-
-fn unknown(what: &str, name: &str) -> PyErr {
-    PyValueError::new_err(format!("not a tally {what}: {name}"))
-}
-
-#[pymethods]
-impl PyTally {
-    #[new]
-    fn new() -> Self {
-        PyTally::default()
-    }
-
-    #[staticmethod]
-    fn from_json(data: &Bound<'_, PyDict>) -> PyResult<Self> {
-        let mut tally = PyTally::default();
-        tally.add_json(data)?;
-        Ok(tally)
-    }
-
-    /// Add a tally in its partial JSON form (series_partial's, after a round trip).
-    fn add_json(&mut self, data: &Bound<'_, PyDict>) -> PyResult<()> {
-        let mut added = Tally::default();
-        if let Some(counts) = data.get_item("counts")? {
-            for (name, amount) in counts.cast::<PyDict>()?.iter() {
-                let name = name.cast::<PyString>()?.to_str()?.to_owned();
-                let index = tally::count_index(&name).ok_or_else(|| unknown("count", &name))?;
-                added.add_count(index, amount.extract()?);
-            }
+    let mut messages = Vec::new();
+    for (index, dimension) in DIMENSIONS.iter().enumerate() {
+        let group: Vec<Partial> = keys
+            .iter()
+            .filter(|key| usize::from(key.0) == index)
+            .map(|key| partials::series_partial(&mut inner, key, partition))
+            .collect();
+        let complete = complete.then_some((*dimension, partition));
+        for message in partials::messages(&group, complete) {
+            messages.push((
+                PyBytes::new(py, dimension.as_bytes()),
+                PyBytes::new(py, &message),
+            ));
         }
-        if let Some(sketches) = data.get_item("sketches")? {
-            let mut bins = Vec::new();
-            for (name, value) in sketches.cast::<PyDict>()?.iter() {
-                let name = name.cast::<PyString>()?.to_str()?.to_owned();
-                let index = tally::sketch_index(&name).ok_or_else(|| unknown("sketch", &name))?;
-                let sketch = index as u8;
-                let (zeros, pairs) = pair_of(&value)?;
-                bins.push(Bin {
-                    sketch,
-                    key: ZERO_KEY,
-                    count: zeros.extract()?,
-                });
-                // partials carry hundreds of buckets per sketch: read straight off the list
-                let pairs = pairs.cast::<PyList>()?;
-                bins.reserve(pairs.len());
-                for pair in pairs.iter() {
-                    let (key, count) = pair_of(&pair)?;
-                    bins.push(Bin {
-                        sketch,
-                        key: key.extract()?,
-                        count: count.extract()?,
-                    });
-                }
-            }
-            added.set_bins(bins);
-        }
-        self.inner.merge(&added, 1);
-        Ok(())
     }
-
-    /// A count, rounded (sums of retracted floats may be a hair off a whole number).
-    fn count(&self, name: &str) -> PyResult<i64> {
-        let index = tally::count_index(name).ok_or_else(|| unknown("count", name))?;
-        Ok(self.inner.count(index).round_ties_even() as i64)
-    }
-
-    /// Every count and sum that is not 0, by name.
-    #[getter]
-    fn counts<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        counts_json(py, &self.inner)
-    }
-
-    /// The tally in its partial JSON form.
-    fn to_json<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        tally_json(py, &self.inner)
-    }
-
-    /// For each q, the named sketch's value at rank floor(q * (n - 1)); None when empty.
-    fn quantiles(&self, name: &str, qs: Vec<f64>) -> PyResult<Vec<Option<f64>>> {
-        let index = tally::sketch_index(name).ok_or_else(|| unknown("sketch", name))?;
-        Ok(self.inner.quantiles(index as u8, &qs))
-    }
+    messages
 }
 
 #[pyfunction]
@@ -374,8 +255,7 @@ fn is_ces_low_effort(score: i64) -> bool {
 
 pub fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<PyPartitionWindows>()?;
-    module.add_class::<PyTally>()?;
-    module.add_function(wrap_pyfunction!(series_partial, module)?)?;
+    module.add_function(wrap_pyfunction!(partials_messages, module)?)?;
     module.add_function(wrap_pyfunction!(nps_category, module)?)?;
     module.add_function(wrap_pyfunction!(is_csat_satisfied, module)?)?;
     module.add_function(wrap_pyfunction!(is_ces_low_effort, module)?)?;
