@@ -3,18 +3,20 @@ same records.
 
 Each run is a round on a fresh broker: the backlog is produced once per worker configuration
 (a topic prefix each, because the prefix also names cx-partials, which must not carry a previous
-worker's partials into the next), then read by the raw consumer, the no-op Faust agent, the
-no-op batch handler, one worker with each processing guarantee (at-least-once and, on Kafka,
-exactly-once; which goes first alternates from round to round) and, for the scaling figure, two
-workers in one group. All of a round's numbers come from the same records on the same broker
-minutes apart, so their ratios are what to compare between machines and commits; absolute
-rates move with whatever else the machine is doing.
+worker's partials into the next), then read by the raw consumer, Quix Streams' stateless loop
+(bench/quix.py), the no-op Faust agent, the no-op batch handler, one worker with each
+processing guarantee (at-least-once and, on Kafka, exactly-once; which goes first alternates
+from round to round) and, for the scaling figure, two workers in one group. All of a round's
+numbers come from the same records on the same broker minutes apart, so their ratios are what
+to compare between machines and commits; absolute rates move with whatever else the machine
+is doing.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from stream.config import ProcessingGuarantee
@@ -33,6 +35,7 @@ from .processes import (
 )
 from .profiling import SAMPLES_PER_SECOND, profiled
 from .progress import say
+from .quix import QuixUnavailable, quix_python, quix_rate
 from .rates import Rate, processing_rate, raw_consumer_rate
 from .records import load
 
@@ -44,6 +47,7 @@ WORKERS: dict[ProcessingGuarantee, tuple[str, str]] = {
 at-least-once worker shares its topics with the baselines, which create no cx-partials."""
 TITLES = {
     "raw": "raw aiokafka consumer + orjson",
+    "quix": "Quix Streams stateless loop, JSON decode + count",
     "noop": "no-op Faust agent",
     "batch_noop": "no-op batch handler",
     "worker": "cx-stream worker, at_least_once",
@@ -85,8 +89,9 @@ def one_process_runs(
 
 
 def backlog_round(
-    number: int, records: list[Record], suite: Suite, scaling: bool
+    number: int, records: list[Record], suite: Suite, scaling: bool, quix: Path | None
 ) -> dict[str, Any]:
+    """One run; `quix` is .venv-quix's interpreter (None: Quix Streams is not measured)."""
     total = len(records)
     say(f"backlog run {number}/{suite.runs}: {total:,} records")
     with running_broker(suite, f"backlog-{number}") as broker:
@@ -96,6 +101,12 @@ def backlog_round(
         rates: dict[str, Rate] = {}
         rates["raw"] = raw_consumer_rate(broker.bootstrap, "one-", total, broker.pid)
         _report(TITLES["raw"], rates["raw"])
+        versions: dict[str, str] = {}
+        if quix is not None:
+            rates["quix"], versions["quix_version"] = quix_rate(
+                quix, broker, suite, f"quix-{number}", "one-", total
+            )
+            _report(TITLES["quix"], rates["quix"])
         for key, process in one_process_runs(number, broker, suite):
             with process() as running:
                 rates[key] = processing_rate([running], total, broker.pid)
@@ -108,7 +119,7 @@ def backlog_round(
                 rates["two_workers"],
             )
     order = alternated(suite.guarantees, number)
-    return {"two_workers_partitions": split, "guarantee_order": order} | {
+    return {"two_workers_partitions": split, "guarantee_order": order, **versions} | {
         name: {
             "events": rate.events,
             "seconds": rate.seconds,
@@ -198,6 +209,27 @@ def backlog_figures(rounds: list[dict[str, Any]], events: int, scaling: bool) ->
             AT_LEAST_ONCE,
         ),
     ]
+    if "quix" in rounds[0]:
+        quix = _rates(rounds, "quix")
+        figures += [
+            Figure(
+                "backlog.quix",
+                f"Quix Streams {rounds[0]['quix_version']} stateless loop, one StreamingDataFrame"
+                " per topic: JSON decode + count (timed in its process, first record to last)",
+                "events/s",
+                quix,
+            ),
+            ratio(
+                "backlog.worker_to_quix",
+                "backlog replay: worker / Quix Streams' stateless loop, JSON decode + count (same"
+                " run; the worker timed from the poll that finds it ready to the poll that finds"
+                " all processed, Quix in its process from its first record to its last)",
+                worker,
+                quix,
+                AT_LEAST_ONCE,
+                Target("at least 1x", 1.0, at_most=False, smaller=size),
+            ),
+        ]
     if "worker_exactly_once" in rounds[0]:
         exactly = _rates(rounds, "worker_exactly_once")
         figures += [
@@ -248,8 +280,17 @@ def backlog_figures(rounds: list[dict[str, Any]], events: int, scaling: bool) ->
 
 
 def run_backlog(records: list[Record], suite: Suite, scaling: bool) -> BenchResult:
-    rounds = [backlog_round(number, records, suite, scaling) for number in range(1, suite.runs + 1)]
-    result = BenchResult("backlog", backlog_figures(rounds, len(records), scaling))
+    notes: list[str] = []
+    quix: Path | None = None
+    try:
+        quix = quix_python()
+    except QuixUnavailable as error:  # the peer is missing, the worker's figures still count
+        say(f"Quix Streams not measured: {error}")
+        notes.append(f"Quix Streams not measured: {error}")
+    rounds = [
+        backlog_round(number, records, suite, scaling, quix) for number in range(1, suite.runs + 1)
+    ]
+    result = BenchResult("backlog", backlog_figures(rounds, len(records), scaling), notes=notes)
     result.details = {"events": len(records), "partitions": suite.partitions, "runs": rounds}
     others = max(rate["others_cores"] for r in rounds for rate in _measured(r))
     if others > BUSY_MACHINE_CORES:

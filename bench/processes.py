@@ -1,4 +1,4 @@
-"""Child processes (brokers, workers, the no-op app, py-spy): started, watched, stopped by pid.
+"""Child processes (brokers, workers, no-op/Quix apps, py-spy): started, watched, stopped by pid.
 
 Every child is started in its own session, so a Ctrl-C in the terminal reaches only the
 benchmark, which then stops each child it started (stream.broker.stop_process) and nothing else.
@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -60,15 +60,18 @@ def stop_children_on_signals() -> None:
 
 
 def start_child(
-    command: list[str], env: Mapping[str, str], log_path: Path
+    command: list[str], env: Mapping[str, str], log_path: Path, output: Path | None = None
 ) -> subprocess.Popen[bytes]:
-    with open(log_path, "ab") as log:
+    """`command` with its stderr, and its stdout unless `output` names a file for it, in the log."""
+    with ExitStack() as files:
+        log = files.enter_context(open(log_path, "ab"))
+        stdout = files.enter_context(open(output, "wb")) if output else log
         process = subprocess.Popen(
             command,
             env=dict(env),
             cwd=REPO_ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
+            stdout=stdout,
+            stderr=log,
             start_new_session=True,  # a terminal's Ctrl-C reaches us; we stop the children
             preexec_fn=_die_with_parent if sys.platform == "linux" else None,
         )

@@ -188,15 +188,14 @@ def ticket_heavy_records(tickets: int, seed: int, cache_dir: Path) -> list[Recor
     return cached(cache_dir, "tickets", tickets, seed, build)
 
 
-SCRAPE_TEAMS = 50
 SCRAPE_CHANNELS = 10
 SCRAPE_PRIORITIES = ("low", "normal", "high", "urgent")
 
 
-def scrape_ticket(number: int, now: float) -> Record:
-    """A ticket opened `now` in one of the scrape's segments: any SCRAPE_TEAMS consecutive
-    numbers cover every team, channel and priority."""
-    team, channel = number % SCRAPE_TEAMS, number % SCRAPE_CHANNELS
+def scrape_ticket(number: int, now: float, teams: int) -> Record:
+    """A ticket opened `now` in one of the scrape's segments: any `teams` consecutive numbers
+    cover every team, channel and priority (`teams` at least SCRAPE_CHANNELS)."""
+    team, channel = number % teams, number % SCRAPE_CHANNELS
     ticket = f"SCRAPE-LIVE-{number:06d}"
     value = {
         "event_id": f"{ticket}-0",
@@ -209,11 +208,11 @@ def scrape_ticket(number: int, now: float) -> Record:
     return ("ticket-opened", ticket.encode(), orjson.dumps(value))
 
 
-def scrape_records(now: float) -> list[Record]:
+def scrape_records(now: float, teams: int) -> list[Record]:
     """One ticket per team x channel x priority, answered, resolved and surveyed in the last hour,
     so every series of every window has every metric (quantiles and ratios included)."""
     records: list[Record] = []
-    combinations = itertools.product(range(SCRAPE_TEAMS), range(SCRAPE_CHANNELS), SCRAPE_PRIORITIES)
+    combinations = itertools.product(range(teams), range(SCRAPE_CHANNELS), SCRAPE_PRIORITIES)
     for number, (team, channel, priority) in enumerate(combinations):
         ticket = f"SCRAPE-{number:05d}"
         opened = now - 3000 + number % 2400  # all within the last hour
