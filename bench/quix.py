@@ -73,7 +73,7 @@ def _exit_status(process: subprocess.Popen[bytes]) -> int | None:
 
 
 def quix_rate(
-    python: Path, broker: Broker, suite: Suite, name: str, prefix: str, total: int
+    python: Path, broker: Broker, suite: Suite, name: str, prefix: str, total: int, concat: bool
 ) -> tuple[Rate, str]:
     """Records/s of bench/quix_app.py reading the `total` records under `prefix`, and its Quix
     Streams version. Timed in the app from its first record to its last; its and the broker's
@@ -86,6 +86,7 @@ def quix_rate(
         "--bootstrap", broker.bootstrap, "--group", name, "--expected", str(total),
         "--state-dir", str(suite.workdir / name),
         "--start-timeout", str(START_TIMEOUT), "--stall-timeout", str(STALL_TIMEOUT),
+        *(["--concat"] if concat else []),
         *(prefix + topic for topic in TOPICS),
     ]  # fmt: skip
     process = start_child(command, os.environ, log, output)

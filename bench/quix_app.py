@@ -5,9 +5,10 @@
 
 Runs in .venv-quix (bench/quix.py makes it), never in the project's venv, and imports nothing
 of the project. A stock Application reads the topics from the earliest offset in a consumer
-group of its own, one StreamingDataFrame per topic (not concatenated: that would align the
-topics by timestamp, work the worker does not do), and the only per-record work is Quix's JSON
-deserializer and a counter. It stops itself once it counted --expected records.
+group of its own, one StreamingDataFrame per topic, or with --concat the topics' dataframes
+concatenated into one (as a user reading four topics as one stream would write it; Quix then
+aligns the topics by timestamp), and the only per-record work is Quix's JSON deserializer and a
+counter. It stops itself once it counted --expected records.
 
 stdout has two JSON lines: {"started": true} at the first record (the benchmark starts its CPU
 watch on it), then {"events": n, "seconds": s, "version": v} at the last, timed in this process
@@ -56,6 +57,7 @@ def main() -> int:
     parser.add_argument("--state-dir", required=True, help="kept out of the working directory")
     parser.add_argument("--start-timeout", type=float, default=180.0)
     parser.add_argument("--stall-timeout", type=float, default=120.0)
+    parser.add_argument("--concat", action="store_true", help="one dataframe of all topics")
     parser.add_argument("topics", nargs="+")
     args = parser.parse_args()
     expected: int = args.expected
@@ -79,8 +81,14 @@ def main() -> int:
             emit({"events": counted, "seconds": seconds, "version": quixstreams.__version__})
             app.stop()
 
-    for name in args.topics:
-        app.dataframe(app.topic(name, value_deserializer="json")).update(count)
+    frames = [app.dataframe(app.topic(name, value_deserializer="json")) for name in args.topics]
+    if args.concat:
+        joined = frames[0]
+        for frame in frames[1:]:
+            joined = joined.concat(frame)
+        frames = [joined]
+    for frame in frames:
+        frame.update(count)
     watchdog = (app, lambda: counted, args.start_timeout, args.stall_timeout)
     threading.Thread(target=stop_when_stuck, args=watchdog, daemon=True).start()
     app.run()

@@ -27,12 +27,16 @@ type SegmentKey = (String, String);
 struct Entry {
     via: i64,
     totals: Totals,
+    /// The version at which it last changed: a segment is merged again only when one of its
+    /// entries' stamps moved.
+    stamp: u64,
 }
 
 /// One exported segment: the entries it was merged from (and their stamps), its rows, and
 /// what was written of them, each written when first asked for.
 struct Merged {
-    stamps: Vec<(EntryKey, u64)>,
+    /// Its entries' stamps, ordered (stamps are unique: one per change).
+    stamps: Vec<u64>,
     via: i64,
     rows: Vec<Row>,
     samples: Option<Vec<String>>,
@@ -54,8 +58,6 @@ pub struct Merge {
     windows: Vec<String>,
     business_hours: bool,
     entries: FxHashMap<EntryKey, Entry>,
-    /// The version at which each entry last changed.
-    stamps: FxHashMap<EntryKey, u64>,
     /// Bumped at every change: a view of the same version and partitions is current.
     version: u64,
     view: Option<View>,
@@ -78,7 +80,6 @@ impl Merge {
             windows,
             business_hours,
             entries: FxHashMap::default(),
-            stamps: FxHashMap::default(),
             version: 0,
             view: None,
             published: FxHashMap::default(),
@@ -102,7 +103,10 @@ impl Merge {
         let mut seen: FxHashSet<EntryKey> = FxHashSet::default();
         let mut newest: Vec<Vec<bool>> = vec![Vec::new(); carried.len()];
         for (((partials, _), _), newest) in carried.iter().zip(&mut newest).rev() {
-            *newest = partials.iter().map(|p| seen.insert(key_of(p))).collect();
+            *newest = partials
+                .iter()
+                .map(|(p, _)| seen.insert(key_of(p)))
+                .collect();
         }
         let mut writes = Writes::new();
         for (((partials, complete), via), newest) in carried.into_iter().zip(newest) {
@@ -131,19 +135,20 @@ impl Merge {
         (writes, unreadable)
     }
 
-    fn put(&mut self, partial: Partial, via: i64, writes: &mut Writes) {
+    fn put(&mut self, (partial, raw): (Partial, &[u8]), via: i64, writes: &mut Writes) {
         let key = key_of(&partial);
-        let Some(totals) = partial.totals.clone() else {
+        let Some(totals) = partial.totals else {
             self.remove(key, writes);
             return;
         };
-        let value = partials::stored(&partial, via);
+        let value = partials::stored(raw, via);
         writes
             .entry(via)
             .or_default()
             .insert(store_key(&key), Some(value));
-        self.entries.insert(key.clone(), Entry { via, totals });
-        self.changed(key);
+        self.version += 1;
+        let stamp = self.version;
+        self.entries.insert(key, Entry { via, totals, stamp });
     }
 
     fn remove(&mut self, key: EntryKey, writes: &mut Writes) {
@@ -152,20 +157,14 @@ impl Merge {
                 .entry(entry.via)
                 .or_default()
                 .insert(store_key(&key), None);
-            self.changed(key);
+            self.version += 1;
         }
-    }
-
-    fn changed(&mut self, key: EntryKey) {
-        self.version += 1;
-        self.stamps.insert(key, self.version);
     }
 
     /// Replace every entry with the table's (after a recovery). Returns how many stored values
     /// could not be read (left out).
     pub fn load<'a>(&mut self, stored: impl Iterator<Item = &'a [u8]>) -> usize {
         self.entries.clear();
-        self.stamps.clear();
         self.view = None;
         self.version += 1;
         let mut unreadable = 0;
@@ -174,7 +173,9 @@ impl Merge {
                 Ok((partial, via)) => {
                     let key = key_of(&partial);
                     if let Some(totals) = partial.totals {
-                        self.entries.insert(key, Entry { via, totals });
+                        self.version += 1; // stamps stay unique
+                        let stamp = self.version;
+                        self.entries.insert(key, Entry { via, totals, stamp });
                     }
                 }
                 Err(_) => unreadable += 1,
@@ -196,18 +197,12 @@ impl Merge {
         let segments = self
             .segments_of(&owned)
             .into_iter()
-            .map(|(segment, keys)| {
-                let mut stamps: Vec<(EntryKey, u64)> = keys
-                    .into_iter()
-                    .map(|key| {
-                        let stamp = self.stamps.get(&key).copied().unwrap_or_default();
-                        (key, stamp)
-                    })
-                    .collect();
+            .map(|(segment, entries)| {
+                let mut stamps: Vec<u64> = entries.iter().map(|entry| entry.stamp).collect();
                 stamps.sort_unstable();
                 let merged = match earlier.remove(&segment) {
                     Some(cached) if cached.stamps == stamps => cached,
-                    _ => self.merged(&segment, stamps),
+                    _ => self.merged(&segment, stamps, &entries),
                 };
                 (segment, merged)
             })
@@ -225,15 +220,14 @@ impl Merge {
     /// "other": sorting (not arrival order) keeps the choice a function of the set of values.
     /// A value spelled "all" or "other" is folded, so that it is never taken for the whole or
     /// exported twice.
-    fn segments_of(&self, owned: &[i64]) -> BTreeMap<SegmentKey, Vec<EntryKey>> {
-        let mine: Vec<&EntryKey> = self
+    fn segments_of(&self, owned: &[i64]) -> BTreeMap<SegmentKey, Vec<&Entry>> {
+        let mine: Vec<(&EntryKey, &Entry)> = self
             .entries
             .iter()
             .filter(|(_, entry)| owned.binary_search(&entry.via).is_ok())
-            .map(|(key, _)| key)
             .collect();
         let mut values: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
-        for (dimension, value, _) in &mine {
+        for ((dimension, value, _), _) in &mine {
             if dimension != ALL && value != ALL && value != OTHER {
                 values.entry(dimension).or_default().insert(value);
             }
@@ -247,9 +241,8 @@ impl Merge {
                     .map(|value| (*dimension, *value))
             })
             .collect();
-        let mut segments: BTreeMap<SegmentKey, Vec<EntryKey>> = BTreeMap::new();
-        for key in mine {
-            let (dimension, value, _) = key;
+        let mut segments: BTreeMap<SegmentKey, Vec<&Entry>> = BTreeMap::new();
+        for ((dimension, value, _), entry) in mine {
             let label = if dimension == ALL {
                 ALL
             } else if kept.contains(&(dimension.as_str(), value.as_str())) {
@@ -260,19 +253,21 @@ impl Merge {
             segments
                 .entry((dimension.clone(), label.to_owned()))
                 .or_default()
-                .push(key.clone());
+                .push(entry);
         }
         segments
     }
 
-    fn merged(&self, (dimension, label): &SegmentKey, stamps: Vec<(EntryKey, u64)>) -> Merged {
+    fn merged(
+        &self,
+        (dimension, label): &SegmentKey,
+        stamps: Vec<u64>,
+        entries: &[&Entry],
+    ) -> Merged {
         let mut tickets_open = 0;
         let mut totals: Vec<Tally> = vec![Tally::default(); self.windows.len()];
         let mut via = 0;
-        for (key, _) in &stamps {
-            let Some(entry) = self.entries.get(key) else {
-                continue;
-            };
+        for entry in entries {
             via = entry.via;
             tickets_open += entry.totals.tickets_open;
             for (name, tally) in &entry.totals.windows {

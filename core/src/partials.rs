@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 
 use serde::ser::{SerializeMap, Serializer};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use crate::tally::{Bin, COUNT_NAMES, SKETCH_NAMES, Tally, ZERO_KEY, count_index, sketch_index};
 use crate::windows::{self, DIMENSIONS, PartitionWindows, SeriesKey};
@@ -91,13 +92,10 @@ struct PartialOut<'a> {
     tickets_open: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     windows: Option<WindowsJson<'a>>,
-    /// Only in the merging stage's table: the cx-partials partition it came on.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    via: Option<i64>,
 }
 
 impl<'a> PartialOut<'a> {
-    fn of(partial: &'a Partial, via: Option<i64>) -> Self {
+    fn of(partial: &'a Partial) -> Self {
         PartialOut {
             dimension: &partial.dimension,
             value: &partial.value,
@@ -105,7 +103,6 @@ impl<'a> PartialOut<'a> {
             removed: partial.totals.is_none(),
             tickets_open: partial.totals.as_ref().map(|totals| totals.tickets_open),
             windows: partial.totals.as_ref().map(|t| WindowsJson(&t.windows)),
-            via,
         }
     }
 }
@@ -155,7 +152,7 @@ pub fn messages(partials: &[Partial], complete: Option<(&str, i64)>) -> Vec<Vec<
     let mut messages = Vec::new();
     let mut current = Vec::new();
     for partial in partials {
-        let written = serde_json::to_vec(&PartialOut::of(partial, None)).unwrap_or_default();
+        let written = serde_json::to_vec(&PartialOut::of(partial)).unwrap_or_default();
         if !current.is_empty() && current.len() + written.len() > MESSAGE_BYTES {
             messages.push(close(current, None));
             current = Vec::new();
@@ -194,9 +191,14 @@ fn close(mut list: Vec<u8>, complete: Option<CompleteOut<'_>>) -> Vec<u8> {
     message
 }
 
-/// A partial as the merging stage's table keeps it: with the cx-partials partition it came on.
-pub fn stored(partial: &Partial, via: i64) -> Vec<u8> {
-    serde_json::to_vec(&PartialOut::of(partial, Some(via))).unwrap_or_default()
+/// A partial as the merging stage's table keeps it: its JSON as it came (`raw`, an object),
+/// with the cx-partials partition it came on.
+pub fn stored(raw: &[u8], via: i64) -> Vec<u8> {
+    let mut value = raw.strip_suffix(b"}").unwrap_or(raw).to_vec();
+    value.extend(br#","via":"#);
+    value.extend(itoa::Buffer::new().format(via).as_bytes());
+    value.push(b'}');
+    value
 }
 
 #[derive(Deserialize)]
@@ -230,8 +232,9 @@ struct CompleteIn {
 }
 
 #[derive(Deserialize)]
-struct MessageIn {
-    partials: Vec<PartialIn>,
+struct MessageIn<'a> {
+    #[serde(borrow)]
+    partials: Vec<&'a RawValue>,
     complete: Option<CompleteIn>,
 }
 
@@ -304,24 +307,28 @@ pub struct Complete {
 /// What a cx-partials message carries: its partials, and in a full republish what it names
 /// completely. A message of a single partial (as written before they were grouped, and so
 /// still in the topic after an upgrade) is read too.
-pub type Carried = (Vec<Partial>, Option<Complete>);
+/// Each partial comes with its JSON as it was sent.
+pub type Carried<'a> = (Vec<(Partial, &'a [u8])>, Option<Complete>);
 
-pub fn read_message(bytes: &[u8]) -> Result<Carried, Unreadable> {
+pub fn read_message(bytes: &[u8]) -> Result<Carried<'_>, Unreadable> {
     let json = match serde_json::from_slice::<MessageIn>(bytes) {
         Ok(json) => json,
         Err(_) => MessageIn {
-            partials: vec![serde_json::from_slice::<PartialIn>(bytes)?],
+            partials: vec![serde_json::from_slice::<&RawValue>(bytes)?],
             complete: None,
         },
     };
     let mut partials = Vec::with_capacity(json.partials.len());
-    for partial in json.partials {
-        partials.push(partial_of(partial)?.0);
+    for raw in json.partials {
+        let partial = partial_of(serde_json::from_str::<PartialIn>(raw.get())?)?.0;
+        partials.push((partial, raw.get().as_bytes()));
     }
     let complete = json.complete.map(|complete| Complete {
         values: complete.values.unwrap_or_else(|| {
-            let named = partials.iter().filter(|partial| partial.totals.is_some());
-            named.map(|partial| partial.value.clone()).collect()
+            let named = partials
+                .iter()
+                .filter(|(partial, _)| partial.totals.is_some());
+            named.map(|(partial, _)| partial.value.clone()).collect()
         }),
         dimension: complete.dimension,
         source_partition: complete.source_partition,
@@ -381,7 +388,7 @@ mod tests {
         for (index, message) in messages.iter().enumerate() {
             assert!(message.len() <= MESSAGE_BYTES + 2048);
             let (partials, complete) = read_message(message).expect("readable");
-            read.extend(partials);
+            read.extend(partials.into_iter().map(|(partial, _)| partial));
             assert_eq!(complete.is_some(), index == messages.len() - 1);
             if let Some(complete) = complete {
                 assert_eq!(complete.values.len(), 3000);
@@ -389,8 +396,8 @@ mod tests {
             }
         }
         assert_eq!(read, written);
-        let (nothing, complete) =
-            read_message(&self::messages(&[], Some(("all", 1)))[0]).expect("readable");
+        let empty = self::messages(&[], Some(("all", 1)));
+        let (nothing, complete) = read_message(&empty[0]).expect("readable");
         assert!(nothing.is_empty() && complete.is_some_and(|c| c.values.is_empty()));
         assert!(self::messages(&[], None).is_empty());
     }
@@ -406,10 +413,13 @@ mod tests {
 
     #[test]
     fn a_stored_partial_keeps_its_partition_and_a_single_partial_is_a_message() {
-        let bytes = stored(&partial(false), 2);
+        let message = &messages(&[partial(false)], None)[0];
+        let (read, _) = read_message(message).expect("readable");
+        let bytes = stored(read[0].1, 2);
         assert_eq!(read_stored(&bytes), Ok((partial(false), 2)));
         let (read, complete) = read_message(&bytes).expect("readable");
-        assert_eq!((read, complete), (vec![partial(false)], None));
+        assert_eq!(read[0].0, partial(false));
+        assert_eq!((read.len(), complete), (1, None));
     }
 
     #[test]
