@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import shutil
 import signal
@@ -86,13 +87,14 @@ class Simulator:
         self._thread.start()
         return self
 
-    def stop(self, timeout: float) -> None:
-        """Cancel it (its producer sends what it holds) and wait up to `timeout` seconds. A
-        simulator still scheduling its history cannot be cancelled: being a daemon thread, it
-        ends with the process."""
+    def stop(self, timeout: float) -> bool:
+        """Cancel it (its producer sends what it holds) and wait up to `timeout` seconds;
+        whether it ended. A simulator still scheduling its history cannot be cancelled: being a
+        daemon thread, it ends with the process."""
         with contextlib.suppress(RuntimeError):  # its loop closed: it has ended
             self._loop.call_soon_threadsafe(self._task.cancel)
         self._thread.join(timeout)
+        return not self._thread.is_alive()
 
 
 class View(Protocol):
@@ -284,7 +286,10 @@ def run_demo(
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         for simulator in simulators:
-            simulator.stop(timeout=5)
+            if not simulator.stop(timeout=5):
+                # left to end with the process: its Kafka client's complaints about the broker
+                # stopping under it are no news to the person who stopped the demo
+                logging.getLogger("aiokafka").setLevel(logging.CRITICAL + 1)
         if worker is not None:
             stop_process(worker, timeout=20)
         if embedded is not None:
