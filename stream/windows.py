@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from ._core import META_KEY, PartitionWindows
 
 __all__ = [
-    "DIMENSIONS",
     "META_KEY",
     "CombinedWindows",
     "PartitionWindows",
@@ -57,10 +56,6 @@ def parse_windows(text: str) -> tuple[WindowSpec, ...]:
     if len(set(names)) != len(names):
         raise ValueError(f"windows {text!r} name a window twice")
     return tuple(WindowSpec(name, parse_duration(name)) for name in names)
-
-
-DIMENSIONS = ("all", "team", "channel", "priority")
-"""The series dimensions: the whole, and each field of a segment."""
 
 
 class CombinedWindows:

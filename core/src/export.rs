@@ -323,9 +323,8 @@ fn push_sample_value(lines: &mut String, value: Value) {
 pub fn render<'a>(parts: impl Iterator<Item = &'a [String]> + Clone) -> String {
     let mut page = String::new();
     for (index, family) in FAMILIES.iter().enumerate() {
-        let mut samples = parts.clone().map(|part| part[index].as_str()).peekable();
-        if samples.peek().is_none_or(|first| first.is_empty()) && samples.clone().all(str::is_empty)
-        {
+        let samples = parts.clone().map(|part| part[index].as_str());
+        if samples.clone().all(str::is_empty) {
             continue;
         }
         let _ = write!(
