@@ -135,6 +135,8 @@ def _number(value: float, unit: str) -> str:
         return f"{value:,.0f} events/s"
     if unit == "s":
         return f"{value:.2f} s"
+    if unit == "states/s":
+        return f"{value:,.0f} states/s"
     return f"{value:,.1f} {unit}"
 
 
@@ -152,6 +154,10 @@ TARGETS = (
     ("freshness.p99_exactly_once", FRESHNESS_TARGET),
     ("restart.seconds", "restart: 1,000,000 tickets (28 days), SIGKILL, restart with its disk"),
     ("memory.rss_mb", "resident memory with 1,000,000 tickets of state"),
+    (
+        "restart.derive_states_per_second",
+        "a worker on a new disk deriving its windows: 1,000,000 tickets of state",
+    ),
     ("scaling.two_to_one", "two workers on the two cores vs one"),
     ("scrape.median_ms", "/metrics scrape, 50 teams x 10 channels x 4 priorities x 4 windows"),
     ("scrape.large.median_ms", "/metrics scrape, 5,000 series (1,235 teams)"),
