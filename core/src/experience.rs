@@ -2,6 +2,12 @@
 //! says how accounts keep it): the observations of 7.4 among the state's section-3
 //! observations, sent whole, with the state's version, whenever they or the account change.
 
+use std::fmt;
+
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde::ser::{SerializeTuple, Serializer};
+use serde::{Deserialize, Serialize};
+
 use crate::tickets::SurveyResponse;
 use crate::windows::{Kind, Observation};
 
@@ -32,7 +38,7 @@ impl AccountObservation {
         }
     }
 
-    fn at(&self) -> f64 {
+    pub fn at(&self) -> f64 {
         match self {
             AccountObservation::Frt(at, _)
             | AccountObservation::Ttr(at, _)
@@ -42,6 +48,92 @@ impl AccountObservation {
             | AccountObservation::Nps(at, _, _)
             | AccountObservation::Ces(at, _) => *at,
         }
+    }
+}
+
+/// Stored and sent as the JSON array of Python's tuple: ["frt", at, breached], ["resolved",
+/// at, null], ["nps", at, score, event_id], ...
+impl Serialize for AccountObservation {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let name = self.name();
+        let at = self.at();
+        let mut tuple;
+        match self {
+            AccountObservation::Frt(_, value)
+            | AccountObservation::Ttr(_, value)
+            | AccountObservation::Csat(_, value)
+            | AccountObservation::Ces(_, value) => {
+                tuple = serializer.serialize_tuple(3)?;
+                tuple.serialize_element(name)?;
+                tuple.serialize_element(&at)?;
+                tuple.serialize_element(value)?;
+            }
+            AccountObservation::Reopen(_) => {
+                tuple = serializer.serialize_tuple(2)?;
+                tuple.serialize_element(name)?;
+                tuple.serialize_element(&at)?;
+            }
+            AccountObservation::Resolved(_, reopened) => {
+                tuple = serializer.serialize_tuple(3)?;
+                tuple.serialize_element(name)?;
+                tuple.serialize_element(&at)?;
+                tuple.serialize_element(reopened)?;
+            }
+            AccountObservation::Nps(_, score, event_id) => {
+                tuple = serializer.serialize_tuple(4)?;
+                tuple.serialize_element(name)?;
+                tuple.serialize_element(&at)?;
+                tuple.serialize_element(score)?;
+                tuple.serialize_element(event_id)?;
+            }
+        }
+        tuple.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for AccountObservation {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_seq(ObservationVisitor)
+    }
+}
+
+struct ObservationVisitor;
+
+impl<'de> Visitor<'de> for ObservationVisitor {
+    type Value = AccountObservation;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+        formatter.write_str("an account observation: [kind, at, ...]")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        fn field<'de, T: Deserialize<'de>, A: SeqAccess<'de>>(
+            seq: &mut A,
+            position: usize,
+        ) -> Result<T, A::Error> {
+            seq.next_element()?
+                .ok_or_else(|| de::Error::invalid_length(position, &ObservationVisitor))
+        }
+        let name: String = field(&mut seq, 0)?;
+        let at: f64 = field(&mut seq, 1)?;
+        let observation = match name.as_str() {
+            "frt" => AccountObservation::Frt(at, field(&mut seq, 2)?),
+            "ttr" => AccountObservation::Ttr(at, field(&mut seq, 2)?),
+            "reopen" => AccountObservation::Reopen(at),
+            "resolved" => AccountObservation::Resolved(at, field(&mut seq, 2)?),
+            "csat" => AccountObservation::Csat(at, field(&mut seq, 2)?),
+            "nps" => AccountObservation::Nps(at, field(&mut seq, 2)?, field(&mut seq, 3)?),
+            "ces" => AccountObservation::Ces(at, field(&mut seq, 2)?),
+            other => {
+                let kinds = &["frt", "ttr", "reopen", "resolved", "csat", "nps", "ces"];
+                return Err(de::Error::unknown_variant(other, kinds));
+            }
+        };
+        // more fields than its kind has: not written by this release, nor by Python's
+        if seq.next_element::<de::IgnoredAny>()?.is_some() {
+            return Err(de::Error::custom(format!("too many fields for {name:?}")));
+        }
+        Ok(observation)
     }
 }
 
