@@ -10,6 +10,7 @@ use pyo3::types::{PyString, PyTuple};
 
 use crate::decode::{self, Body, Event, Invalid, Topic};
 
+mod accounts;
 mod business;
 mod merge;
 mod state;
@@ -235,5 +236,6 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     state::register(module)?;
     merge::register(module)?;
     stats::register(module)?;
+    accounts::register(module)?;
     Ok(())
 }
