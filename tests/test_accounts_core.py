@@ -1,0 +1,233 @@
+"""The core's accounts (core/src/accounts.rs, `stream._core.AccountBook`) against Python's
+(stream/accounts.py, which the worker runs): the same stored states, written by Python, give
+the same totals and each account the same health, to the bit, at any instant. No Kafka."""
+
+from __future__ import annotations
+
+import random
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from stream import _core
+from stream.accounts import (
+    AccountBook,
+    AccountState,
+    ExperienceRules,
+    SubscriptionEvent,
+    Totals,
+    apply_experience,
+    apply_subscription_event,
+    evaluate,
+    is_forgettable,
+    mrr_at,
+)
+from stream.experience import FACTORS, AccountObservation, ExperienceUpdate
+
+NOW = 1_800_000_000.0
+DAY = 86400.0
+PARTITION = 3
+
+
+def instants(scale: float = DAY) -> st.SearchStrategy[float]:
+    """Instants on a coarse grid around NOW, so that ties (between events, observations, the
+    ends of windows and lookbacks) are common."""
+    return st.integers(-60, 10).map(lambda step: NOW + step * 5 * scale)
+
+
+def observations(draw: st.DrawFn) -> tuple[AccountObservation, ...]:
+    found: list[AccountObservation] = []
+    for _ in range(draw(st.integers(0, 6))):
+        at = draw(instants())
+        kind = draw(st.sampled_from(["frt", "ttr", "reopen", "resolved", "csat", "nps", "ces"]))
+        if kind in ("frt", "ttr"):
+            found.append((kind, at, draw(st.integers(0, 1))))
+        elif kind == "reopen":
+            found.append((kind, at))
+        elif kind == "resolved":
+            days = draw(st.none() | st.integers(0, 20))
+            reopened = None if days is None else at + days * DAY
+            found.append((kind, at, reopened))
+        elif kind == "nps":
+            found.append((kind, at, draw(st.integers(0, 10)), draw(st.sampled_from("abc"))))
+        else:
+            found.append((kind, at, draw(st.integers(1, 7 if kind == "ces" else 5))))
+    return tuple(found)
+
+
+@st.composite
+def accounts(draw: st.DrawFn) -> AccountState:
+    """An account as the pipeline builds it: subscription events in any order, re-sent ones
+    among them, several at one instant; its tickets' and responses' updates, some superseded
+    by a later version, some emptied (a ticket that left), some past the horizon."""
+    state = AccountState(PARTITION)
+    events = [
+        SubscriptionEvent(
+            draw(instants()),
+            draw(st.sampled_from("abcdefgh")),  # the same id twice is a re-sent event
+            draw(st.sampled_from(["s1", "s2", "s3"])),
+            draw(st.sampled_from([0, 0, 29_000_000, 99_000_000, 249_500_000, 7])),
+        )
+        for _ in range(draw(st.integers(0, 8)))
+    ]
+    for event in draw(st.permutations(events)):
+        if not state.holds(event.event_id):
+            state = apply_subscription_event(state, event)
+    for _ in range(draw(st.integers(0, 6))):
+        source = draw(st.sampled_from(["ticket:1", "ticket:2", "ticket:3", "survey:9"]))
+        update = ExperienceUpdate("acc", source, draw(st.integers(1, 4)), observations(draw))
+        horizon = draw(st.sampled_from([float("-inf"), NOW - 200 * DAY]))
+        state = apply_experience(state, update, horizon) or state
+    return state
+
+
+weights = st.dictionaries(
+    st.sampled_from(FACTORS),
+    st.sampled_from([0.0, 0.5, 1.0, 2.0, 3.0]) | st.floats(0, 10, allow_nan=False),
+)
+
+
+def python_evaluation(
+    book: AccountBook, as_of: float, windows: list[float], rules: ExperienceRules
+) -> tuple[bytes, list[bytes]]:
+    """Python's evaluation of the partition, as the worker's timer does it: the totals and
+    each subscribed account's (account_id, score, band, factors, drivers, MRR), as JSON."""
+    totals = Totals(len(windows))
+    records = []
+    for account_id, account in book.accounts(PARTITION):
+        current = evaluate(account, as_of, windows, rules, totals)
+        if account.subscribed:
+            mrr = mrr_at(account.line, as_of)
+            record = (account_id, current.score, current.band, current.factors, current.drivers)
+            records.append(orjson.dumps((*record, mrr)))
+    return orjson.dumps(totals.to_json()), sorted(records)
+
+
+def core_evaluation(
+    book: _core.AccountBook, as_of: float, windows: list[float], rules: ExperienceRules
+) -> tuple[bytes, list[bytes]]:
+    totals, records = book.evaluate(PARTITION, as_of, windows, rules.lookback, dict(rules.weights))
+    return totals, sorted(orjson.dumps(record) for record in records)
+
+
+def books(states: dict[str, AccountState]) -> tuple[AccountBook, _core.AccountBook]:
+    python, core = AccountBook(), _core.AccountBook()
+    for account_id, state in states.items():
+        stored = orjson.dumps(state.to_json())
+        python.put(PARTITION, account_id, AccountState.from_json(orjson.loads(stored)))
+        core.put(PARTITION, account_id, stored)
+    return python, core
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(accounts(), min_size=1, max_size=6),
+    st.lists(instants(), min_size=1, max_size=3),
+    st.lists(st.sampled_from([5 * DAY, 30 * DAY, 90 * DAY, 365 * DAY]), min_size=1, max_size=3),
+    st.sampled_from([5 * DAY, 10 * DAY, 90 * DAY]),
+    weights,
+)
+def test_the_core_evaluates_python_written_accounts_as_python_does(
+    states: list[AccountState],
+    moments: list[float],
+    windows: list[float],
+    lookback: float,
+    weights: dict[str, float],
+) -> None:
+    python, core = books({f"ACC-{number}": state for number, state in enumerate(states)})
+    assert core.accounts(PARTITION) == len(core) == len(states)
+    rules = ExperienceRules(lookback, weights)
+    for as_of in moments:
+        assert core_evaluation(core, as_of, windows, rules) == python_evaluation(
+            python, as_of, windows, rules
+        )
+
+
+def bench_like_accounts(count: int, seed: int) -> dict[str, AccountState]:
+    """Accounts as bench/accounts.py makes them, instants and weights off any grid, so that
+    scores are means of every kind of float."""
+    rng = random.Random(seed)
+    states = {}
+    for number in range(count):
+        state = AccountState(PARTITION)
+        for sub in range(rng.randint(1, 3)):
+            at = NOW - rng.uniform(1, 400) * DAY
+            for change in range(rng.randint(1, 4)):
+                amount = rng.choice([0, 29_000_000, 99_000_000, 249_500_000])
+                event = SubscriptionEvent(at, f"{number}-{sub}-{change}", str(sub), amount)
+                state = apply_subscription_event(state, event)
+                at = min(at + rng.choice([1, 30, 90]) * DAY, NOW)
+        sources: dict[str, tuple[int, tuple[AccountObservation, ...]]] = {}
+        for ticket in range(rng.randint(0, 12)):
+            at = NOW - rng.uniform(0, 455) * DAY
+            sources[f"ticket:{number}-{ticket}"] = (
+                4,
+                (
+                    ("frt", at, int(rng.random() < 0.2)),
+                    ("ttr", at + 3600, int(rng.random() < 0.2)),
+                    ("reopen", at + 5400),
+                    ("resolved", at + 3600, at + 7200 if rng.random() < 0.1 else None),
+                    ("csat", at + 7200, rng.randint(1, 5)),
+                    ("ces", at + 7300, rng.randint(1, 7)),
+                    ("nps", at + 7400, rng.randint(0, 10), f"r-{ticket}"),
+                ),
+            )
+        states[f"ACC-{number:04d}"] = state._replace(experience=sources)
+    return states
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_core_scores_random_accounts_to_the_bit(seed: int) -> None:
+    python, core = books(bench_like_accounts(400, seed))
+    rng = random.Random(seed)
+    for _ in range(3):
+        weights = {name: rng.choice([1.0, rng.uniform(0, 5)]) for name in FACTORS}
+        rules = ExperienceRules(rng.uniform(10, 120) * DAY, weights)
+        windows = [30 * DAY, 90 * DAY, 365 * DAY]
+        as_of = NOW - rng.uniform(0, 30) * DAY
+        got = core_evaluation(core, as_of, windows, rules)
+        assert got == python_evaluation(python, as_of, windows, rules)
+
+
+@settings(max_examples=200, deadline=None)
+@given(accounts(), instants(), instants())
+def test_forgettable_as_python_judges_it(state: AccountState, horizon: float, now: float) -> None:
+    stored = orjson.dumps(state.to_json())
+    expected = is_forgettable(orjson.loads(stored), horizon, now)
+    assert _core.account_forgettable(stored, horizon, now) == expected
+
+
+def test_a_forgotten_account_leaves_and_a_dropped_partition_empties() -> None:
+    stored = orjson.dumps(AccountState(PARTITION).to_json())
+    book = _core.AccountBook()
+    book.put(PARTITION, "a", stored)
+    book.put(PARTITION, "b", stored)
+    book.put(PARTITION + 1, "a", stored)
+    book.put(PARTITION, "b", None)
+    assert (book.accounts(PARTITION), len(book)) == (1, 2)
+    book.drop(PARTITION)
+    assert (book.accounts(PARTITION), len(book)) == (0, 1)
+    # an account without a subscription event has no record (nor a cohort)
+    totals, records = book.evaluate(PARTITION + 1, NOW, [DAY], DAY, {})
+    assert records == []
+    assert orjson.loads(totals) == Totals(1).to_json()
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        b"",
+        b"{",
+        b'{"partition": 1}',
+        b'{"partition":1,"subscription_events":[],"seen":[],"latest":null,'
+        b'"experience":{"t":[1,[["sla",1.0]]]}}',
+    ],
+)
+def test_a_corrupt_account_is_refused_and_never_forgettable(stored: bytes) -> None:
+    book = _core.AccountBook()
+    with pytest.raises(ValueError, match="a stored account"):
+        book.put(PARTITION, "a", stored)
+    assert book.accounts(PARTITION) == 0
+    assert not _core.account_forgettable(stored, NOW, NOW)
