@@ -191,6 +191,31 @@ def test_the_core_scores_random_accounts_to_the_bit(seed: int) -> None:
         assert got == python_evaluation(python, as_of, windows, rules)
 
 
+@pytest.mark.parametrize(
+    ("nps_weight", "score"),
+    [
+        # the mean 100 / (1 + w) is 2.0000045 in its shortest repr (and a little above it in
+        # binary: rounding the binary value would give 2.000005): half to the even 4
+        (48.99988750025312, 2.000004),
+        # 2.0000055 (a little below in binary, which would give 2.000005): to the even 6
+        (48.99986250037813, 2.000006),
+    ],
+)
+def test_a_score_halfway_at_the_7th_decimal_rounds_its_decimal_digits_to_even(
+    nps_weight: float, score: float
+) -> None:
+    """csat 100 (weight 1) and an NPS detractor's 0 (weight w)."""
+    update = ExperienceUpdate("acc", "survey:1", 1, (("csat", NOW, 5), ("nps", NOW, 0, "r")))
+    state = apply_experience(AccountState(PARTITION), update, float("-inf"))
+    assert state is not None
+    state = apply_subscription_event(state, SubscriptionEvent(NOW, "e", "s", 1))
+    python, core = books({"acc": state})
+    rules = ExperienceRules(DAY, {"csat": 1.0, "nps": nps_weight})
+    got = core_evaluation(core, NOW, [DAY], rules)
+    assert got == python_evaluation(python, NOW, [DAY], rules)
+    assert orjson.loads(got[1][0])[1] == score
+
+
 @settings(max_examples=200, deadline=None)
 @given(accounts(), instants(), instants())
 def test_forgettable_as_python_judges_it(state: AccountState, horizon: float, now: float) -> None:
