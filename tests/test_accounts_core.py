@@ -256,3 +256,16 @@ def test_a_corrupt_account_is_refused_and_never_forgettable(stored: bytes) -> No
         book.put(PARTITION, "a", stored)
     assert book.accounts(PARTITION) == 0
     assert not _core.account_forgettable(stored, NOW, NOW)
+
+
+def test_an_mrr_beyond_64_bits_is_refused_as_pythons_book_refuses_it() -> None:
+    state = AccountState(PARTITION)
+    for event in [
+        SubscriptionEvent(NOW, "a", "s1", 2**63 - 1),
+        SubscriptionEvent(NOW, "b", "s2", 1),
+    ]:
+        state = apply_subscription_event(state, event)
+    with pytest.raises(OverflowError):
+        AccountBook().put(PARTITION, "a", state)
+    with pytest.raises(ValueError, match="beyond 64 bits"):
+        _core.AccountBook().put(PARTITION, "a", orjson.dumps(state.to_json()))

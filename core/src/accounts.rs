@@ -217,7 +217,8 @@ impl AccountState {
     /// observation newer than `horizon`.
     pub fn is_forgettable(&self, horizon: f64, now: f64) -> bool {
         let latest = self.latest.max(self.latest_observation());
-        latest < horizon && Timeline::of(&self.events).mrr_at(now) == 0
+        // (an MRR beyond 64 bits, which Python's AccountBook refuses too, keeps it)
+        latest < horizon && Timeline::of(&self.events).is_ok_and(|line| line.mrr_at(now) == 0)
     }
 }
 
@@ -239,10 +240,12 @@ pub struct Timeline {
 impl Timeline {
     /// The timeline of events in (at, event_id) order: at each instant each subscription's
     /// state is its event with the latest occurred_at up to then, ties to the greater event_id
-    /// (the last of them in this order). Only changes are kept.
-    pub fn of(events: &[SubscriptionEvent]) -> Timeline {
+    /// (the last of them in this order). Only changes are kept. Unreadable where the MRR
+    /// leaves 64 bits (only a damaged state holds such amounts; Python's AccountBook, which
+    /// keeps them in an array of int64, refuses it too).
+    pub fn of(events: &[SubscriptionEvent]) -> Result<Timeline, Unreadable> {
         let mut contributions: Vec<(&str, i64)> = Vec::new();
-        let mut total = 0;
+        let mut total: i64 = 0;
         let mut line = Timeline::default();
         for (index, event) in events.iter().enumerate() {
             // an account has a few subscriptions: a list beats a map
@@ -254,7 +257,11 @@ impl Timeline {
                     contributions.len() - 1
                 });
             let held = &mut contributions[position].1;
-            total += event.contribution() - *held;
+            total = event
+                .contribution()
+                .checked_sub(*held)
+                .and_then(|change| total.checked_add(change))
+                .ok_or_else(|| Unreadable("an account's MRR beyond 64 bits".to_owned()))?;
             *held = event.contribution();
             let last_at_instant = events
                 .get(index + 1)
@@ -264,7 +271,7 @@ impl Timeline {
                 line.amounts.push(total);
             }
         }
-        line
+        Ok(line)
     }
 
     /// How many changes are at or before `moment` (Python's bisect_right).
@@ -314,7 +321,8 @@ impl Movement {
 }
 
 /// The movement of an MRR change from `before` to `after` (7.2) and its amount.
-pub fn movement(before: i64, after: i64, paid_before: bool) -> Option<(Movement, i64)> {
+pub fn movement(before: i64, after: i64, paid_before: bool) -> Option<(Movement, i128)> {
+    let (before, after) = (i128::from(before), i128::from(after));
     if before == after {
         None
     } else if before == 0 {
@@ -364,9 +372,10 @@ pub fn band_slot(band: account_health::Band) -> usize {
     2 * band.index()
 }
 
-type WindowTotals = [i64; FIELDS.len()];
-type DriverTotals = [i64; 4 * DRIVERS.len()];
-type BandTotals = [i64; 2 * BANDS.len()];
+// 128 bits: a partition's sums of 64-bit amounts (Python's are unbounded)
+type WindowTotals = [i128; FIELDS.len()];
+type DriverTotals = [i128; 4 * DRIVERS.len()];
+type BandTotals = [i128; 2 * BANDS.len()];
 
 /// Sums over accounts at one evaluation instant: at as_of the MRR, the paying accounts and per
 /// health band their count and MRR (band_slot); per account window the FIELDS, and the cohort
@@ -377,8 +386,8 @@ pub struct Totals {
     pub bands: Vec<BandTotals>,
     pub drivers: Vec<DriverTotals>,
     pub health: BandTotals,
-    pub mrr: i64,
-    pub paying: i64,
+    pub mrr: i128,
+    pub paying: i128,
     pub windows: Vec<WindowTotals>,
 }
 
@@ -416,7 +425,7 @@ impl Totals {
     }
 }
 
-fn add(mine: &mut [i64], theirs: &[i64]) {
+fn add(mine: &mut [i128], theirs: &[i128]) {
     for (amount, other) in mine.iter_mut().zip(theirs) {
         *amount += other;
     }
@@ -441,12 +450,12 @@ pub struct AccountView {
 }
 
 impl AccountView {
-    pub fn of(state: &AccountState) -> AccountView {
-        AccountView {
-            line: Timeline::of(&state.events),
+    pub fn of(state: &AccountState) -> Result<AccountView, Unreadable> {
+        Ok(AccountView {
+            line: Timeline::of(&state.events)?,
             observations: state.observations(),
             subscribed: !state.events.is_empty(),
-        }
+        })
     }
 
     fn experience(&self, moment: f64, rules: &ExperienceRules) -> Snapshot {
@@ -474,10 +483,10 @@ pub fn evaluate(
     let end = line.changes_until(as_of);
     let now = line.after(end);
     if now != 0 {
-        totals.mrr += now;
+        totals.mrr += i128::from(now);
         totals.paying += 1;
         totals.health[band_slot(current.band)] += 1;
-        totals.health[band_slot(current.band) + 1] += now;
+        totals.health[band_slot(current.band) + 1] += i128::from(now);
     }
     let per_window = windows
         .iter()
@@ -489,13 +498,13 @@ pub fn evaluate(
         let then = line.after(start);
         if then != 0 {
             window[0] += 1;
-            window[1] += then;
-            window[3] += now;
-            window[4] += now.min(then);
-            window[2] += i64::from(now != 0);
+            window[1] += i128::from(then);
+            window[3] += i128::from(now);
+            window[4] += i128::from(now.min(then));
+            window[2] += i128::from(now != 0);
             // the cohort split by the experience at s: exposure judged before the churn
             let before = account.experience(as_of - seconds, rules);
-            let churned = i64::from(now == 0);
+            let churned = i128::from(now == 0);
             for (driver, exposed) in before.drivers.iter().enumerate() {
                 let slot = driver_slot(driver, *exposed);
                 drivers[slot] += 1;
@@ -555,7 +564,7 @@ mod tests {
     fn window_of(state: &AccountState, as_of: f64, seconds: f64) -> WindowTotals {
         let mut totals = Totals::new(1);
         evaluate(
-            &AccountView::of(state),
+            &AccountView::of(state).expect("64-bit amounts"),
             as_of,
             &[seconds],
             &rules(),
@@ -594,7 +603,7 @@ mod tests {
             event(30.0, "e", "s2", 50),
             event(40.0, "f", "s2", 0),
         ]);
-        let line = Timeline::of(&state.events);
+        let line = Timeline::of(&state.events).expect("64-bit amounts");
         assert_eq!(line.times, vec![10.0, 20.0, 40.0]);
         assert_eq!(line.amounts, vec![150, 50, 0]);
         assert_eq!(line.mrr_at(9.9), 0);
@@ -680,7 +689,7 @@ mod tests {
         };
         assert!(state.apply_experience(&update, f64::NEG_INFINITY));
         let mut totals = Totals::new(2);
-        let view = AccountView::of(&state);
+        let view = AccountView::of(&state).expect("64-bit amounts");
         // at day 10: csat 1 of 1 unsatisfied (score 0, red); windows of 8 and 2 days: s at
         // day 2 (no observation yet: unknown, not exposed) and day 8 (red, exposed)
         let current = evaluate(
@@ -700,7 +709,7 @@ mod tests {
         assert_eq!(totals.drivers[0][driver_slot(csat_unsatisfied, false)], 1);
         assert_eq!(totals.drivers[1][driver_slot(csat_unsatisfied, true)], 1);
         // every driver splits the whole cohort; none churned
-        assert_eq!(totals.drivers[1].iter().sum::<i64>(), 5);
+        assert_eq!(totals.drivers[1].iter().sum::<i128>(), 5);
         let mut twice = totals.clone();
         twice.add(&totals);
         assert_eq!(
@@ -821,6 +830,21 @@ mod tests {
             let read = AccountState::read(corrupt);
             assert!(read.is_err(), "{}", String::from_utf8_lossy(corrupt));
         }
+    }
+
+    #[test]
+    fn an_mrr_beyond_64_bits_is_unreadable_and_partitions_sum_beyond_it() {
+        let state = account(&[event(1.0, "a", "s1", i64::MAX), event(1.0, "b", "s2", 1)]);
+        assert!(AccountView::of(&state).is_err());
+        assert!(!state.is_forgettable(10.0, 0.0));
+        // two accounts of i64::MAX: their sum is in the totals
+        let mut totals = Totals::new(0);
+        let view = AccountView::of(&account(&[event(1.0, "a", "s1", i64::MAX)]));
+        let view = view.expect("64-bit amounts");
+        for _ in 0..2 {
+            evaluate(&view, 2.0, &[], &rules(), &mut totals);
+        }
+        assert_eq!(totals.mrr, 2 * i128::from(i64::MAX));
     }
 
     #[test]

@@ -34,8 +34,9 @@ impl AccountBook {
             accounts.remove(&account_id);
             return Ok(());
         };
-        let state = AccountState::read(stored).map_err(|error| PyValueError::new_err(error.0))?;
-        accounts.insert(account_id, AccountView::of(&state));
+        let view = AccountState::read(stored).and_then(|state| AccountView::of(&state));
+        let view = view.map_err(|error| PyValueError::new_err(error.0))?;
+        accounts.insert(account_id, view);
         Ok(())
     }
 
