@@ -107,7 +107,10 @@ pub fn snapshot_at(
     let start = moment - lookback;
     let first = observations.partition_point(|observation| observation.at() <= start);
     let end = observations.partition_point(|observation| observation.at() <= moment);
-    let (mut frt, mut frt_breaches, mut ttr, mut ttr_breaches, mut reopens) = (0, 0, 0, 0, 0);
+    // breaches summed in 128 bits: a stored flag is any 64-bit integer to serde (only 0 and
+    // 1 are written), and Python's sum cannot overflow
+    let (mut frt_breaches, mut ttr_breaches) = (0_i128, 0_i128);
+    let (mut frt, mut ttr, mut reopens) = (0, 0, 0);
     let (mut resolved, mut reopened) = (0, 0);
     let (mut csat, mut satisfied, mut unsatisfied) = (0, 0, 0);
     let (mut ces, mut low_effort, mut high_effort) = (0, 0, 0);
@@ -116,11 +119,11 @@ pub fn snapshot_at(
         match observation {
             AccountObservation::Frt(_, breached) => {
                 frt += 1;
-                frt_breaches += breached;
+                frt_breaches += i128::from(*breached);
             }
             AccountObservation::Ttr(_, breached) => {
                 ttr += 1;
-                ttr_breaches += breached;
+                ttr_breaches += i128::from(*breached);
             }
             AccountObservation::Reopen(_) => reopens += 1,
             AccountObservation::Resolved(_, reopened_at) => {
@@ -160,7 +163,7 @@ pub fn snapshot_at(
     // each as Python computes it: 100 * part / whole is (100 * part) / whole, and
     // 100 * (1 - part / whole) rounds at each step
     let share = |part: i64, whole: i64| (whole != 0).then(|| (100 * part) as f64 / whole as f64);
-    let met = |missed: i64, whole: i64| {
+    let met = |missed: i128, whole: i64| {
         (whole != 0).then(|| 100.0 * (1.0 - missed as f64 / whole as f64))
     };
     let factors = [
@@ -173,7 +176,7 @@ pub fn snapshot_at(
         share(low_effort, ces),
         met(frt_breaches, frt),
         met(ttr_breaches, ttr),
-        met(reopened, resolved),
+        met(i128::from(reopened), resolved),
     ];
     let score = health_score(&factors, weights);
     Snapshot {
@@ -368,6 +371,18 @@ mod tests {
         // a passive: 50, yellow
         let snapshot = snapshot_at(&[nps(1.0, 7, "a")], 6.0, 10.0, &weights);
         assert_eq!((snapshot.score, snapshot.band), (Some(50.0), Band::Yellow));
+    }
+
+    #[test]
+    fn damaged_breach_flags_sum_without_overflow() {
+        let observations = [
+            AccountObservation::Frt(1.0, i64::MAX),
+            AccountObservation::Frt(2.0, i64::MAX),
+        ];
+        let snapshot = snapshot_at(&observations, 8.0, 100.0, &Weights::default());
+        assert!(snapshot.drivers[0]);
+        // Python: 100 * (1 - (2 * (2**63 - 1)) / 2)
+        assert_eq!(snapshot.factors[3], Some(-9.223372036854776e20));
     }
 
     #[test]
