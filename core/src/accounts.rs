@@ -179,9 +179,15 @@ impl AccountState {
         let held = sources
             .iter_mut()
             .find(|(source, _)| *source == update.source);
+        if held
+            .as_ref()
+            .is_some_and(|(_, held)| held.0 >= update.version)
+        {
+            return false;
+        }
         let fresh = Source(update.version, update.observations.clone());
         match held {
-            Some((_, held)) if held.0 >= update.version => return false,
+            // (in its place: Python's dict keeps a key's position when its value changes)
             Some((_, held)) => *held = fresh,
             None => sources.push((update.source.clone(), fresh)),
         }
