@@ -21,32 +21,47 @@ use crate::tickets::{Unreadable, event_digest};
 
 /// One subscription's state from `at` on: what it adds to its account's MRR (its mrr in
 /// millionths while active, else 0). Stored as [at, event_id, subscription_id, contribution].
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct SubscriptionEvent(pub f64, pub String, pub String, pub i64);
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(from = "StoredEvent")]
+pub struct SubscriptionEvent {
+    pub at: f64,
+    pub event_id: String,
+    pub subscription_id: String,
+    pub contribution: i64,
+}
+
+type StoredEvent = (f64, String, String, i64);
+
+impl From<StoredEvent> for SubscriptionEvent {
+    fn from((at, event_id, subscription_id, contribution): StoredEvent) -> Self {
+        SubscriptionEvent {
+            at,
+            event_id,
+            subscription_id,
+            contribution,
+        }
+    }
+}
+
+impl Serialize for SubscriptionEvent {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let stored = (
+            self.at,
+            &self.event_id,
+            &self.subscription_id,
+            self.contribution,
+        );
+        stored.serialize(serializer)
+    }
+}
 
 impl SubscriptionEvent {
-    pub fn at(&self) -> f64 {
-        self.0
-    }
-
-    pub fn event_id(&self) -> &str {
-        &self.1
-    }
-
-    pub fn subscription_id(&self) -> &str {
-        &self.2
-    }
-
-    pub fn contribution(&self) -> i64 {
-        self.3
-    }
-
     /// Python's tuple order: (at, event_id, subscription_id, contribution).
     fn order(&self, other: &Self) -> Ordering {
-        time_order(self.0, other.0)
-            .then_with(|| self.1.cmp(&other.1))
-            .then_with(|| self.2.cmp(&other.2))
-            .then_with(|| self.3.cmp(&other.3))
+        time_order(self.at, other.at)
+            .then_with(|| self.event_id.cmp(&other.event_id))
+            .then_with(|| self.subscription_id.cmp(&other.subscription_id))
+            .then_with(|| self.contribution.cmp(&other.contribution))
     }
 }
 
@@ -57,9 +72,28 @@ fn time_order(a: f64, b: f64) -> Ordering {
 }
 
 /// What one ticket or survey slot last sent the account: the state's version and all its
-/// observations (stored as [version, [observation, ...]]).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Source(pub i64, pub Vec<AccountObservation>);
+/// observations. Stored as [version, [observation, ...]].
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(from = "(i64, Vec<AccountObservation>)")]
+pub struct Source {
+    pub version: i64,
+    pub observations: Vec<AccountObservation>,
+}
+
+impl From<(i64, Vec<AccountObservation>)> for Source {
+    fn from((version, observations): (i64, Vec<AccountObservation>)) -> Self {
+        Source {
+            version,
+            observations,
+        }
+    }
+}
+
+impl Serialize for Source {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        (self.version, &self.observations).serialize(serializer)
+    }
+}
 
 /// The account's experience by source (ticket:<id> or survey:<slot>), in the order Python's
 /// dict holds them: stored as a JSON object in that order, and read back in it, since the
@@ -161,8 +195,8 @@ impl AccountState {
 
     /// Add an event it does not hold yet (the caller checks `holds` first).
     pub fn apply_subscription_event(&mut self, event: SubscriptionEvent) {
-        self.seen.insert(event_digest(event.event_id()));
-        self.latest = self.latest.max(event.at());
+        self.seen.insert(event_digest(&event.event_id));
+        self.latest = self.latest.max(event.at);
         let at = self
             .events
             .partition_point(|held| held.order(&event) != Ordering::Greater);
@@ -181,17 +215,20 @@ impl AccountState {
             .find(|(source, _)| *source == update.source);
         if held
             .as_ref()
-            .is_some_and(|(_, held)| held.0 >= update.version)
+            .is_some_and(|(_, held)| held.version >= update.version)
         {
             return false;
         }
-        let fresh = Source(update.version, update.observations.clone());
+        let fresh = Source {
+            version: update.version,
+            observations: update.observations.clone(),
+        };
         match held {
             // (in its place: Python's dict keeps a key's position when its value changes)
             Some((_, held)) => *held = fresh,
             None => sources.push((update.source.clone(), fresh)),
         }
-        sources.retain(|(_, Source(_, observations))| {
+        sources.retain(|(_, Source { observations, .. })| {
             observations.is_empty() || latest_at(observations) > horizon
         });
         true
@@ -202,7 +239,7 @@ impl AccountState {
         self.experience
             .0
             .iter()
-            .map(|(_, Source(_, observations))| latest_at(observations))
+            .map(|(_, source)| latest_at(&source.observations))
             .fold(f64::NEG_INFINITY, f64::max)
     }
 
@@ -213,7 +250,7 @@ impl AccountState {
             .experience
             .0
             .iter()
-            .flat_map(|(_, Source(_, observations))| observations.iter().cloned())
+            .flat_map(|(_, source)| source.observations.iter().cloned())
             .collect();
         all.sort_by(|a, b| time_order(a.at(), b.at()));
         all
@@ -247,8 +284,9 @@ impl Timeline {
     /// The timeline of events in (at, event_id) order: at each instant each subscription's
     /// state is its event with the latest occurred_at up to then, ties to the greater event_id
     /// (the last of them in this order). Only changes are kept. Unreadable where the MRR
-    /// leaves 64 bits (only a damaged state holds such amounts; Python's AccountBook, which
-    /// keeps them in an array of int64, refuses it too).
+    /// leaves 64 bits (a damaged state, or thousands of subscriptions at decoding's bound of
+    /// 1e15 millionths each), which Python's AccountBook, keeping it in an int64 array,
+    /// refuses too.
     pub fn of(events: &[SubscriptionEvent]) -> Result<Timeline, Unreadable> {
         let mut contributions: Vec<(&str, i64)> = Vec::new();
         let mut total: i64 = 0;
@@ -257,23 +295,21 @@ impl Timeline {
             // an account has a few subscriptions: a list beats a map
             let position = contributions
                 .iter()
-                .position(|(subscription, _)| *subscription == event.subscription_id())
+                .position(|(subscription, _)| *subscription == event.subscription_id)
                 .unwrap_or_else(|| {
-                    contributions.push((event.subscription_id(), 0));
+                    contributions.push((&event.subscription_id, 0));
                     contributions.len() - 1
                 });
             let held = &mut contributions[position].1;
             total = event
-                .contribution()
+                .contribution
                 .checked_sub(*held)
                 .and_then(|change| total.checked_add(change))
                 .ok_or_else(|| Unreadable("an account's MRR beyond 64 bits".to_owned()))?;
-            *held = event.contribution();
-            let last_at_instant = events
-                .get(index + 1)
-                .is_none_or(|next| next.at() != event.at());
+            *held = event.contribution;
+            let last_at_instant = events.get(index + 1).is_none_or(|next| next.at != event.at);
             if last_at_instant && total != line.amounts.last().copied().unwrap_or(0) {
-                line.times.push(event.at());
+                line.times.push(event.at);
                 line.amounts.push(total);
             }
         }
@@ -546,13 +582,18 @@ mod tests {
     const DAY: f64 = 86400.0;
 
     fn event(at: f64, event_id: &str, subscription: &str, amount: i64) -> SubscriptionEvent {
-        SubscriptionEvent(at, event_id.to_owned(), subscription.to_owned(), amount)
+        SubscriptionEvent {
+            at,
+            event_id: event_id.to_owned(),
+            subscription_id: subscription.to_owned(),
+            contribution: amount,
+        }
     }
 
     fn account(events: &[SubscriptionEvent]) -> AccountState {
         let mut state = AccountState::new(0);
         for event in events {
-            if !state.holds(event.event_id()) {
+            if !state.holds(&event.event_id) {
                 state.apply_subscription_event(event.clone());
             }
         }
@@ -594,7 +635,7 @@ mod tests {
         assert_eq!(state.events.len(), 3);
         assert_eq!(state.latest, 30.0);
         assert!(state.holds("b") && !state.holds("d"));
-        assert_eq!(state.events[0].event_id(), "a");
+        assert_eq!(state.events[0].event_id, "a");
     }
 
     #[test]
@@ -784,16 +825,16 @@ mod tests {
         // in the order written, not sorted
         assert_eq!(sources, ["ticket:t-9", "survey:r-1", "ticket:gone"]);
         let ticket = &state.experience.0[0].1;
-        assert_eq!(ticket.0, 3);
+        assert_eq!(ticket.version, 3);
         assert_eq!(
-            ticket.1[3..],
+            ticket.observations[3..],
             [
                 AccountObservation::Resolved(1799990150.0, None),
                 AccountObservation::Resolved(1799990160.0, Some(1799990200.0)),
             ]
         );
         assert_eq!(
-            state.experience.0[1].1.1[0],
+            state.experience.0[1].1.observations[0],
             AccountObservation::Nps(1799990000.0, 6, "r-1".to_owned())
         );
         assert_eq!(
