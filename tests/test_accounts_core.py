@@ -31,10 +31,11 @@ DAY = 86400.0
 PARTITION = 3
 
 
-def instants(scale: float = DAY) -> st.SearchStrategy[float]:
-    """Instants on a coarse grid around NOW, so that ties (between events, observations, the
-    ends of windows and lookbacks) are common."""
-    return st.integers(-60, 10).map(lambda step: NOW + step * 5 * scale)
+def instants() -> st.SearchStrategy[float]:
+    """Instants on a coarse grid around NOW, often one of two, so that ties (between events,
+    observations, the ends of windows and lookbacks) are common."""
+    grid = st.integers(-60, 10).map(lambda step: NOW + step * 5 * DAY)
+    return st.sampled_from([NOW - 5 * DAY, NOW]) | grid
 
 
 def observations(draw: st.DrawFn) -> tuple[AccountObservation, ...]:
@@ -51,7 +52,9 @@ def observations(draw: st.DrawFn) -> tuple[AccountObservation, ...]:
             reopened = None if days is None else at + days * DAY
             found.append((kind, at, reopened))
         elif kind == "nps":
-            found.append((kind, at, draw(st.integers(0, 10)), draw(st.sampled_from("abc"))))
+            # responses at one instant, even of one event id (re-sent by two slots), are
+            # told apart by (at, event_id), then by the order they are held in
+            found.append((kind, at, draw(st.integers(0, 10)), draw(st.sampled_from("ab"))))
         else:
             found.append((kind, at, draw(st.integers(1, 7 if kind == "ces" else 5))))
     return tuple(found)
