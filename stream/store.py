@@ -212,8 +212,7 @@ class Store(faust_rocksdb.Store):
         """Every state of one partition: without Faust's offset bookkeeping key and the record
         counts. The scan leaves the block cache as it was: its blocks, each read once, would
         evict those the batches read and, with an iterator's pinned blocks, hold the cache
-        above its budget (a restart deriving its windows from 1,000,000 tickets ended 160 MB
-        larger than one that loaded its checkpoint)."""
+        above its budget."""
         scan = rocksdict.ReadOptions()
         scan.fill_cache(False)
         for key, value in self._db_for_partition(partition).items(read_opt=scan):
