@@ -157,6 +157,18 @@ impl Tally {
         self.bins = bins;
     }
 
+    /// Add `other`'s observations and counts, and append its bins to `bins`, to be set once
+    /// all are in (`set_bins`): a sum of many tallies sorts their bins once, where merging
+    /// them one by one would copy the growing sum's at each. Counts are added as `merge` adds
+    /// them, so a sum in the same order comes out the same.
+    pub fn add_unsorted(&mut self, other: &Tally, bins: &mut Vec<Bin>) {
+        self.observations += other.observations;
+        for (mine, theirs) in self.counts.iter_mut().zip(other.counts) {
+            *mine += theirs;
+        }
+        bins.extend_from_slice(&other.bins);
+    }
+
     /// Add (sign 1) or subtract (sign -1) every observation of `other`.
     pub fn merge(&mut self, other: &Tally, sign: i64) {
         self.observations += sign * other.observations;

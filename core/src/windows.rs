@@ -12,6 +12,7 @@
 //! in. Observations of a batch that share a segment and a bucket are added up first.
 
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
+use std::collections::hash_map::Entry;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
@@ -250,10 +251,14 @@ impl Bucket {
         }
     }
 
-    fn tally(&self) -> Result<Tally, Unreadable> {
+    /// Its tally, unpacked in place if it was packed (an unreadable one counts as empty).
+    fn opened(&mut self) -> &mut Tally {
+        if let Bucket::Packed(packed) = self {
+            *self = Bucket::Open(Box::new(Tally::unpack(packed).unwrap_or_default()));
+        }
         match self {
-            Bucket::Open(tally) => Ok((**tally).clone()),
-            Bucket::Packed(packed) => Tally::unpack(packed),
+            Bucket::Open(tally) => tally,
+            Bucket::Packed(_) => unreachable!("unpacked above"),
         }
     }
 
@@ -466,20 +471,32 @@ impl PartitionWindows {
             for key in self.series_keys(&segment) {
                 let tick = self.tick;
                 let window = &mut self.series_entry(&key).windows[position];
-                let mut bucket = match window.buckets.remove(&index) {
-                    None if tally.observations < 0 => continue, // retracted after it expired
-                    None => Tally::default(),
-                    Some(bucket) => bucket.into_tally().unwrap_or_default(),
+                // merged where it lies: no move of the tally out of its box and back
+                let emptied = match window.buckets.entry(index) {
+                    Entry::Vacant(_) if tally.observations < 0 => continue, // retracted after it expired
+                    Entry::Vacant(_) if tally.observations == 0 => true,
+                    Entry::Vacant(vacant) => {
+                        vacant.insert(Bucket::Open(Box::new(tally.clone())));
+                        false
+                    }
+                    Entry::Occupied(mut occupied) => {
+                        // merged where it lies, not moved out of its box and back
+                        let bucket = occupied.get_mut().opened();
+                        bucket.merge(&tally, 1);
+                        let emptied = bucket.observations == 0;
+                        if emptied {
+                            occupied.remove();
+                        }
+                        emptied
+                    }
                 };
-                bucket.merge(&tally, 1);
                 if totals {
                     window.total.merge(&tally, 1);
                 }
                 let place = (key.clone(), position, index);
-                if bucket.observations == 0 {
+                if emptied {
                     self.open.remove(&place);
                 } else {
-                    window.buckets.insert(index, Bucket::Open(Box::new(bucket)));
                     self.open.insert(place.clone(), tick);
                 }
                 self.dirty.insert(place);
@@ -585,11 +602,17 @@ impl PartitionWindows {
         for series in self.series.values_mut() {
             for window in &mut series.windows {
                 let mut total = Tally::default();
+                let mut bins = Vec::new();
                 let mut indexes: Vec<&i64> = window.buckets.keys().collect();
                 indexes.sort_unstable(); // (see flush)
                 for index in indexes {
-                    total.merge(&window.buckets[index].tally().unwrap_or_default(), 1);
+                    match &window.buckets[index] {
+                        Bucket::Open(tally) => total.add_unsorted(tally, &mut bins),
+                        Bucket::Packed(packed) => total
+                            .add_unsorted(&Tally::unpack(packed).unwrap_or_default(), &mut bins),
+                    }
                 }
+                total.set_bins(bins);
                 window.total = total;
             }
         }
