@@ -214,7 +214,7 @@ class Store(faust_rocksdb.Store):
         evict those the batches read and, with an iterator's pinned blocks, hold the cache
         above its budget."""
         scan = rocksdict.ReadOptions()
-        scan.fill_cache(False)
+        scan.fill_cache(False)  # type: ignore[call-arg]  # (its stub omits the argument)
         for key, value in self._db_for_partition(partition).items(read_opt=scan):
             if key != self.offset_key and key != OUTCOMES_KEY:
                 yield key, value
