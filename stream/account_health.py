@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from .accounts import AccountView, mrr_at
 from .events import MILLIONTHS
-from .experience import Snapshot
 from .exporter import rfc3339
+
+if TYPE_CHECKING:
+    from ._core import AccountRecord  # (a type of the stub only)
 
 HEALTH_TOPIC = "cx-account-health"
 """The topic's name before any CX_TOPIC_PREFIX."""
@@ -28,20 +29,18 @@ Record = tuple[bytes, bytes | None]
 """A record of the topic: key (the account_id) and value (None: a tombstone)."""
 
 
-def health_values(
-    account_id: str, account: AccountView, current: Snapshot, as_of: float
-) -> dict[str, Any]:
-    """What the topic says of an account at `as_of`, but `as_of` itself."""
-    mrr = mrr_at(account.line, as_of)
+def health_values(account: AccountRecord) -> dict[str, Any]:
+    """What the topic says of an account evaluated at an instant, but `as_of` itself."""
+    account_id, score, band, factors, drivers, mrr = account
     values: dict[str, Any] = {"account_id": account_id}
-    if current.score is not None:
-        values["score"] = current.score
+    if score is not None:
+        values["score"] = score
     values.update(
-        band=current.band,
-        factors=current.factors,
+        band=band,
+        factors=factors,
         mrr=mrr / MILLIONTHS,
         paying=mrr > 0,
-        drivers=current.drivers,
+        drivers=drivers,
     )
     return values
 

@@ -35,8 +35,9 @@ from prometheus_client import (
     generate_latest,
 )
 
+from ._core import AccountRules
 from .account_health import HEALTH_TOPIC, HealthPublisher, Record, health_values
-from .accounts import ExperienceRules, Totals, evaluate
+from .accounts import Totals, evaluation
 from .broker import client_options
 from .config import Settings
 from .events import TOPICS
@@ -364,8 +365,11 @@ def _accounts_stage(
     """Every input partition's accounts evaluated at each instant of the CX_ACCOUNT_INTERVAL
     grid (docs/contract.md 7.5), off the batches' path: their totals to cx-partials, the
     accounts whose health changed to cx-account-health."""
-    windows = [spec.seconds for spec in settings.account_windows]
-    rules = ExperienceRules(settings.experience_lookback, settings.health_weights)
+    rules = AccountRules(
+        [spec.seconds for spec in settings.account_windows],
+        settings.experience_lookback,
+        dict(settings.health_weights),
+    )
     evaluated: dict[int, float] = {}
     """The instant each partition was last evaluated at."""
     health = HealthPublisher()
@@ -383,13 +387,12 @@ def _accounts_stage(
             async with ingest.lock:  # between batches: the accounts as their last batch left them
                 book = ingest.pipeline.accounts
                 accounts = book.accounts(partition)
-            totals = Totals(len(windows))
-            records = []
+            totals = Totals(len(settings.account_windows))
+            records: list[dict[str, Any]] = []
             for start in range(0, len(accounts), ACCOUNTS_STEP):
-                for account_id, account in accounts[start : start + ACCOUNTS_STEP]:
-                    current = evaluate(account, as_of, windows, rules, totals)
-                    if account.subscribed:
-                        records.append(health_values(account_id, account, current, as_of))
+                step, healths = evaluation(accounts, as_of, rules, start, start + ACCOUNTS_STEP)
+                totals.add(step)
+                records += map(health_values, healths)
                 await asyncio.sleep(0)
             if ingest.pipeline.accounts is not book or partition not in ingest.pipeline.partitions:
                 continue  # revoked (or restored anew) meanwhile

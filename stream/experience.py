@@ -1,5 +1,7 @@
-"""Each account's support experience (docs/contract.md 7.4): drivers, health factors, score and
-band at an instant, from the section-3 observations of its tickets and survey responses. No Kafka.
+"""Each account's support experience (docs/contract.md 7.4): the section-3 observations of its
+tickets and survey responses, as the account keeps them. Its drivers, health factors, score and
+band at an instant are the core's (core/src/account_health.rs), evaluated with the account.
+No Kafka.
 
 Tickets and responses are partitioned by ticket, accounts by account. The partition of a ticket
 sends, whenever the ticket's account observations change (the core works them out:
@@ -15,23 +17,19 @@ recreates a ticket of a lower version, which the account ignores.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from decimal import ROUND_HALF_EVEN, Decimal
-from typing import Any, Literal, NamedTuple
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
 
 import orjson
 
+from ._core import BANDS, DRIVERS, FACTORS
 from .events import InvalidEvent
-from .stats import is_ces_low_effort, is_csat_satisfied, nps_category
 
 EXPERIENCE_TOPIC = "cx-account-experience"
 """The internal topic (before any CX_TOPIC_PREFIX) that carries ticket and survey observations to
 their accounts' partitions, keyed by account_id."""
 
-DRIVERS = ("sla_breached", "reopened", "csat_unsatisfied", "nps_detractor", "high_effort")
-FACTORS = ("csat", "nps", "ces", "first_response_sla", "resolution_sla", "reopens")
-BANDS = ("red", "yellow", "green", "unknown")
-Band = Literal["red", "yellow", "green", "unknown"]
+__all__ = ["BANDS", "DRIVERS", "FACTORS"]  # the core's (core/src/account_health.rs), named here
 
 AccountObservation = tuple[Any, ...]
 """One observation as the account keeps it, a JSON-friendly tuple, `at` second:
@@ -98,104 +96,6 @@ def merge_update(
         for source, (version, observations) in merged.items()
         if not observations or max(obs[1] for obs in observations) > horizon
     }
-
-
-class Snapshot(NamedTuple):
-    """An account's experience at instant u: its drivers, present factors, score and band."""
-
-    drivers: dict[str, bool]
-    factors: dict[str, float]
-    score: float | None
-    band: Band
-
-
-NO_EXPERIENCE = Snapshot(dict.fromkeys(DRIVERS, False), {}, None, "unknown")
-
-
-def snapshot_at(
-    observations: Iterable[AccountObservation],
-    moment: float,
-    lookback: float,
-    weights: Mapping[str, float],
-) -> Snapshot:
-    """The account's experience counted in (moment - lookback, moment]."""
-    start = moment - lookback
-    frt = frt_breaches = ttr = ttr_breaches = reopens = 0
-    resolved = reopened = csat = satisfied = unsatisfied = ces = low_effort = high_effort = 0
-    latest_nps: tuple[float, str, int] | None = None
-    for observation in observations:
-        at = observation[1]
-        if not start < at <= moment:
-            continue
-        kind = observation[0]
-        if kind == "frt":
-            frt += 1
-            frt_breaches += observation[2]
-        elif kind == "ttr":
-            ttr += 1
-            ttr_breaches += observation[2]
-        elif kind == "reopen":
-            reopens += 1
-        elif kind == "resolved":
-            resolved += 1
-            # reopened by the instant judged: nothing after it is seen
-            reopened += observation[2] is not None and observation[2] <= moment
-        elif kind == "csat":
-            csat += 1
-            satisfied += is_csat_satisfied(observation[2])
-            unsatisfied += observation[2] <= 3
-        elif kind == "ces":
-            ces += 1
-            low_effort += is_ces_low_effort(observation[2])
-            high_effort += observation[2] <= 4
-        elif kind == "nps":
-            stamp = (at, observation[3], observation[2])
-            if latest_nps is None or stamp[:2] > latest_nps[:2]:
-                latest_nps = stamp
-    nps = None if latest_nps is None else nps_category(latest_nps[2])
-    drivers = {
-        "sla_breached": frt_breaches + ttr_breaches > 0,
-        "reopened": reopens > 0,
-        "csat_unsatisfied": unsatisfied > 0,
-        "nps_detractor": nps == "detractor",
-        "high_effort": high_effort > 0,
-    }
-    factors: dict[str, float] = {}
-    if csat:
-        factors["csat"] = 100 * satisfied / csat
-    if nps is not None:
-        factors["nps"] = {"promoter": 100.0, "passive": 50.0, "detractor": 0.0}[nps]
-    if ces:
-        factors["ces"] = 100 * low_effort / ces
-    if frt:
-        factors["first_response_sla"] = 100 * (1 - frt_breaches / frt)
-    if ttr:
-        factors["resolution_sla"] = 100 * (1 - ttr_breaches / ttr)
-    if resolved:
-        factors["reopens"] = 100 * (1 - reopened / resolved)
-    score = health_score(factors, weights)
-    return Snapshot(drivers, factors, score, band(score))
-
-
-def health_score(factors: Mapping[str, float], weights: Mapping[str, float]) -> float | None:
-    """The weighted mean of the present factors (a factor not weighted keeps weight 1, weight 0
-    drops it), rounded to 6 decimal places half to even; None without a factor."""
-    weighted = [(weights.get(name, 1.0), value) for name, value in factors.items()]
-    total = sum(weight for weight, _ in weighted)
-    if total == 0:
-        return None
-    mean = sum(weight * value for weight, value in weighted) / total
-    return float(Decimal(repr(mean)).quantize(Decimal("0.000001"), rounding=ROUND_HALF_EVEN))
-
-
-def band(score: float | None) -> Band:
-    if score is None:
-        return "unknown"
-    if score < 50:
-        return "red"
-    if score < 75:
-        return "yellow"
-    return "green"
 
 
 def parse_weights(text: str) -> dict[str, float]:

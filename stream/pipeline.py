@@ -2,10 +2,11 @@
 changes into the windows.
 
 The tickets and surveys are the core's (`core/src/state.rs`): a batch's records go in with one
-call, the states they reach are read in one pass, and one call settles the batch. Accounts are
-Python's (accounts.py). No Kafka here: state is reached through `States` (the worker's batch
-overlay on its RocksDB tables, a dict in unit tests), as the bytes the tables store, and a
-state is written back only when an event changed it.
+call, the states they reach are read in one pass, and one call settles the batch. The events
+of accounts are applied in Python (accounts.py); what their evaluation reads is the core's
+(`AccountBook`), fed with the states as stored. No Kafka here: state is reached through
+`States` (the worker's batch overlay on its RocksDB tables, a dict in unit tests), as the
+bytes the tables store, and a state is written back only when an event changed it.
 """
 
 from __future__ import annotations
@@ -18,16 +19,14 @@ from typing import Literal, Protocol
 
 import orjson
 
-from ._core import StateBatch, fold_stored
+from ._core import AccountBook, StateBatch, account_forgettable, fold_stored
 from ._core import forgettable as ticket_or_survey_forgettable
 from .accounts import (
-    AccountBook,
     AccountState,
     SubscriptionEvent,
     apply_experience,
     apply_subscription_event,
 )
-from .accounts import is_forgettable as account_forgettable
 from .events import InvalidEvent, Segment, SubscriptionUpdated
 from .experience import EXPERIENCE_TOPIC, ExperienceUpdate, decode_experience
 from .tickets import TicketRules
@@ -126,7 +125,8 @@ class Pipeline:
         self.experience_horizon = experience_horizon
         """How long an account keeps its tickets' observations (Settings.experience_horizon)."""
         self.accounts = AccountBook()
-        """The MRR timelines of the accounts of every partition owned, kept with their states."""
+        """What evaluating the accounts of every partition owned reads (their MRR timelines and
+        experience), kept with their states."""
         self.experience_updates: list[tuple[int, ExperienceUpdate]] = []
         """What the tickets and survey slots settled so far send their accounts, with the
         partition of each ticket or slot: the caller takes them and sends them to the
@@ -267,8 +267,9 @@ class Pipeline:
             current = touched.current
             if not touched.tokens or current is None:
                 continue  # reached by duplicates only
-            self._store("accounts", partition, key, touched.stored, orjson.dumps(current.to_json()))
-            self.accounts.put(partition, key, current)
+            stored = orjson.dumps(current.to_json())
+            self._store("accounts", partition, key, touched.stored, stored)
+            self.accounts.put(partition, key, stored)
         self._touched = {}
         return failures
 
@@ -391,7 +392,7 @@ class Pipeline:
                     windows.finish_rebuild()  # before the next partition: a lower peak
                 parts[table] = windows
             for key, stored in self.states.items("accounts", partition):
-                self.accounts.put(partition, key, AccountState.from_json(orjson.loads(stored)))
+                self.accounts.put(partition, key, stored)
                 done += 1
                 if done % RESTORE_STEP == 0:
                     yield done
@@ -411,5 +412,5 @@ def forgettable(table: TableName, stored: StoredState, horizon: float, now: floa
     """Whether a stored state may be forgotten: its table's retention (docs/contract.md 3,
     *State retention*, and 7.2) has passed `horizon`."""
     if table == "accounts":
-        return account_forgettable(orjson.loads(stored), horizon, now)
+        return account_forgettable(stored, horizon, now)
     return ticket_or_survey_forgettable(table, stored, horizon)

@@ -5,16 +5,18 @@ from __future__ import annotations
 import random
 import zlib
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from stream._core import Merge, partials_messages
+from stream._core import AccountBook, AccountRules, Merge, partials_messages
+from stream.account_health import health_values
+from stream.accounts import Totals, evaluation
 from stream.pipeline import STATE_TABLES, Checkpoint, Outcome, Pipeline, StoredState, TableName
 from stream.tickets import TicketRules
-from stream.windows import parse_windows
+from stream.windows import WindowSpec, parse_windows
 from tests.oracle import Event, Expected, assert_matches
 
 WINDOW_NAMES = ["1h", "24h", "7d", "28d"]
@@ -134,6 +136,25 @@ class Row:
     @property
     def key(self) -> str:
         return ",".join(f"{name}={self.labels[name]}" for name in LABELS)
+
+
+def evaluate_accounts(
+    book: AccountBook,
+    as_of: float,
+    windows: Sequence[WindowSpec],
+    lookback: float,
+    weights: Mapping[str, float],
+) -> tuple[Totals, dict[str, dict[str, Any]]]:
+    """Every partition's accounts evaluated at `as_of` as the worker's timer does it: their
+    totals added up, and each subscribed account's health record (but its as_of)."""
+    rules = AccountRules([spec.seconds for spec in windows], lookback, dict(weights))
+    totals = Totals(len(windows))
+    health: dict[str, dict[str, Any]] = {}
+    for partition in range(PARTITIONS):
+        step, records = evaluation(book.accounts(partition), as_of, rules)
+        totals.add(step)
+        health.update((record[0], health_values(record)) for record in records)
+    return totals, health
 
 
 def row_of(value: bytes) -> Row:

@@ -15,21 +15,22 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream.accounts import AccountView, ExperienceRules, Totals, evaluate, movement, timeline
+from stream._core import AccountBook, AccountRules
+from stream.accounts import AccountState, SubscriptionEvent, evaluation
 from stream.events import InvalidEvent, SubscriptionUpdated, decode
 from stream.experience import parse_weights
 from stream.pipeline import STATE_TABLES, Pipeline, TableName
 from stream.revenue import revenue_values
 from stream.windows import parse_windows
 from tests.account_oracle import SubscriptionFields, assert_same, expected_accounts
-from tests.helpers import PARTITIONS, new_pipeline, process, states_of
+from tests.helpers import PARTITIONS, evaluate_accounts, new_pipeline, process, states_of
 
 NOW = 1_800_000_000.0
 DAY = 86400.0
 WINDOWS = parse_windows("30d,90d,365d")
 WINDOW_SECONDS = {spec.name: spec.seconds for spec in WINDOWS}
 STATUSES = ("active", "trialing", "paused", "canceled")
-RULES = ExperienceRules(90 * DAY, parse_weights(""))
+LOOKBACK = 90 * DAY
 
 
 def rfc3339(moment: float) -> str:
@@ -57,11 +58,8 @@ def send(pipeline: Pipeline, events: list[SubscriptionFields], batch: int = 7) -
 
 def evaluated(pipeline: Pipeline, as_of: float) -> dict[str, dict[str, Any]]:
     """What the merging worker would publish: every partition's totals at `as_of`, added up."""
-    total = Totals(len(WINDOWS))
-    for partition in range(PARTITIONS):
-        for _, account in pipeline.accounts.accounts(partition):
-            evaluate(account, as_of, [s.seconds for s in WINDOWS], RULES, total)
-    return revenue_values(total, WINDOWS, 1.0)
+    totals, _ = evaluate_accounts(pipeline.accounts, as_of, WINDOWS, LOOKBACK, parse_weights(""))
+    return revenue_values(totals, WINDOWS, 1.0)
 
 
 @st.composite
@@ -244,20 +242,23 @@ def test_a_currency_other_than_the_configured_one_is_invalid() -> None:
     assert isinstance(negative, InvalidEvent) and "schema" in str(negative)
 
 
-def test_the_timeline_keeps_only_changes() -> None:
-    from stream.accounts import SubscriptionEvent
-
-    events = [
+def test_events_at_one_instant_count_once_and_an_unchanged_mrr_is_no_movement() -> None:
+    """Two subscriptions changing at one instant, and an event that leaves the MRR as it was:
+    the account's MRR timeline keeps only its changes."""
+    events = (
         SubscriptionEvent(1.0, "a", "S1", 5),
         SubscriptionEvent(1.0, "b", "S2", 0),
         SubscriptionEvent(2.0, "c", "S1", 5),
         SubscriptionEvent(3.0, "d", "S1", 0),
-    ]
-    assert timeline(events) == ((1.0, 3.0), (5, 0))
-    assert movement(0, 5, paid_before=True) == ("reactivation", 5)
-    totals = Totals(1)
-    evaluate(AccountView(timeline(events)), 2.5, [10.0], RULES, totals)
+    )
+    book = AccountBook()
+    book.put(0, "A", orjson.dumps(AccountState(0, events).to_json()))
+    totals, _ = evaluation(book.accounts(0), 2.5, AccountRules([10.0], LOOKBACK, {}))
+    # paying 5 at 2.5, new in (-7.5, 2.5]: one new account, no other movement
     assert (totals.mrr, totals.paying, totals.windows[0][-3:]) == (5, 1, [1, 0, 0])
+    assert totals.windows[0][5:10] == [5, 0, 0, 0, 0]
+    totals, _ = evaluation(book.accounts(0), 3.5, AccountRules([10.0], LOOKBACK, {}))
+    assert (totals.mrr, totals.paying, totals.windows[0][-3:]) == (0, 0, [1, 0, 1])
 
 
 def test_forgetting_changes_no_number_and_a_return_after_it_counts_new() -> None:

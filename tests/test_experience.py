@@ -16,9 +16,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream.account_health import HealthPublisher, health_values
-from stream.accounts import ExperienceRules, Totals, evaluate
-from stream.experience import EXPERIENCE_TOPIC, encode_experience, parse_weights, snapshot_at
+from stream._core import AccountBook
+from stream.account_health import HealthPublisher
+from stream.accounts import AccountState, SubscriptionEvent
+from stream.experience import EXPERIENCE_TOPIC, encode_experience, parse_weights
 from stream.exporter import rfc3339
 from stream.pipeline import STATE_TABLES, Pipeline, TableName
 from stream.revenue import revenue_values
@@ -26,7 +27,7 @@ from stream.tickets import TicketRules
 from stream.windows import parse_windows
 from tests.account_oracle import SubscriptionFields
 from tests.experience_oracle import BANDS, DRIVERS, expected_experience
-from tests.helpers import PARTITIONS, MemoryStates, partition_of, process
+from tests.helpers import PARTITIONS, MemoryStates, evaluate_accounts, partition_of, process
 from tests.oracle import Event
 from tests.scenario import delivery, scenario
 
@@ -150,15 +151,7 @@ def test_churn_by_driver_and_band_and_each_accounts_health_match_the_oracle(seed
     pipeline = run(delivery(events, seed), subs + rng.sample(subs, len(subs) // 5), rng)
 
     weights = parse_weights(WEIGHTS)
-    rules = ExperienceRules(LOOKBACK, weights)
-    windows = [spec.seconds for spec in ACCOUNT_WINDOWS]
-    totals = Totals(len(windows))
-    health = {}
-    for partition in range(PARTITIONS):
-        for account_id, account in pipeline.accounts.accounts(partition):
-            current = evaluate(account, NOW, windows, rules, totals)
-            if account.subscribed:
-                health[account_id] = health_values(account_id, account, current, NOW)
+    totals, health = evaluate_accounts(pipeline.accounts, NOW, ACCOUNT_WINDOWS, LOOKBACK, weights)
     got = revenue_values(totals, ACCOUNT_WINDOWS, 1.0)
     want = expected_experience(
         events, subs, NOW, {s.name: s.seconds for s in ACCOUNT_WINDOWS}, LOOKBACK, weights
@@ -245,9 +238,12 @@ def test_an_experience_judged_at_s_sees_nothing_after_s(
         for observation in ordered
         if observation[1] <= moment
     ]
-    assert snapshot_at(ordered, moment, lookback, weights) == snapshot_at(
-        seen, moment, lookback, weights
-    )
+    book = AccountBook()
+    for account_id, kept in (("all", ordered), ("seen", seen)):
+        state = AccountState(0, (SubscriptionEvent(0.0, "e", "S", 1),), experience={"t": (1, kept)})
+        book.put(0, account_id, orjson.dumps(state.to_json()))
+    _, health = evaluate_accounts(book, moment, ACCOUNT_WINDOWS, lookback, weights)
+    assert health["all"] == {**health["seen"], "account_id": "all"}
 
 
 @settings(max_examples=15, deadline=None)
@@ -258,11 +254,7 @@ def test_cohort_split_adds_up_to_the_cohort(seed: int) -> None:
     events = with_accounts(scenario(seed, NOW, tickets=40), rng)
     subs = subscriptions(rng)
     pipeline = run(events, subs, rng)
-    windows = [spec.seconds for spec in ACCOUNT_WINDOWS]
-    totals = Totals(len(windows))
-    for partition in range(PARTITIONS):
-        for _, account in pipeline.accounts.accounts(partition):
-            evaluate(account, NOW, windows, ExperienceRules(LOOKBACK, {}), totals)
+    totals, _ = evaluate_accounts(pipeline.accounts, NOW, ACCOUNT_WINDOWS, LOOKBACK, {})
     for values in revenue_values(totals, ACCOUNT_WINDOWS, 1.0).values():
         for sizes in values["cohort_accounts_by_driver"].values():
             assert sizes["true"] + sizes["false"] == values["cohort_accounts"]
@@ -289,14 +281,8 @@ def test_the_health_topic_publishes_changes_and_a_tombstone_for_a_forgotten_acco
 
 
 def evaluated(pipeline: Pipeline) -> dict[str, Any]:
-    windows = [spec.seconds for spec in ACCOUNT_WINDOWS]
-    rules = ExperienceRules(LOOKBACK, parse_weights(WEIGHTS))
-    totals = Totals(len(windows))
-    health = {}
-    for partition in range(PARTITIONS):
-        for account_id, account in pipeline.accounts.accounts(partition):
-            current = evaluate(account, NOW, windows, rules, totals)
-            health[account_id] = health_values(account_id, account, current, NOW)
+    weights = parse_weights(WEIGHTS)
+    totals, health = evaluate_accounts(pipeline.accounts, NOW, ACCOUNT_WINDOWS, LOOKBACK, weights)
     return {"metrics": revenue_values(totals, ACCOUNT_WINDOWS, 1.0), "health": health}
 
 

@@ -13,11 +13,10 @@ from typing import Any, ClassVar
 import pytest
 
 from stream import simulate
-from stream.accounts import ExperienceRules, Totals, evaluate
 from stream.experience import EXPERIENCE_TOPIC, encode_experience, parse_weights
 from stream.revenue import revenue_values
 from stream.windows import parse_windows
-from tests.helpers import PARTITIONS, new_pipeline, process
+from tests.helpers import PARTITIONS, evaluate_accounts, new_pipeline, process
 
 NOW = datetime.fromisoformat("2026-11-22T14:00:00+00:00").timestamp()
 """The simulator's clock in this test: a Sunday afternoon (about 11,000 events due)."""
@@ -123,11 +122,7 @@ def test_accounts_failed_by_support_churn_more_and_the_bands_order_their_churn()
         )
         settle()
     windows = parse_windows("30d,90d,365d")
-    totals = Totals(len(windows))
-    rules = ExperienceRules(90 * 86400, parse_weights(""))
-    for partition in range(PARTITIONS):
-        for _, account in pipeline.accounts.accounts(partition):
-            evaluate(account, NOW, [spec.seconds for spec in windows], rules, totals)
+    totals, _ = evaluate_accounts(pipeline.accounts, NOW, windows, 90 * 86400, parse_weights(""))
     month = revenue_values(totals, windows, 1.0)["30d"]
     assert month["cohort_accounts"] > 600
     for driver in ("sla_breached", "csat_unsatisfied"):

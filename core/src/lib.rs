@@ -4,10 +4,9 @@
 //! in business hours (`business`), told to their accounts (`experience`) and folded into the
 //! windows (`windows`, `tally`). Their totals cross to the merging stage as partials
 //! (`partials`), which sums them (`merge`) and writes /metrics and the snapshots (`export`,
-//! `stats`). The accounts' state, MRR timelines and evaluation (`accounts`) with their health
-//! at an instant (`account_health`) are here too, but the worker still runs Python's
-//! (stream/accounts.py), which they match. Python keeps Faust, the tables, configuration and
-//! the CLI.
+//! `stats`). The accounts are evaluated here at each instant (`accounts`), with their health
+//! then (`account_health`), from the states Python's batches store. Python keeps Faust, the
+//! tables, the accounts' events, configuration and the CLI.
 
 pub mod account_health;
 pub mod accounts;

@@ -1,7 +1,7 @@
-//! The accounts' evaluation as Python will reach it: an `AccountBook` holds what an evaluation
+//! The accounts' evaluation as Python reaches it: an `AccountBook` holds what an evaluation
 //! reads of each account of the partitions a worker owns (fed with their stored states), and
-//! evaluates a partition's accounts in a few calls. The worker does not use it yet
-//! (stream/accounts.py's runs); tests/test_accounts_core.py holds the two to the same numbers.
+//! evaluates a partition's accounts in a few calls. The layout of the totals (their fields,
+//! drivers and bands) goes to Python too, which reads the totals on the merging side.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -10,7 +10,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyString, PyTuple};
 
-use crate::account_health::{DRIVERS, FACTORS, Weights};
+use crate::account_health::{BANDS, DRIVERS, FACTORS, Weights};
 use crate::accounts::{self, AccountState, AccountView, ExperienceRules, Totals};
 
 type Accounts = BTreeMap<Arc<str>, Arc<AccountView>>;
@@ -82,21 +82,6 @@ impl AccountBook {
                 .map(|(id, view)| (Arc::clone(id), Arc::clone(view)))
                 .collect(),
         }
-    }
-
-    fn __len__(&self) -> usize {
-        self.partitions.values().map(BTreeMap::len).sum()
-    }
-
-    /// A partition's accounts evaluated in one step (PartitionAccounts.evaluate).
-    fn evaluate<'py>(
-        &self,
-        py: Python<'py>,
-        partition: i64,
-        as_of: f64,
-        rules: &AccountRules,
-    ) -> PyResult<Evaluation<'py>> {
-        self.accounts(partition).evaluate(py, as_of, rules, 0, None)
     }
 }
 
@@ -171,6 +156,11 @@ fn account_forgettable(stored: &[u8], horizon: f64, now: f64) -> bool {
 }
 
 pub fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = module.py();
+    module.add("ACCOUNT_FIELDS", PyTuple::new(py, accounts::FIELDS)?)?;
+    module.add("DRIVERS", PyTuple::new(py, DRIVERS)?)?;
+    module.add("FACTORS", PyTuple::new(py, FACTORS)?)?;
+    module.add("BANDS", PyTuple::new(py, BANDS)?)?;
     module.add_class::<AccountRules>()?;
     module.add_class::<AccountBook>()?;
     module.add_class::<PartitionAccounts>()?;
