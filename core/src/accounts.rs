@@ -1,23 +1,22 @@
 //! Accounts, their subscriptions and their MRR timeline (docs/contract.md 7.1-7.3), and what an
-//! account adds to its partition's totals at an evaluation instant (7.3-7.5): the same state and
-//! numbers as stream/accounts.py, which keeps the worker's accounts until they move here.
+//! account adds to its partition's totals at an evaluation instant (7.3-7.5).
 //!
 //! An account's state keeps every distinct subscription event it was sent (each the whole state
 //! of one subscription from its `occurred_at` on), so that any order of arrival, and any
 //! re-sent event, gives the same state. Amounts are integer millionths of the currency unit.
-//! The stored form is Python's `AccountState.to_json`, so that either side reads the other's.
+//! The batches apply events to the states in Python (stream/accounts.py) and store them as
+//! `AccountState.to_json` writes them; this module reads them.
 
 use std::cmp::Ordering;
 use std::collections::BTreeSet;
 use std::fmt;
 
 use serde::de::{Deserializer, MapAccess, Visitor};
-use serde::ser::{SerializeMap, Serializer};
 use serde::{Deserialize, Serialize};
 
 use crate::account_health::{self, BANDS, DRIVERS, NO_EXPERIENCE, Snapshot, Weights, snapshot_at};
-use crate::experience::{AccountObservation, ExperienceUpdate};
-use crate::tickets::{Unreadable, event_digest};
+use crate::experience::AccountObservation;
+use crate::tickets::Unreadable;
 
 /// One subscription's state from `at` on: what it adds to its account's MRR (its mrr in
 /// millionths while active, else 0). Stored as [at, event_id, subscription_id, contribution].
@@ -40,28 +39,6 @@ impl From<StoredEvent> for SubscriptionEvent {
             subscription_id,
             contribution,
         }
-    }
-}
-
-impl Serialize for SubscriptionEvent {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let stored = (
-            self.at,
-            &self.event_id,
-            &self.subscription_id,
-            self.contribution,
-        );
-        stored.serialize(serializer)
-    }
-}
-
-impl SubscriptionEvent {
-    /// Python's tuple order: (at, event_id, subscription_id, contribution).
-    fn order(&self, other: &Self) -> Ordering {
-        time_order(self.at, other.at)
-            .then_with(|| self.event_id.cmp(&other.event_id))
-            .then_with(|| self.subscription_id.cmp(&other.subscription_id))
-            .then_with(|| self.contribution.cmp(&other.contribution))
     }
 }
 
@@ -89,27 +66,11 @@ impl From<(i64, Vec<AccountObservation>)> for Source {
     }
 }
 
-impl Serialize for Source {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        (self.version, &self.observations).serialize(serializer)
-    }
-}
-
 /// The account's experience by source (ticket:<id> or survey:<slot>), in the order Python's
-/// dict holds them: stored as a JSON object in that order, and read back in it, since the
-/// order of observations at one instant follows it.
+/// dict holds them: stored as a JSON object in that order, and read in it, since the order of
+/// observations at one instant follows it.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Sources(pub Vec<(String, Source)>);
-
-impl Serialize for Sources {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(Some(self.0.len()))?;
-        for (source, held) in &self.0 {
-            map.serialize_entry(source, held)?;
-        }
-        map.end()
-    }
-}
 
 impl<'de> Deserialize<'de> for Sources {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -135,22 +96,14 @@ impl<'de> Deserialize<'de> for Sources {
 
 /// No event yet is -inf, stored as null: JSON has no infinity.
 mod latest_or_null {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(latest: &f64, serializer: S) -> Result<S::Ok, S::Error> {
-        if latest.is_finite() {
-            serializer.serialize_f64(*latest)
-        } else {
-            serializer.serialize_none()
-        }
-    }
+    use serde::{Deserialize, Deserializer};
 
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
         Ok(Option::<f64>::deserialize(deserializer)?.unwrap_or(f64::NEG_INFINITY))
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 pub struct AccountState {
     pub partition: i64,
     /// Every distinct subscription event, in (at, event_id, ...) order.
@@ -159,7 +112,7 @@ pub struct AccountState {
     /// Digests of every event id applied (a re-sent one is a duplicate), stored sorted.
     pub seen: BTreeSet<i64>,
     /// The latest occurred_at of the events (retention is judged by it); -inf before any.
-    #[serde(with = "latest_or_null")]
+    #[serde(deserialize_with = "latest_or_null::deserialize")]
     pub latest: f64,
     /// Its tickets' and survey responses' observations, by source.
     #[serde(default)]
@@ -167,71 +120,10 @@ pub struct AccountState {
 }
 
 impl AccountState {
-    pub fn new(partition: i64) -> AccountState {
-        AccountState {
-            partition,
-            events: Vec::new(),
-            seen: BTreeSet::new(),
-            latest: f64::NEG_INFINITY,
-            experience: Sources::default(),
-        }
-    }
-
     /// A state as the accounts table stores it (JSON).
     pub fn read(stored: &[u8]) -> Result<AccountState, Unreadable> {
         serde_json::from_slice(stored)
             .map_err(|error| Unreadable(format!("a stored account: {error}")))
-    }
-
-    pub fn stored(&self) -> Vec<u8> {
-        // (plain data: the only errors serde_json has here are a map key that is not a
-        // string and a failing Serialize, neither of which this state has)
-        serde_json::to_vec(self).unwrap_or_default()
-    }
-
-    pub fn holds(&self, event_id: &str) -> bool {
-        self.seen.contains(&event_digest(event_id))
-    }
-
-    /// Add an event it does not hold yet (the caller checks `holds` first).
-    pub fn apply_subscription_event(&mut self, event: SubscriptionEvent) {
-        self.seen.insert(event_digest(&event.event_id));
-        self.latest = self.latest.max(event.at);
-        let at = self
-            .events
-            .partition_point(|held| held.order(&event) != Ordering::Greater);
-        self.events.insert(at, event);
-    }
-
-    /// Replace a source's observations with a newer version of them: false (and no change)
-    /// when the update is no newer than what it holds. Sources whose observations are all at
-    /// or before `horizon` go (no evaluation reaches back that far); a source without
-    /// observations stays: it is a ticket that left the account, and its version keeps a
-    /// replayed older one out.
-    pub fn apply_experience(&mut self, update: &ExperienceUpdate, horizon: f64) -> bool {
-        let sources = &mut self.experience.0;
-        let held = sources
-            .iter_mut()
-            .find(|(source, _)| *source == update.source);
-        if held
-            .as_ref()
-            .is_some_and(|(_, held)| held.version >= update.version)
-        {
-            return false;
-        }
-        let fresh = Source {
-            version: update.version,
-            observations: update.observations.clone(),
-        };
-        match held {
-            // (in its place: Python's dict keeps a key's position when its value changes)
-            Some((_, held)) => *held = fresh,
-            None => sources.push((update.source.clone(), fresh)),
-        }
-        sources.retain(|(_, Source { observations, .. })| {
-            observations.is_empty() || latest_at(observations) > horizon
-        });
-        true
     }
 
     /// The latest instant of its observations (-inf without any).
@@ -423,7 +315,7 @@ type BandTotals = [i128; 2 * BANDS.len()];
 /// health band their count and MRR (band_slot); per account window the FIELDS, and the cohort
 /// with its churned accounts per driver group (driver_slot) and per band at s. Its JSON is
 /// Python's `Totals.to_json` (the fields in that order).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Totals {
     pub bands: Vec<BandTotals>,
     pub drivers: Vec<DriverTotals>,
@@ -445,31 +337,9 @@ impl Totals {
         }
     }
 
-    /// Add another partition's totals (of the same windows): their union's.
-    pub fn add(&mut self, other: &Totals) {
-        self.mrr += other.mrr;
-        self.paying += other.paying;
-        add(&mut self.health, &other.health);
-        for (mine, theirs) in self.windows.iter_mut().zip(&other.windows) {
-            add(mine, theirs);
-        }
-        for (mine, theirs) in self.drivers.iter_mut().zip(&other.drivers) {
-            add(mine, theirs);
-        }
-        for (mine, theirs) in self.bands.iter_mut().zip(&other.bands) {
-            add(mine, theirs);
-        }
-    }
-
     pub fn to_json(&self) -> Vec<u8> {
         // (integers in arrays and a struct: nothing serde_json can fail on)
         serde_json::to_vec(self).unwrap_or_default()
-    }
-}
-
-fn add(mine: &mut [i128], theirs: &[i128]) {
-    for (amount, other) in mine.iter_mut().zip(theirs) {
-        *amount += other;
     }
 }
 
@@ -578,6 +448,7 @@ pub fn evaluate(
 mod tests {
     use super::*;
     use crate::account_health::Band;
+    use crate::tickets::event_digest;
 
     const DAY: f64 = 86400.0;
 
@@ -590,13 +461,40 @@ mod tests {
         }
     }
 
+    /// An account's state as the batches build it: its distinct events in (at, event_id)
+    /// order.
     fn account(events: &[SubscriptionEvent]) -> AccountState {
-        let mut state = AccountState::new(0);
+        let mut distinct: Vec<SubscriptionEvent> = Vec::new();
         for event in events {
-            if !state.holds(&event.event_id) {
-                state.apply_subscription_event(event.clone());
+            if !distinct.iter().any(|held| held.event_id == event.event_id) {
+                distinct.push(event.clone());
             }
         }
+        distinct.sort_by(|a, b| time_order(a.at, b.at).then_with(|| a.event_id.cmp(&b.event_id)));
+        AccountState {
+            partition: 0,
+            latest: distinct
+                .iter()
+                .map(|e| e.at)
+                .fold(f64::NEG_INFINITY, f64::max),
+            seen: distinct.iter().map(|e| event_digest(&e.event_id)).collect(),
+            events: distinct,
+            experience: Sources::default(),
+        }
+    }
+
+    fn with_experience(
+        mut state: AccountState,
+        source: &str,
+        observations: Vec<AccountObservation>,
+    ) -> AccountState {
+        state.experience.0.push((
+            source.to_owned(),
+            Source {
+                version: 1,
+                observations,
+            },
+        ));
         state
     }
 
@@ -618,24 +516,6 @@ mod tests {
             &mut totals,
         );
         totals.windows[0]
-    }
-
-    #[test]
-    fn events_in_any_order_and_resent_give_one_state() {
-        let events = [
-            event(30.0, "c", "s1", 5),
-            event(10.0, "a", "s1", 3),
-            event(20.0, "b", "s2", 4),
-            event(10.0, "a", "s1", 3),
-        ];
-        let mut reversed = events.clone();
-        reversed.reverse();
-        let state = account(&events);
-        assert_eq!(state, account(&reversed));
-        assert_eq!(state.events.len(), 3);
-        assert_eq!(state.latest, 30.0);
-        assert!(state.holds("b") && !state.holds("d"));
-        assert_eq!(state.events[0].event_id, "a");
     }
 
     #[test]
@@ -727,14 +607,11 @@ mod tests {
 
     #[test]
     fn paying_accounts_and_health_totals_and_the_cohort_split_by_experience() {
-        let mut state = account(&[event(0.0, "a", "s", 100)]);
-        let update = ExperienceUpdate {
-            account_id: "acc".to_owned(),
-            source: "survey:1".to_owned(),
-            version: 1,
-            observations: vec![AccountObservation::Csat(5.0 * DAY, 1)],
-        };
-        assert!(state.apply_experience(&update, f64::NEG_INFINITY));
+        let state = with_experience(
+            account(&[event(0.0, "a", "s", 100)]),
+            "survey:1",
+            vec![AccountObservation::Csat(5.0 * DAY, 1)],
+        );
         let mut totals = Totals::new(2);
         let view = AccountView::of(&state).expect("64-bit amounts");
         // at day 10: csat 1 of 1 unsatisfied (score 0, red); windows of 8 and 2 days: s at
@@ -757,51 +634,17 @@ mod tests {
         assert_eq!(totals.drivers[1][driver_slot(csat_unsatisfied, true)], 1);
         // every driver splits the whole cohort; none churned
         assert_eq!(totals.drivers[1].iter().sum::<i128>(), 5);
-        let mut twice = totals.clone();
-        twice.add(&totals);
-        assert_eq!(
-            (twice.mrr, twice.health[1], twice.drivers[1][8]),
-            (200, 200, 2)
-        );
-    }
-
-    #[test]
-    fn a_newer_version_replaces_a_source_and_old_sources_go_at_the_horizon() {
-        let mut state = AccountState::new(3);
-        let update = |source: &str, version, at: f64| ExperienceUpdate {
-            account_id: "acc".to_owned(),
-            source: source.to_owned(),
-            version,
-            observations: vec![AccountObservation::Reopen(at)],
-        };
-        assert!(state.apply_experience(&update("ticket:a", 2, 50.0), 0.0));
-        assert!(!state.apply_experience(&update("ticket:a", 2, 60.0), 0.0));
-        assert!(!state.apply_experience(&update("ticket:a", 1, 60.0), 0.0));
-        assert!(state.apply_experience(&update("ticket:b", 1, 70.0), 0.0));
-        // an empty set stays (a ticket that left); ticket:a, all at or before 50, goes
-        let mut left = update("ticket:c", 4, 0.0);
-        left.observations.clear();
-        assert!(state.apply_experience(&left, 50.0));
-        let sources: Vec<&str> = state.experience.0.iter().map(|(s, _)| s.as_str()).collect();
-        assert_eq!(sources, ["ticket:b", "ticket:c"]);
-        assert_eq!(state.latest_observation(), 70.0);
     }
 
     #[test]
     fn forgettable_when_not_paying_and_nothing_newer_than_the_horizon() {
-        let mut state = account(&[event(10.0, "a", "s", 100), event(20.0, "b", "s", 0)]);
+        let state = account(&[event(10.0, "a", "s", 100), event(20.0, "b", "s", 0)]);
         assert!(state.is_forgettable(20.5, 30.0));
         assert!(!state.is_forgettable(20.0, 30.0)); // its latest event is not older
         assert!(!state.is_forgettable(20.5, 15.0)); // paying at 15
-        let update = ExperienceUpdate {
-            account_id: "acc".to_owned(),
-            source: "ticket:t".to_owned(),
-            version: 1,
-            observations: vec![AccountObservation::Frt(25.0, 0)],
-        };
-        state.apply_experience(&update, f64::NEG_INFINITY);
-        assert!(!state.is_forgettable(20.5, 30.0));
-        assert!(AccountState::new(0).is_forgettable(0.0, 0.0));
+        let observed = with_experience(state, "ticket:t", vec![AccountObservation::Frt(25.0, 0)]);
+        assert!(!observed.is_forgettable(20.5, 30.0));
+        assert!(account(&[]).is_forgettable(0.0, 0.0));
     }
 
     /// Written by Python: orjson.dumps(AccountState(...).to_json()).
@@ -815,11 +658,11 @@ mod tests {
     );
 
     #[test]
-    fn reads_a_state_python_wrote_and_writes_it_back_the_same() {
+    fn reads_a_state_python_wrote() {
         let state = AccountState::read(PYTHON_WRITTEN.as_bytes()).expect("Python's state");
         assert_eq!(state.partition, 2);
         assert_eq!(state.events[1], event(1800086400.5, "e-2", "sub-1", 0));
-        assert!(state.holds("e-1"));
+        assert!(state.seen.contains(&event_digest("e-1")));
         assert_eq!(state.latest, 1800086400.5);
         let sources: Vec<&str> = state.experience.0.iter().map(|(s, _)| s.as_str()).collect();
         // in the order written, not sorted
@@ -837,26 +680,19 @@ mod tests {
             state.experience.0[1].1.observations[0],
             AccountObservation::Nps(1799990000.0, 6, "r-1".to_owned())
         );
-        assert_eq!(
-            String::from_utf8(state.stored()).expect("UTF-8"),
-            PYTHON_WRITTEN
-        );
         // at one instant, observations keep the sources' order
         let first: Vec<&str> = state.observations()[..4].iter().map(|o| o.name()).collect();
         assert_eq!(first, ["frt", "nps", "csat", "ces"]);
     }
 
     #[test]
-    fn a_new_account_stores_latest_as_null_and_reads_without_experience() {
-        let stored = AccountState::new(1).stored();
-        assert_eq!(
-            String::from_utf8(stored.clone()).expect("UTF-8"),
-            r#"{"partition":1,"subscription_events":[],"seen":[],"latest":null,"experience":{}}"#
-        );
-        let read = AccountState::read(&stored).expect("its own state");
+    fn a_new_account_reads_latest_null_as_no_event_and_an_older_one_without_experience() {
+        let stored =
+            br#"{"partition":1,"subscription_events":[],"seen":[],"latest":null,"experience":{}}"#;
+        let read = AccountState::read(stored).expect("a new account");
         assert_eq!(read.latest, f64::NEG_INFINITY);
         let older = br#"{"partition":1,"subscription_events":[],"seen":[],"latest":null}"#;
-        assert_eq!(AccountState::read(older), Ok(AccountState::new(1)));
+        assert_eq!(AccountState::read(older), Ok(read));
     }
 
     #[test]

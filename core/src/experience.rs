@@ -4,9 +4,8 @@
 
 use std::fmt;
 
+use serde::Deserialize;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
-use serde::ser::{SerializeTuple, Serializer};
-use serde::{Deserialize, Serialize};
 
 use crate::tickets::SurveyResponse;
 use crate::windows::{Kind, Observation};
@@ -51,46 +50,8 @@ impl AccountObservation {
     }
 }
 
-/// Stored and sent as the JSON array of Python's tuple: ["frt", at, breached], ["resolved",
-/// at, null], ["nps", at, score, event_id], ...
-impl Serialize for AccountObservation {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let name = self.name();
-        let at = self.at();
-        let mut tuple;
-        match self {
-            AccountObservation::Frt(_, value)
-            | AccountObservation::Ttr(_, value)
-            | AccountObservation::Csat(_, value)
-            | AccountObservation::Ces(_, value) => {
-                tuple = serializer.serialize_tuple(3)?;
-                tuple.serialize_element(name)?;
-                tuple.serialize_element(&at)?;
-                tuple.serialize_element(value)?;
-            }
-            AccountObservation::Reopen(_) => {
-                tuple = serializer.serialize_tuple(2)?;
-                tuple.serialize_element(name)?;
-                tuple.serialize_element(&at)?;
-            }
-            AccountObservation::Resolved(_, reopened) => {
-                tuple = serializer.serialize_tuple(3)?;
-                tuple.serialize_element(name)?;
-                tuple.serialize_element(&at)?;
-                tuple.serialize_element(reopened)?;
-            }
-            AccountObservation::Nps(_, score, event_id) => {
-                tuple = serializer.serialize_tuple(4)?;
-                tuple.serialize_element(name)?;
-                tuple.serialize_element(&at)?;
-                tuple.serialize_element(score)?;
-                tuple.serialize_element(event_id)?;
-            }
-        }
-        tuple.end()
-    }
-}
-
+/// Read from the JSON array of Python's tuple, as the accounts table stores it: ["frt", at,
+/// breached], ["resolved", at, null], ["nps", at, score, event_id], ...
 impl<'de> Deserialize<'de> for AccountObservation {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         deserializer.deserialize_seq(ObservationVisitor)
