@@ -238,27 +238,9 @@ fn partials_messages<'py>(
     messages
 }
 
-#[pyfunction]
-fn nps_category(score: i64) -> &'static str {
-    windows::nps_category(score)
-}
-
-#[pyfunction]
-fn is_csat_satisfied(score: i64) -> bool {
-    windows::is_csat_satisfied(score)
-}
-
-#[pyfunction]
-fn is_ces_low_effort(score: i64) -> bool {
-    windows::is_ces_low_effort(score)
-}
-
 pub fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<PyPartitionWindows>()?;
     module.add_function(wrap_pyfunction!(partials_messages, module)?)?;
-    module.add_function(wrap_pyfunction!(nps_category, module)?)?;
-    module.add_function(wrap_pyfunction!(is_csat_satisfied, module)?)?;
-    module.add_function(wrap_pyfunction!(is_ces_low_effort, module)?)?;
     module.add("META_KEY", PyBytes::new(module.py(), windows::META_KEY))?;
     Ok(())
 }
