@@ -19,14 +19,15 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import orjson
 
-from ._core import ACCOUNT_FIELDS, AccountRules, PartitionAccounts, event_digest
-from .experience import (
+from ._core import (
+    ACCOUNT_FIELDS,
     BANDS,
     DRIVERS,
-    ExperienceUpdate,
-    Sources,
-    merge_update,
+    AccountRules,
+    PartitionAccounts,
+    event_digest,
 )
+from .experience import ExperienceUpdate, Sources, merge_update
 
 if TYPE_CHECKING:
     from ._core import AccountRecord  # (a type of the stub only)

@@ -22,14 +22,12 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from ._core import BANDS, DRIVERS, FACTORS
+from ._core import FACTORS
 from .events import InvalidEvent
 
 EXPERIENCE_TOPIC = "cx-account-experience"
 """The internal topic (before any CX_TOPIC_PREFIX) that carries ticket and survey observations to
 their accounts' partitions, keyed by account_id."""
-
-__all__ = ["BANDS", "DRIVERS", "FACTORS"]  # the core's (core/src/account_health.rs), named here
 
 AccountObservation = tuple[Any, ...]
 """One observation as the account keeps it, a JSON-friendly tuple, `at` second:

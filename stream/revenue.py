@@ -14,9 +14,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ._core import BANDS, DRIVERS
 from .accounts import COUNTED_MOVEMENTS, FIELDS, MOVEMENTS, Totals, band_slot, driver_slot
 from .events import MILLIONTHS
-from .experience import BANDS, DRIVERS
 from .exporter import rfc3339
 from .stats import newcombe_interval, ratio, wilson_interval
 from .windows import WindowSpec
