@@ -5,13 +5,12 @@ beyond 64 bits. No Kafka."""
 
 from __future__ import annotations
 
-import random
-
 import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bench.accounts import accounts as bench_accounts
 from stream import _core
 from stream.accounts import (
     AccountState,
@@ -83,39 +82,6 @@ def accounts(draw: st.DrawFn) -> AccountState:
     return state
 
 
-def bench_like_accounts(count: int, seed: int) -> dict[str, AccountState]:
-    """Accounts as bench/accounts.py makes them, instants and weights off any grid, so that
-    scores are means of every kind of float."""
-    rng = random.Random(seed)
-    states = {}
-    for number in range(count):
-        state = AccountState(PARTITION)
-        for sub in range(rng.randint(1, 3)):
-            at = NOW - rng.uniform(1, 400) * DAY
-            for change in range(rng.randint(1, 4)):
-                amount = rng.choice([0, 29_000_000, 99_000_000, 249_500_000])
-                event = SubscriptionEvent(at, f"{number}-{sub}-{change}", str(sub), amount)
-                state = apply_subscription_event(state, event)
-                at = min(at + rng.choice([1, 30, 90]) * DAY, NOW)
-        sources: dict[str, tuple[int, tuple[AccountObservation, ...]]] = {}
-        for ticket in range(rng.randint(0, 12)):
-            at = NOW - rng.uniform(0, 455) * DAY
-            sources[f"ticket:{number}-{ticket}"] = (
-                4,
-                (
-                    ("frt", at, int(rng.random() < 0.2)),
-                    ("ttr", at + 3600, int(rng.random() < 0.2)),
-                    ("reopen", at + 5400),
-                    ("resolved", at + 3600, at + 7200 if rng.random() < 0.1 else None),
-                    ("csat", at + 7200, rng.randint(1, 5)),
-                    ("ces", at + 7300, rng.randint(1, 7)),
-                    ("nps", at + 7400, rng.randint(0, 10), f"r-{ticket}"),
-                ),
-            )
-        states[f"ACC-{number:04d}"] = state._replace(experience=sources)
-    return states
-
-
 def book_of(states: dict[str, AccountState]) -> _core.AccountBook:
     book = _core.AccountBook()
     for account_id, state in states.items():
@@ -124,14 +90,14 @@ def book_of(states: dict[str, AccountState]) -> _core.AccountBook:
 
 
 def test_an_evaluation_in_steps_sees_the_accounts_as_they_were_and_adds_up() -> None:
-    states = bench_like_accounts(50, 7)
-    book = book_of(states)
+    book = bench_accounts(50, 7, NOW, experience=True)  # (in partition 0)
     rules = _core.AccountRules([30 * DAY, 365 * DAY], 90 * DAY, {})
-    accounts = book.accounts(PARTITION)
+    accounts = book.accounts(0)
     whole, every = evaluation(accounts, NOW, rules)
     # a batch changes the book between steps: the snapshot does not see it
-    book.put(PARTITION, "ACC-0000", None)
-    book.put(PARTITION, "ACC-9999", orjson.dumps(states["ACC-0001"].to_json()))
+    book.put(0, "ACC-000000", None)
+    late = AccountState(0, (SubscriptionEvent(NOW - DAY, "late", "s", 5),))
+    book.put(0, "ACC-999999", orjson.dumps(late.to_json()))
     totals = Totals(2)
     records: list[_core.AccountRecord] = []
     for start in range(0, len(accounts) + 7, 7):
@@ -143,7 +109,7 @@ def test_an_evaluation_in_steps_sees_the_accounts_as_they_were_and_adds_up() -> 
     empty, none = evaluation(accounts, NOW, rules, 50, 10)
     assert (empty.to_json(), none) == (Totals(2).to_json(), [])
     assert len(accounts) == 50
-    assert len(book.accounts(PARTITION)) == 50  # one gone, one new
+    assert len(book.accounts(0)) == 50  # one gone, one new
 
 
 @pytest.mark.parametrize(
