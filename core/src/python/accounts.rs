@@ -99,10 +99,10 @@ impl PartitionAccounts {
         self.accounts.len()
     }
 
-    /// Evaluate the accounts [start, stop) at `as_of`: their totals (Python's Totals.to_json, as JSON bytes: the steps'
-    /// totals add up to the partition's) and, for each account with a subscription event,
-    /// (account_id, score or None, band, factors, drivers, MRR at as_of in millionths): what
-    /// health_values publishes.
+    /// Evaluate the accounts [start, stop) at `as_of`: their totals (Python's Totals.to_json,
+    /// as JSON bytes: the steps' totals add up to the partition's) and, for each account with
+    /// a subscription event, (account_id, score or None, band, factors, drivers, MRR at as_of
+    /// in millionths): what health_values publishes.
     #[pyo3(signature = (as_of, rules, start = 0, stop = None))]
     fn evaluate<'py>(
         &self,
